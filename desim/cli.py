@@ -1,0 +1,158 @@
+"""The ``desim`` command line: run, validate, list."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from desim import __version__
+from desim.config import Config, ConfigError, load_config
+from desim.registry import UnknownName
+from desim.units import format_bytes, format_ns
+
+console = Console(stderr=False, highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"desim: error: {message}", markup=False)
+    sys.exit(code)
+
+
+def _load(path: str, overrides: tuple[str, ...], seed: int | None) -> Config:
+    try:
+        cfg = load_config(path, list(overrides), seed)
+        check_buildable(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+    return cfg
+
+
+def check_buildable(cfg: Config) -> None:
+    """Build the machine without running it, turning design-level refusals into ConfigError."""
+    from desim.engine import build
+
+    try:
+        build(cfg)
+    except (ValueError, UnknownName) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="desim")
+def main() -> None:
+    """desim: simulate freeing page tables by RCU on a multi-CPU Linux machine."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value by dotted key, e.g. --set machine.cpus=64.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the seed.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Results directory (default: results/<config name>).")
+@click.option("--quiet", is_flag=True, help="Print no progress bar or summary.")
+def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | None,
+        quiet: bool) -> None:
+    """Run one simulation from CONFIG and write its results."""
+    from desim.engine import simulate
+    from desim.results import write_run
+
+    cfg = _load(config, overrides, seed)
+    outdir = Path(out) if out else Path("results") / Path(config).stem
+    if quiet:
+        result = simulate(cfg)
+    else:
+        with Progress(TextColumn("[bold]simulating"), BarColumn(),
+                      TextColumn("{task.fields[sim]}"), TimeRemainingColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("run", total=cfg.duration, sim="")
+            result = simulate(cfg, progress=lambda now: bar.update(
+                task, completed=now, sim=f"{format_ns(now)} simulated"))
+    write_run(result, outdir, command=["desim", *sys.argv[1:]])
+    if not quiet:
+        print_summary(result.summary, cfg)
+        if result.stopped_early:
+            console.print(f"[red]stopped at the first safety violation:[/] {result.stopped_early}")
+        console.print(f"results: {outdir}/")
+    if result.summary.get("safety.violations", 0) and cfg.safety.stop_on_first:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def validate(config: str, overrides: tuple[str, ...]) -> None:
+    """Check CONFIG without running it."""
+    cfg = _load(config, overrides, None)
+    console.print(f"{config}: ok ({cfg.machine.cpus} CPUs, allocator {cfg.allocator.name}, "
+                  f"workload {', '.join(cfg.workload) or 'none'}, {format_ns(cfg.duration)})")
+
+
+@main.command(name="list")
+def list_cmd() -> None:
+    """Show the registered allocators and workload elements."""
+    from desim.allocators import ALLOCATORS
+    from desim.workloads import ELEMENTS
+
+    for title, reg in (("allocators", ALLOCATORS), ("workload elements", ELEMENTS)):
+        t = Table(title=title, title_justify="left", show_header=False, box=None)
+        for name, cls in reg.items():
+            t.add_row(f"[bold]{name}[/]", cls.summary)
+        console.print(t)
+
+
+def print_summary(s: dict, cfg: Config) -> None:
+    def g(k):
+        return s.get(k, float("nan"))
+
+    t = Table(title=f"desim: {cfg.allocator.name}, {cfg.machine.cpus} CPUs, "
+                    f"{format_ns(g('sim.duration_ns'))} simulated", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("", justify="left")
+    rows = [
+        ("page faults", f"{g('fault.count'):,.0f}",
+         f"p50 {format_ns(g('fault.p50_ns'))}, p99 {format_ns(g('fault.p99_ns'))}"),
+        ("fault retries (table retracted)", f"{g('count.fault.retries') if 'count.fault.retries' in s else 0:,.0f}", ""),
+        ("tables allocated / deferred / gathered",
+         f"{s.get('count.tables.allocated', 0):,.0f} / {s.get('count.tables.deferred', 0):,.0f}"
+         f" / {s.get('count.tables.gathered', 0):,.0f}", ""),
+        ("mms created / exited", f"{s.get('count.mm.created', 0):,.0f} / "
+                                 f"{s.get('count.mm.exited', 0):,.0f}", ""),
+        ("grace periods", f"{g('rcu.gps_completed'):,.0f}",
+         f"mean {format_ns(g('rcu.gp.mean_ns'))}, max {format_ns(g('rcu.gp.max_ns'))}"),
+        ("RCU callbacks invoked", f"{g('rcu.callbacks_invoked'):,.0f}",
+         f"backlog max {g('rcu.callbacks_pending_max'):,.0f}"),
+        ("free-to-reuse delay", format_ns(g("free_to_reuse.mean_ns")) if s.get("free_to_reuse.count") else "-",
+         "mean"),
+    ]
+    for kind in ("live", "pending", "stranded", "spare", "internal", "held"):
+        rows.append((f"memory {kind}", format_bytes(g(f"mem.{kind}.mean_bytes")),
+                     f"peak {format_bytes(g(f'mem.{kind}.peak_bytes'))}"))
+    for k in sorted(s):
+        if k.startswith("lock.") and k.endswith(".acquisitions"):
+            cls = k[5:-13]
+            rows.append((f"lock {cls}", f"{s[k]:,.0f}",
+                         f"{100 * s[f'lock.{cls}.contention_ratio']:.2f}% contended, "
+                         f"max wait {format_ns(s[f'lock.{cls}.wait_max_ns'])}"))
+    rows.append(("IPIs sent", f"{g('ipi.sent'):,.0f}", ""))
+    if "safety.violations" in s:
+        v = s["safety.violations"]
+        kinds = ", ".join(f"{k[7:]} {s[k]:.0f}" for k in sorted(s)
+                          if k.startswith("safety.") and k != "safety.violations" and s[k])
+        rows.append(("safety violations", f"{'[red]' if v else '[green]'}{v:,.0f}[/]", kinds))
+    rows.append(("simulated events / wall s", f"{g('sim.events_per_s'):,.0f}",
+                 f"{g('sim.events'):,.0f} events in {g('sim.wall_s'):.2f} s"))
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""One run's fixed lifecycle: build → start → run → finalize → collect.
+
+``simulate(config)`` returns a ``RunResult`` of plain Python data (no pandas); writing it to disk
+is ``desim.results``' job. Failed runs raise; the CLI and the sweep runner record them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from simpy.events import Timeout
+
+from desim import __version__
+from desim.config import Config
+from desim.model.machine import Machine
+from desim.model.safety import SafetyStop
+from desim.rng import Streams
+from desim.workloads import ELEMENTS
+
+SERIES_COLUMNS = (
+    "t_ns", "live", "pending", "stranded", "spare", "internal", "held", "pgtable_pages",
+    "cb_backlog", "gp_active", "mms", "tables",
+)
+MEMORY_KINDS = ("live", "pending", "stranded", "spare", "internal", "held")
+
+
+@dataclass
+class RunResult:
+    config: Config
+    summary: dict[str, float]
+    series: dict[str, list]
+    latency_hist: list[tuple[str, int, float, float, int]]   # op, bin, lo_ns, hi_ns, count
+    locks: list[dict]
+    gp_spans: list[tuple[int, int]]
+    violations: list[dict]
+    events: int
+    wall_s: float
+    stopped_early: str | None = None
+    samples: dict[str, list] | None = field(default=None, repr=False)
+
+
+class _Counter:
+    """Counts processed events by wrapping ``env.step`` (cheap: one integer add per event)."""
+
+    def __init__(self, env) -> None:
+        self.n = 0
+        step = env.step
+
+        def counted():
+            self.n += 1
+            step()
+
+        env.step = counted
+
+
+def _sampler(m: Machine, interval: int, series: dict[str, list]):
+    acc = m.allocator.account
+    pages = m.pages
+    rcu = m.rcu
+    cols = [series[c] for c in SERIES_COLUMNS]
+    env = m.env
+    while True:
+        live, pending, stranded, spare, internal = acc.as_tuple()
+        n_tables = sum(len(mm.tables) for mm in m.mms)
+        row = (env._now, live, pending, stranded, spare, internal, acc.held,
+               pages.pages_held("pgtable"), rcu.pending, int(rcu.gp_active), len(m.mms), n_tables)
+        for col, v in zip(cols, row, strict=True):
+            col.append(v)
+        yield Timeout(env, interval)
+
+
+def build(config: Config, streams: Streams | None = None) -> Machine:
+    m = Machine(config, streams)
+    for name, params in config.workload.items():
+        ELEMENTS.get(name)(m, params).start()
+    return m
+
+
+def simulate(config: Config, streams: Streams | None = None, progress=None) -> RunResult:
+    """Run one simulation to ``config.duration`` and collect its results.
+
+    ``progress``, if given, is called as ``progress(sim_now_ns)`` about every 1% of the run.
+    """
+    wall0 = time.perf_counter()
+    m = build(config, streams)
+    env = m.env
+    series: dict[str, list] = {c: [] for c in SERIES_COLUMNS}
+    env.process(_sampler(m, config.record.sample_interval, series))
+    if config.warmup:
+        def _warm():
+            yield Timeout(env, config.warmup)
+            m.clear_stats()
+            for v in series.values():
+                v.clear()
+        env.process(_warm())
+    counter = _Counter(env)
+    stopped = None
+    try:
+        if progress is None:
+            env.run(until=config.duration)
+        else:
+            step = max(config.duration // 100, 1)
+            for t in range(step, config.duration + step, step):
+                env.run(until=min(t, config.duration))
+                progress(env.now)
+    except SafetyStop as exc:
+        stopped = str(exc)
+    wall = time.perf_counter() - wall0
+    return collect(m, series, counter.n, wall, stopped)
+
+
+def collect(m: Machine, series: dict[str, list], events: int, wall: float,
+            stopped: str | None) -> RunResult:
+    cfg = m.config
+    env = m.env
+    now = env.now
+    s: dict[str, float] = {
+        "sim.duration_ns": now,
+        "sim.events": events,
+        "sim.wall_s": wall,
+        "sim.events_per_s": events / wall if wall else math.nan,
+    }
+    for op, h in m.latency.items():
+        s.update(h.summary(op))
+    rcu = m.rcu
+    s.update(rcu.gp_length.summary("rcu.gp"))
+    s.update(rcu.sync_latency.summary("rcu.synchronize"))
+    s.update(rcu.exp_latency.summary("rcu.expedited"))
+    s.update(rcu.barrier_latency.summary("rcu.barrier"))
+    s["rcu.gps_completed"] = rcu.completed
+    s["rcu.callbacks_queued"] = rcu.queued
+    s["rcu.callbacks_invoked"] = rcu.invoked
+    s["rcu.callbacks_pending_end"] = rcu.pending
+    s["rcu.callbacks_pending_max"] = rcu.max_pending
+    s["ipi.sent"] = m.ipis_sent
+    for st in m.lock_classes.values():
+        if st.acquisitions:
+            s.update(st.summary())
+    # memory: peak and time-weighted mean of each kind over the sampled series
+    t = series["t_ns"]
+    for kind in MEMORY_KINDS:
+        col = series[kind]
+        s[f"mem.{kind}.peak_bytes"] = max(col) if col else 0
+        s[f"mem.{kind}.mean_bytes"] = sum(col) / len(col) if col else 0
+    waste = [h - lv for h, lv in zip(series["held"], series["live"], strict=True)]
+    s["mem.overhead.peak_bytes"] = max(waste) if waste else 0
+    s["mem.overhead.mean_bytes"] = sum(waste) / len(waste) if waste else 0
+    s["mem.samples"] = len(t)
+    acc = m.allocator.account
+    s["mem.held_end_bytes"] = acc.held
+    pages = m.pages
+    s["pages.allocated"] = pages.allocated
+    s["pages.freed"] = pages.freed
+    s["pages.held_end"] = pages.held
+    s["pages.pgtable_held_end"] = pages.pages_held("pgtable")
+    s["pages.alloc_failed"] = pages.failed
+    for k, v in sorted(m.counters.items()):
+        s[f"count.{k}"] = v
+    s["mm.alive_end"] = len(m.mms)
+    s["mm.alive_peak"] = m.mms_alive_peak
+    s["cpu.busy_fraction"] = sum(c.busy_fraction(now) for c in m.cpus) / len(m.cpus)
+    s["cpu.softirq_ns"] = sum(c.softirq_ns for c in m.cpus)
+    if m.safety is not None:
+        s.update(m.safety.summary())
+        violations = m.safety.records
+    else:
+        violations = []
+    hist_rows = []
+    for op, h in m.latency.items():
+        for idx, n in sorted(h.counts.items()):
+            lo, hi = h.bin_edges(idx)
+            hist_rows.append((op, idx, lo, hi, n))
+    locks = [{"lock_class": st.name, **{k.split(".")[-1]: v for k, v in st.summary().items()}}
+             for st in m.lock_classes.values() if st.acquisitions]
+    return RunResult(
+        config=cfg, summary=s, series=series, latency_hist=hist_rows, locks=locks,
+        gp_spans=list(rcu.gp_spans), violations=violations, events=events, wall_s=wall,
+        stopped_early=stopped, samples=m.samples,
+    )
+
+
+VERSION = __version__

@@ -1,0 +1,109 @@
+"""Queued (FIFO) spinlocks on bare SimPy events.
+
+An uncontended acquire creates no event: its cost is added to the acquiring CPU's pending time,
+paid at that CPU's next ``compute``. A contended acquire queues one plain ``Event`` which the
+releaser schedules ``handoff`` ns later (the MCS/qspinlock hand-over costs one cache-line
+transfer). A waiter spins: the task keeps its CPU, so spinning is CPU time lost, as in the kernel.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from simpy.events import Event
+
+from desim.model.stats import LockClassStats
+
+if TYPE_CHECKING:
+    from desim.model.cpu import CPU
+
+
+class SpinLock:
+    """One spinlock instance; statistics go to its lock class."""
+
+    __slots__ = ("env", "stats", "holder", "waiters", "t_acquired", "last_cpu", "cost", "handoff")
+
+    def __init__(self, env, stats: LockClassStats, cost: int, handoff: int) -> None:
+        self.env = env
+        self.stats = stats
+        self.holder: CPU | None = None
+        self.waiters: deque = deque()
+        self.t_acquired = 0
+        self.last_cpu: CPU | None = None
+        self.cost = cost
+        self.handoff = handoff
+
+    def acquire(self, cpu: CPU) -> Event | None:
+        """Take the lock for ``cpu``; ``None`` if taken at once, else an event to wait on."""
+        st = self.stats
+        st.acquisitions += 1
+        if self.holder is None:
+            self.holder = cpu
+            self.t_acquired = self.env._now
+            last = self.last_cpu
+            if last is not None and last is not cpu:
+                st.handoffs += 1
+                cpu.debt += self.cost + self.handoff
+            else:
+                cpu.debt += self.cost
+            return None
+        st.contended += 1
+        ev = Event(self.env)
+        self.waiters.append((cpu, ev, self.env._now))
+        return ev
+
+    def release(self, cpu: CPU) -> None:
+        if self.holder is not cpu:
+            raise RuntimeError(f"{self.stats.name}: released by cpu{cpu.id}, held by {self.holder}")
+        env = self.env
+        now = env._now
+        st = self.stats
+        hold = now - self.t_acquired
+        st.hold_total += hold
+        if hold > st.hold_max:
+            st.hold_max = hold
+        self.last_cpu = cpu
+        if not self.waiters:
+            self.holder = None
+            return
+        nxt, ev, t_wait = self.waiters.popleft()
+        delay = self.handoff if nxt is not cpu else 0
+        if delay:
+            st.handoffs += 1
+        grant = now + delay + self.cost
+        self.holder = nxt
+        self.t_acquired = grant
+        st.wait.add(grant - t_wait)
+        ev._ok = True
+        ev._value = None
+        env.schedule(ev, delay=delay + self.cost)
+
+    @property
+    def queue_length(self) -> int:
+        return len(self.waiters)
+
+
+class Mutex:
+    """A sleeping FIFO mutex (the waiter's task has already given up its CPU)."""
+
+    __slots__ = ("env", "held", "waiters")
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.held = False
+        self.waiters: deque[Event] = deque()
+
+    def acquire(self) -> Event | None:
+        if not self.held:
+            self.held = True
+            return None
+        ev = Event(self.env)
+        self.waiters.append(ev)
+        return ev
+
+    def release(self) -> None:
+        if self.waiters:
+            self.waiters.popleft().succeed()
+        else:
+            self.held = False

@@ -1,0 +1,148 @@
+"""The simulated machine: the one object every model part hangs off.
+
+It owns the SimPy environment, the config, the run's random streams, the CPUs, lock classes,
+page allocator, RCU, the allocator under study, the live mms and the statistics. Nothing here
+imports pandas: results leave as plain Python structures (``desim.engine``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import simpy
+from simpy.events import Timeout
+
+from desim.config import Config
+from desim.model.cpu import CPU
+from desim.model.lock import SpinLock
+from desim.model.memory import MM, Page, PageAllocator, RWSem
+from desim.model.rcu import RCU
+from desim.model.safety import SafetyChecker
+from desim.model.stats import LockClassStats, LogHistogram
+from desim.rng import Streams
+
+LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "retract",
+               "free_to_reuse")
+
+
+def _rcu_head_cb(cpu: CPU, arg):
+    page, func, farg = arg
+    page.rcu_queued = False
+    return func(cpu, farg)
+
+
+class Machine:
+    def __init__(self, config: Config, streams: Streams | None = None) -> None:
+        from desim.allocators import ALLOCATORS
+
+        self.config = config
+        self.costs = config.costs
+        self.env = simpy.Environment()
+        self.streams = streams or Streams.from_seed(config.seed)
+        sc = config.safety
+        self.safety = SafetyChecker(self, sc.history, sc.stop_on_first) if sc.enabled else None
+        self.lock_classes: dict[str, LockClassStats] = {}
+        self.cpus = [CPU(self, i) for i in range(config.machine.cpus)]
+        self.pages = PageAllocator(self, config.machine.page_size, config.machine.page_limit)
+        self.rcu = RCU(self)
+        self.ipis_sent = 0
+        self.counters: defaultdict[str, int] = defaultdict(int)
+        self.latency = {op: LogHistogram() for op in LATENCY_OPS}
+        self.samples: dict[str, list] | None = (
+            {op: [] for op in LATENCY_OPS} if config.record.latency_samples else None
+        )
+        self.mms: list[MM] = []
+        self.i_mmap_lock = RWSem(self.env)  # the shared file's i_mmap_rwsem
+        self.next_mm_id = 0
+        self.mms_alive_peak = 0
+        self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
+
+    # -- building blocks ----------------------------------------------------------------------
+    def lock_class(self, name: str) -> LockClassStats:
+        st = self.lock_classes.get(name)
+        if st is None:
+            st = self.lock_classes[name] = LockClassStats(name)
+        return st
+
+    def lock(self, class_name: str) -> SpinLock:
+        c = self.costs
+        return SpinLock(self.env, self.lock_class(class_name), c.lock_uncontended, c.lock_handoff)
+
+    def record(self, op: str, ns: int) -> None:
+        self.latency[op].add(ns)
+        if self.samples is not None:
+            self.samples[op].append(ns)
+
+    def clear_stats(self) -> None:
+        """End of warm-up: forget what was measured so far (state is kept)."""
+        for h in self.latency.values():
+            h.clear()
+        if self.samples is not None:
+            for v in self.samples.values():
+                v.clear()
+        for st in self.lock_classes.values():
+            st.clear()
+        self.rcu.clear_stats()
+        self.counters.clear()
+        self.ipis_sent = 0
+
+    # -- mms ----------------------------------------------------------------------------------
+    def new_mm(self, target_tables: int, pgste: bool = False) -> MM:
+        mm = MM(self, self.next_mm_id, target_tables, pgste)
+        self.next_mm_id += 1
+        mm.index = len(self.mms)
+        self.mms.append(mm)
+        if len(self.mms) > self.mms_alive_peak:
+            self.mms_alive_peak = len(self.mms)
+        self.counters["mm.created"] += 1
+        if self.safety is not None:
+            self.safety.note(mm, None, "created")
+        return mm
+
+    def unlink_mm(self, mm: MM) -> None:
+        """The mm stops being reachable by new faults and scans (exit has begun)."""
+        mm.alive = False
+        last = self.mms.pop()
+        if last is not mm:
+            self.mms[mm.index] = last
+            last.index = mm.index
+        mm.index = -1
+
+    def free_mm(self, cpu: CPU, mm: MM) -> None:
+        """``free_mm``: the mm_struct goes back to its slab; any later use is a bug."""
+        mm.freed = True
+        cpu.steal(self.costs.mm_free)
+        self.counters["mm.freed"] += 1
+        if self.safety is not None:
+            self.safety.note(mm, cpu, "freed")
+
+    # -- the page's single rcu_head -------------------------------------------------------------
+    def page_call_rcu(self, cpu: CPU, page: Page, func, arg, cost: int = 0) -> None:
+        """``call_rcu(&page->rcu_head, ...)``: the page has one rcu_head, so one use at a time."""
+        if self.safety is not None:
+            self.safety.rcu_queue(cpu, page)
+        page.rcu_queued = True
+        cpu.debt += self.costs.call_rcu
+        self.rcu.call_rcu(cpu, _rcu_head_cb, (page, func, arg), cost)
+
+    # -- CPUs -----------------------------------------------------------------------------------
+    def sleep(self, cpu: CPU, task: object, ev):
+        """Block ``task`` on ``ev`` (a sleeping lock, a wait): its CPU runs others meanwhile."""
+        cpu.release()
+        yield ev
+        ev = cpu.acquire(task)
+        if ev is not None:
+            yield ev
+
+    def ipi_all(self, cpu: CPU):
+        """``smp_call_function(..., wait=1)`` to every other CPU: wait for all handlers."""
+        others = len(self.cpus) - 1
+        if others <= 0:
+            return
+        self.ipis_sent += others
+        h = self.costs.ipi_handler
+        for c in self.cpus:
+            if c is not cpu:
+                c.steal(h)
+        yield Timeout(self.env, self.costs.ipi_latency + h + cpu.debt)
+        cpu.debt = 0

@@ -1,0 +1,241 @@
+"""Pages, page tables and mms.
+
+``Page`` stands for ``struct page``/``struct ptdesc``: it has exactly ONE ``rcu_head`` (which, as
+in the kernel, overlays the ``lru``/``pt_list`` links), a refcount, flags, a design-private
+fragment count and an embedded split ``ptl``. Page objects are recycled by pfn, and ``gen``
+counts reallocations, so a stale reference to a reused page can be told from a live one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from simpy.events import Event
+
+from desim.model.lock import SpinLock
+
+if TYPE_CHECKING:
+    from desim.model.cpu import CPU
+    from desim.model.machine import Machine
+
+# page flags
+PG_ACTIVE = 1 << 0      # powerpc/s390: a table in this page was freed by pte_free_defer
+PG_TABLE = 1 << 1       # the page is a page-table page (pagetable_pte_ctor ran)
+
+# page-table states
+LIVE = 0        # allocated; attached to its mm or about to be
+DETACHED = 1    # cleared from the PMD; a lockless walker may still hold it
+PENDING = 2     # waiting for a grace period before it is freed
+FREE = 3
+
+
+class Page:
+    __slots__ = (
+        "pfn", "gen", "allocated", "kind", "refcount", "flags", "rcu_queued", "on_list",
+        "frag_refcount", "ptl", "tables", "data", "history",
+    )
+
+    def __init__(self, pfn: int) -> None:
+        self.pfn = pfn
+        self.gen = 0
+        self.allocated = False
+        self.kind = ""
+        self.refcount = 0
+        self.flags = 0
+        self.rcu_queued = False   # the page's single rcu_head is on a callback list
+        self.on_list = None       # the list (pgtable_list, pool list...) the lru links sit on
+        self.frag_refcount = 0    # pt_frag_refcount (powerpc) or design-private count
+        self.ptl: SpinLock | None = None
+        self.tables: list = []
+        self.data = None          # design-private state (s390 AA/PP/HH bits, ...)
+        self.history: deque | None = None
+
+    def __repr__(self) -> str:
+        return f"page#{self.pfn}.{self.gen}"
+
+
+class PageTable:
+    """A PTE table: ``size`` bytes at ``offset`` within ``page``, owned by ``mm``."""
+
+    __slots__ = ("page", "offset", "size", "mm", "state", "gen", "shmem", "t_freed", "history")
+
+    def __init__(self, page: Page, offset: int, size: int, mm: MM | None) -> None:
+        self.page = page
+        self.offset = offset
+        self.size = size
+        self.mm = mm
+        self.state = LIVE
+        self.gen = page.gen       # the page generation this table lives in
+        self.shmem = False        # maps a shmem/file range that khugepaged may retract
+        self.t_freed = 0
+        self.history: deque | None = None
+
+    def __repr__(self) -> str:
+        return f"pt@{self.page!r}+{self.offset}"
+
+
+class RWSem:
+    """``mmap_lock``: many readers (faults) or one writer (munmap, exit); writers preferred."""
+
+    __slots__ = ("env", "readers", "writer", "rq", "wq")
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.readers = 0
+        self.writer = False
+        self.rq: list[Event] = []
+        self.wq: deque[Event] = deque()
+
+    def down_read(self) -> Event | None:
+        if not self.writer and not self.wq:
+            self.readers += 1
+            return None
+        ev = Event(self.env)
+        self.rq.append(ev)
+        return ev
+
+    def up_read(self) -> None:
+        self.readers -= 1
+        if self.readers == 0 and self.wq:
+            self.writer = True
+            self.wq.popleft().succeed()
+
+    def down_write(self) -> Event | None:
+        if not self.writer and not self.readers and not self.wq:
+            self.writer = True
+            return None
+        ev = Event(self.env)
+        self.wq.append(ev)
+        return ev
+
+    def up_write(self) -> None:
+        if self.wq:
+            self.wq.popleft().succeed()
+            return
+        self.writer = False
+        if self.rq:
+            self.readers += len(self.rq)
+            for ev in self.rq:
+                ev.succeed()
+            self.rq = []
+
+
+class MM:
+    """An address space: its attached PTE tables, locks and design-private state."""
+
+    __slots__ = (
+        "id", "tables", "target_tables", "alive", "freed", "mmap_lock", "page_table_lock",
+        "context_lock", "pmd_lock", "pgste", "arch", "t_created", "index", "history",
+        "shmem_fraction",
+    )
+
+    def __init__(self, machine: Machine, mm_id: int, target_tables: int, pgste: bool = False):
+        self.id = mm_id
+        self.tables: list[PageTable] = []
+        self.target_tables = target_tables
+        self.alive = True     # still running (faults may reach it)
+        self.freed = False    # struct mm_struct returned to its slab
+        env = machine.env
+        self.mmap_lock = RWSem(env)
+        self.page_table_lock = machine.lock("page_table_lock")
+        self.context_lock = machine.lock("context.lock")
+        self.pmd_lock = machine.lock("pmd")
+        self.pgste = pgste    # s390 KVM guest: full-page tables with guest state
+        self.arch: dict = {}  # design-private per-mm state (powerpc frag cache, s390 list...)
+        self.t_created = env._now
+        self.index = -1
+        self.history: deque | None = None
+        self.shmem_fraction = 0.0  # share of its tables mapping the shmem file
+
+    def __repr__(self) -> str:
+        return f"mm#{self.id}"
+
+
+class MemoryAccount:
+    """Bytes of page-table pages, split the way DOMAIN.md section 4 asks.
+
+    live: tables in use; pending: freed tables waiting on a GP; stranded: free but not reusable;
+    spare: free and reusable; internal: bytes of a page no table can use. Designs keep these
+    up to date at each transition; ``held`` is their sum and must equal the pages they hold.
+    """
+
+    __slots__ = ("live", "pending", "stranded", "spare", "internal")
+
+    def __init__(self) -> None:
+        self.live = self.pending = self.stranded = self.spare = self.internal = 0
+
+    @property
+    def held(self) -> int:
+        return self.live + self.pending + self.stranded + self.spare + self.internal
+
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        return self.live, self.pending, self.stranded, self.spare, self.internal
+
+
+class PageAllocator:
+    """The buddy allocator, reduced to what matters here: counts, a limit, and failures.
+
+    ``limit`` caps pages held at once; ``fail_probability`` makes non-blocking allocations
+    (GFP_NOWAIT, e.g. the mmu_gather batch page) fail at random, for memory-pressure studies.
+    """
+
+    def __init__(self, machine: Machine, page_size: int, limit: int | None) -> None:
+        self.machine = machine
+        self.page_size = page_size
+        self.limit = limit
+        self.free_pages: list[Page] = []
+        self.next_pfn = 0
+        self.held = 0
+        self.held_by_kind: dict[str, int] = {}
+        self.allocated = 0
+        self.freed = 0
+        self.failed = 0
+        self.nowait_fail = None   # callable () -> bool set by a memory-pressure workload
+        self.safety = machine.safety
+
+    def alloc(self, cpu: CPU, kind: str, nowait: bool = False) -> Page | None:
+        if self.limit is not None and self.held >= self.limit:
+            self.failed += 1
+            return None
+        if nowait and self.nowait_fail is not None and self.nowait_fail():
+            self.failed += 1
+            return None
+        if self.free_pages:
+            page = self.free_pages.pop()
+        else:
+            page = Page(self.next_pfn)
+            self.next_pfn += 1
+        page.gen += 1
+        page.allocated = True
+        page.kind = kind
+        page.refcount = 1
+        page.flags = 0
+        page.frag_refcount = 0
+        page.data = None
+        page.tables = []
+        self.held += 1
+        self.held_by_kind[kind] = self.held_by_kind.get(kind, 0) + 1
+        self.allocated += 1
+        cpu.steal(self.machine.costs.page_alloc)
+        if self.safety is not None:
+            self.safety.page_alloc(cpu, page)
+        return page
+
+    def free(self, cpu: CPU, page: Page) -> None:
+        if not page.allocated:
+            if self.safety is not None:
+                self.safety.violation("double_free", cpu, (page,), f"{page!r} freed twice")
+            return
+        if self.safety is not None:
+            self.safety.page_free(cpu, page)
+        page.allocated = False
+        page.ptl = None
+        self.held -= 1
+        self.held_by_kind[page.kind] -= 1
+        self.freed += 1
+        cpu.steal(self.machine.costs.page_free)
+        self.free_pages.append(page)
+
+    def pages_held(self, kind: str) -> int:
+        return self.held_by_kind.get(kind, 0)

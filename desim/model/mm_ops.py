@@ -1,0 +1,208 @@
+"""The kernel paths that create, walk and free page tables, as SimPy generators.
+
+Each runs in a task that owns ``cpu`` and returns with it still owned. They are what workload
+elements call; the design under study is reached only through ``machine.allocator``.
+
+* ``handle_fault``: a minor fault. ``mmap_lock`` for read, then the lockless walk of 6.6
+  (``pte_offset_map`` enters an RCU reader, read the PTE), take the table's ``ptl``, re-check
+  that the PMD still points at the table (``pte_offset_map_lock``'s ``pmd_same``); if khugepaged
+  retracted it meanwhile, unlock and retry. A missing table is allocated first
+  (``__pte_alloc``: allocate, then install under the PMD lock).
+* ``retract_page_tables``: khugepaged (mm/khugepaged.c, 6.6) under ``i_mmap_lock_read``, for a
+  table in each mm mapping the range: PMD lock + nested ptl, clear the PMD, flush the TLB,
+  unlock, ``pte_free_defer``. No mmap_lock: faults race with it, which is why RCU is needed.
+* ``do_munmap`` and ``exit_mmap``: ``mmap_lock`` for write, unlink from the file's i_mmap, and
+  free the tables through mmu_gather.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from desim.model.memory import DETACHED, LIVE, PageTable
+from desim.model.mmu_gather import MMUGather
+
+if TYPE_CHECKING:
+    from desim.model.cpu import CPU
+    from desim.model.machine import Machine
+    from desim.model.memory import MM
+
+
+def _lock(lock, cpu):
+    """Spin until ``lock`` is ours (generator; no event when uncontended)."""
+    ev = lock.acquire(cpu)
+    if ev is not None:
+        yield ev
+
+
+def populate(m: Machine, cpu: CPU, task, mm: MM, shmem: bool):
+    """``__pte_alloc``: allocate a table and install it under the PMD lock."""
+    env = m.env
+    t0 = env._now
+    d0 = cpu.debt
+    table = yield from m.allocator.pte_alloc_one(cpu, mm)
+    m.record("alloc", env._now - t0 + cpu.debt - d0)
+    if table is None:
+        m.counters["alloc.failed"] += 1
+        return None
+    table.shmem = shmem
+    yield from _lock(mm.pmd_lock, cpu)
+    mm.tables.append(table)
+    mm.pmd_lock.release(cpu)
+    m.counters["tables.allocated"] += 1
+    if m.safety is not None:
+        m.safety.note(table, cpu, f"allocated for {mm!r}")
+    return table
+
+
+def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
+    """One minor fault in ``mm`` on the table at fraction ``pick`` of its tables."""
+    env = m.env
+    costs = m.costs
+    t0 = env._now
+    sem = mm.mmap_lock
+    ev = sem.down_read()
+    if ev is not None:
+        yield from m.sleep(cpu, task, ev)
+    if not mm.alive:
+        sem.up_read()
+        return
+    safety = m.safety
+    while True:
+        tables = mm.tables
+        if len(tables) < mm.target_tables:
+            table = yield from populate(m, cpu, task, mm, shmem)
+            if table is None:
+                break
+        elif tables:
+            table = tables[int(pick * len(tables))]
+        else:
+            break
+        # pte_offset_map(): the RCU reader begins; the table pointer is read from the PMD.
+        cpu.rcu_read_lock()
+        page = table.page
+        gen = table.gen
+        lock = page.ptl
+        yield cpu.compute(costs.pte_walk)
+        if safety is not None:
+            safety.table_access(cpu, table, gen, "ptl")
+        ev = lock.acquire(cpu)
+        if ev is not None:
+            yield ev
+        if table.state != LIVE:
+            # pmd_same() failed: the table was retracted under us. Unlock and fault again.
+            lock.release(cpu)
+            if safety is not None:
+                safety.lock_release(cpu, table, gen)
+            cpu.rcu_read_unlock()
+            m.counters["fault.retries"] += 1
+            continue
+        yield cpu.compute(costs.fault_work)
+        if safety is not None:
+            safety.table_access(cpu, table, gen, "pte write")
+        lock.release(cpu)
+        cpu.rcu_read_unlock()
+        break
+    sem.up_read()
+    m.record("fault", env._now - t0)
+
+
+def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, PageTable]]):
+    """Retract one shmem range: its table in each mm of ``victims``."""
+    env = m.env
+    costs = m.costs
+    alloc = m.allocator
+    ev = m.i_mmap_lock.down_read()
+    if ev is not None:
+        yield from m.sleep(cpu, task, ev)
+    for mm, table in victims:
+        if not mm.alive or table.state != LIVE:
+            continue  # the mm exited or unmapped the range meanwhile
+        t0 = env._now
+        yield from _lock(mm.pmd_lock, cpu)
+        ptl = table.page.ptl
+        yield from _lock(ptl, cpu)
+        table.state = DETACHED
+        tables = mm.tables
+        i = tables.index(table)
+        tables[i] = tables[-1]
+        tables.pop()
+        yield cpu.compute(costs.tlb_flush)
+        ptl.release(cpu)
+        mm.pmd_lock.release(cpu)
+        td = env._now
+        d0 = cpu.debt
+        if m.safety is not None:
+            m.safety.note(table, cpu, "retracted")
+        yield from alloc.pte_free_defer(cpu, mm, table)
+        m.record("defer", env._now - td + cpu.debt - d0)
+        m.record("retract", env._now - t0)
+        m.counters["tables.deferred"] += 1
+    m.i_mmap_lock.up_read()
+
+
+def _free_tables(m: Machine, cpu: CPU, mm: MM, tables: list[PageTable]):
+    env = m.env
+    tlb = MMUGather(m, cpu, mm)
+    alloc = m.allocator
+    for table in tables:
+        table.state = DETACHED
+        t0 = env._now
+        d0 = cpu.debt
+        yield from alloc.pte_free_tlb(cpu, tlb, table)
+        m.record("free", env._now - t0 + cpu.debt - d0)
+    yield from tlb.finish()
+    m.counters["tables.gathered"] += len(tables)
+    m.counters["tlb.batches"] += tlb.batches
+
+
+def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int):
+    """munmap of a range covering ``count`` tables of ``mm``."""
+    env = m.env
+    t0 = env._now
+    ev = mm.mmap_lock.down_write()
+    if ev is not None:
+        yield from m.sleep(cpu, task, ev)
+    if mm.alive and mm.tables:
+        ev = m.i_mmap_lock.down_write()
+        if ev is not None:
+            yield from m.sleep(cpu, task, ev)
+        victims = mm.tables[-count:]
+        del mm.tables[-count:]
+        m.i_mmap_lock.up_write()
+        yield cpu.compute(m.costs.munmap)
+        yield from _free_tables(m, cpu, mm, victims)
+        m.counters["munmap.count"] += 1
+    mm.mmap_lock.up_write()
+    m.record("munmap", env._now - t0)
+
+
+def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
+    """Process exit: unlink the mm, free every table through mmu_gather, free the mm."""
+    env = m.env
+    t0 = env._now
+    ev = m.i_mmap_lock.down_write()
+    if ev is not None:
+        yield from m.sleep(cpu, task, ev)
+    m.unlink_mm(mm)
+    m.i_mmap_lock.up_write()
+    ev = mm.mmap_lock.down_write()
+    if ev is not None:
+        yield from m.sleep(cpu, task, ev)
+    yield cpu.compute(m.costs.exit)
+    tables, mm.tables = mm.tables, []
+    yield from _free_tables(m, cpu, mm, tables)
+    yield from m.allocator.mm_teardown(cpu, mm)
+    mm.mmap_lock.up_write()
+    yield from m.allocator.mm_free(cpu, mm, task)
+    m.counters["mm.exited"] += 1
+    m.record("exit", env._now - t0)
+
+
+def do_fork(m: Machine, cpu: CPU, target_tables: int, pgste: bool = False):
+    """fork+exec: a new mm whose tables its faults will populate."""
+    t0 = m.env._now
+    yield cpu.compute(m.costs.fork)
+    mm = m.new_mm(target_tables, pgste)
+    m.record("fork", m.env._now - t0)
+    return mm

@@ -1,0 +1,97 @@
+"""Writing a run's results to its directory, atomically, and reading them back.
+
+Layout of a run directory::
+
+    config.yaml        the resolved config (loads back to the same run)
+    manifest.json      seed, desim version, command, wall time, events processed, status
+    summary.json       flat {metric: number}; names are documented in README
+    timeseries.parquet memory split and RCU state sampled every record.sample_interval
+    latency.parquet    log-binned latency histograms: op, bin, lo_ns, hi_ns, count
+    locks.parquet      one row per lock class
+    gp.parquet         one row per grace period: start_ns, end_ns
+    violations.json    safety violations with their object histories
+    DONE               written last: its presence means the directory is complete
+
+Everything is first written to a hidden sibling directory and renamed into place, so an
+interrupted run never leaves a directory that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from desim import __version__
+from desim.engine import RunResult
+
+MARKER = "DONE"
+
+
+def _clean(v):
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def manifest(result: RunResult, command: list[str] | None = None, **extra) -> dict:
+    return {
+        "desim_version": __version__,
+        "seed": result.config.seed,
+        "command": command if command is not None else sys.argv,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": result.wall_s,
+        "events": result.events,
+        "events_per_wall_s": result.events / result.wall_s if result.wall_s else None,
+        "status": "stopped_on_violation" if result.stopped_early else "ok",
+        "stopped_early": result.stopped_early,
+        "python": sys.version.split()[0],
+        **extra,
+    }
+
+
+def write_run(result: RunResult, outdir: str | Path, command: list[str] | None = None,
+              **manifest_extra) -> Path:
+    out = Path(outdir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    (tmp / "config.yaml").write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
+    write_json(tmp / "manifest.json", manifest(result, command, **manifest_extra))
+    write_json(tmp / "summary.json", {k: _clean(v) for k, v in result.summary.items()})
+    pd.DataFrame(result.series).to_parquet(tmp / "timeseries.parquet", index=False)
+    pd.DataFrame(result.latency_hist, columns=["op", "bin", "lo_ns", "hi_ns", "count"]).to_parquet(
+        tmp / "latency.parquet", index=False)
+    pd.DataFrame(result.locks).to_parquet(tmp / "locks.parquet", index=False)
+    pd.DataFrame(result.gp_spans, columns=["start_ns", "end_ns"]).to_parquet(
+        tmp / "gp.parquet", index=False)
+    if result.samples is not None:
+        rows = [(op, v) for op, vals in result.samples.items() for v in vals]
+        pd.DataFrame(rows, columns=["op", "ns"]).to_parquet(tmp / "samples.parquet", index=False)
+    write_json(tmp / "violations.json", result.violations)
+    (tmp / MARKER).write_text("ok\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / MARKER).exists()
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -1,0 +1,73 @@
+"""``khugepaged``: the kthread that collapses shmem ranges and retracts their page tables.
+
+It wakes every ``scan_sleep`` (``khugepaged_scan_sleep_millisecs``), scans ``pages_to_scan``
+pages, i.e. ``pages_to_scan / 512`` PMD ranges, and for each collapsed range retracts the table
+mapping it in every mm that maps it (``retract_page_tables``, with no mmap_lock).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from desim.config import Duration
+from desim.model import mm_ops
+from desim.workloads import ELEMENTS
+from desim.workloads.base import Element, Params
+
+PTRS_PER_PMD_RANGE = 512
+
+
+class KhugepagedParams(Params):
+    scan_sleep: Duration = Field(10_000_000, description="sleep between scans")
+    pages_to_scan: int = Field(4096, ge=512, description="pages scanned per wake-up")
+    mappers: int = Field(4, ge=1, description="mms mapping each collapsed range")
+    collapse_cost: Duration = Field(20_000, description="CPU time to build one huge page")
+    cpu: int = Field(0, ge=0, description="CPU the kthread runs on")
+
+
+@ELEMENTS.register("khugepaged")
+class Khugepaged(Element):
+    Params = KhugepagedParams
+    summary = "kthread retracting shmem page tables with pte_free_defer (no mmap_lock)"
+
+    def start(self) -> None:
+        if self.p.cpu >= len(self.m.cpus):
+            raise ValueError(
+                f"workload.khugepaged.cpu: {self.p.cpu} but the machine has "
+                f"{len(self.m.cpus)} CPUs"
+            )
+        self.env.process(self._kthread())
+
+    def _victims(self, u) -> list:
+        mms = self.m.mms
+        out = []
+        if not mms:
+            return out
+        for _ in range(min(self.p.mappers, len(mms))):
+            mm = mms[int(u() * len(mms))]
+            shmem = [t for t in mm.tables if t.shmem]
+            if shmem:
+                out.append((mm, shmem[int(u() * len(shmem))]))
+        return out
+
+    def _kthread(self):
+        m = self.m
+        env = self.env
+        p = self.p
+        cpu = m.cpus[p.cpu]
+        u = self.uniform("pick")
+        task = object()
+        ranges = p.pages_to_scan // PTRS_PER_PMD_RANGE
+        while True:
+            yield env.timeout(p.scan_sleep)
+            ev = cpu.acquire(task)
+            if ev is not None:
+                yield ev
+            for _ in range(ranges):
+                victims = self._victims(u)
+                if not victims:
+                    continue
+                yield cpu.compute(p.collapse_cost)
+                yield from mm_ops.retract_page_tables(m, cpu, task, victims)
+                m.counters["khugepaged.collapses"] += 1
+            cpu.release()

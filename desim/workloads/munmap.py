@@ -1,0 +1,40 @@
+"""``munmap``: processes unmap ranges, freeing their tables through mmu_gather."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from desim.distributions import CountDist, Interarrival
+from desim.model import mm_ops
+from desim.workloads import ELEMENTS
+from desim.workloads.base import Element, Params
+
+
+class MunmapParams(Params):
+    rate: Interarrival = Field("1000/s", description="munmap calls per second, machine-wide")
+    tables: CountDist = Field(4, description="tables covered by one munmap")
+
+
+@ELEMENTS.register("munmap")
+class Munmap(Element):
+    Params = MunmapParams
+    summary = "munmap of ranges: mmap_lock for write, tables freed via mmu_gather"
+
+    def start(self) -> None:
+        self.env.process(self._arrivals())
+
+    def _arrivals(self):
+        m = self.m
+        env = self.env
+        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
+        count = self.p.tables.sampler(self.rng("tables"))
+        u = self.uniform("pick")
+        while True:
+            yield env.timeout(gap())
+            if not m.mms:
+                continue
+            mm = m.mms[int(u() * len(m.mms))]
+            cpu = m.cpus[int(u() * len(m.cpus))]
+            n = max(1, round(count()))
+            task = object()
+            env.process(self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n)))

@@ -1,0 +1,74 @@
+"""``processes``: the population of mms, with fork/exec arrivals and exits.
+
+Initial processes are forked at time 0 and populate their tables (use ``warmup`` to leave that
+out of the statistics). With ``fork_rate`` new processes arrive as a Poisson process; with
+``lifetime`` each process exits after a drawn time, its tables freed through mmu_gather.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from desim.distributions import CountDist, Interarrival, TimeDist
+from desim.model import mm_ops
+from desim.workloads import ELEMENTS
+from desim.workloads.base import Element, Params
+
+
+class ProcessesParams(Params):
+    initial: int = Field(16, ge=0, description="processes alive at time 0")
+    tables: CountDist = Field(32, description="PTE tables each process maps (2 MiB each)")
+    shmem_fraction: float = Field(
+        0.5, ge=0, le=1, description="share of tables mapping the shared shmem file"
+    )
+    pgste_fraction: float = Field(0.0, ge=0, le=1, description="share of KVM guest mms (s390)")
+    fork_rate: Interarrival | None = Field(None, description="new processes per second")
+    lifetime: TimeDist | None = Field(None, description="time from fork to exit")
+    populate_on_fork: bool = Field(True, description="a new process maps all its tables at once")
+
+
+@ELEMENTS.register("processes")
+class Processes(Element):
+    Params = ProcessesParams
+    summary = "mm population: fork/exec arrivals, lifetimes, exit through mmu_gather"
+
+    def start(self) -> None:
+        p = self.p
+        self.n_tables = p.tables.sampler(self.rng("tables"))
+        self.pick = self.uniform("pick")
+        self.lifetime = p.lifetime.ns_sampler(self.rng("lifetime")) if p.lifetime else None
+        cpus = self.m.cpus
+        for i in range(p.initial):
+            self.env.process(self._life(cpus[i % len(cpus)]))
+        if p.fork_rate is not None:
+            self.env.process(self._arrivals(p.fork_rate.ns_sampler(self.rng("arrivals"))))
+
+    def _arrivals(self, gap):
+        env = self.env
+        cpus = self.m.cpus
+        while True:
+            yield env.timeout(gap())
+            env.process(self._life(cpus[int(self.pick() * len(cpus))]))
+
+    def _life(self, cpu):
+        m = self.m
+        p = self.p
+        task = object()
+        pgste = p.pgste_fraction > 0 and self.pick() < p.pgste_fraction
+        target = max(1, round(self.n_tables()))
+        ev = cpu.acquire(task)
+        if ev is not None:
+            yield ev
+        mm = yield from mm_ops.do_fork(m, cpu, target, pgste)
+        mm.shmem_fraction = p.shmem_fraction
+        if p.populate_on_fork:
+            for _ in range(target):
+                t = yield from mm_ops.populate(m, cpu, task, mm, self.pick() < p.shmem_fraction)
+                if t is None:
+                    break
+        cpu.release()
+        if self.lifetime is None:
+            return
+        yield self.env.timeout(self.lifetime())
+        cpu = m.cpus[int(self.pick() * len(m.cpus))]
+        yield from self.run_on(m, cpu, task, mm_ops.exit_mmap(m, cpu, task, mm))
