@@ -1,0 +1,64 @@
+"""Shared fixtures: small configs, machines, and a way to drive kernel operations step by step."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from desim.config import Config, set_dotted, validate
+from desim.model.machine import Machine
+
+BASE = {
+    "seed": 1,
+    "duration": "50ms",
+    "machine": {"cpus": 4, "hz": 1000, "page_size": "4KiB"},
+    "workload": {},
+}
+
+
+def make_config(overrides: dict | None = None, **sections) -> Config:
+    """A small config; ``overrides`` maps dotted keys to values, ``sections`` replace sections."""
+    data = copy.deepcopy(BASE)
+    data.update(sections)
+    for k, v in (overrides or {}).items():
+        set_dotted(data, k, v)
+    return validate(data)
+
+
+def make_machine(overrides: dict | None = None, **sections) -> Machine:
+    return Machine(make_config(overrides, **sections))
+
+
+def run_task(m: Machine, cpu_id: int, body_fn, *args):
+    """Run ``body_fn(cpu, task, *args)`` as a task owning CPU ``cpu_id`` until it finishes.
+
+    Returns the generator's return value. The clock advances only as far as the task needs,
+    plus whatever other processes do meanwhile.
+    """
+    cpu = m.cpus[cpu_id]
+    task = object()
+    out = {}
+
+    def proc():
+        ev = cpu.acquire(task)
+        if ev is not None:
+            yield ev
+        out["value"] = yield from body_fn(cpu, task, *args)
+        cpu.release()
+
+    p = m.env.process(proc())
+    m.env.run(until=p)
+    return out.get("value")
+
+
+def settle(m: Machine, ns: int = 50_000_000) -> None:
+    """Let RCU finish: run until no callback is pending (or ``ns`` more simulated time)."""
+    end = m.env.now + ns
+    while m.rcu.pending and m.env.now < end:
+        m.env.run(until=min(end, m.env.now + 1_000_000))
+
+
+@pytest.fixture
+def machine():
+    return make_machine()
