@@ -76,7 +76,7 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
                 task, completed=now, sim=f"{format_ns(now)} simulated"))
     write_run(result, outdir, command=["desim", *sys.argv[1:]])
     if not quiet:
-        print_summary(result.summary, cfg)
+        print_summary(result.summary, cfg, result.wall_s)
         if result.stopped_early:
             console.print(f"[red]stopped at the first safety violation:[/] {result.stopped_early}")
         console.print(f"results: {outdir}/")
@@ -107,7 +107,7 @@ def list_cmd() -> None:
         console.print(t)
 
 
-def print_summary(s: dict, cfg: Config) -> None:
+def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
     def g(k):
         return s.get(k, float("nan"))
 
@@ -147,8 +147,8 @@ def print_summary(s: dict, cfg: Config) -> None:
         kinds = ", ".join(f"{k[7:]} {s[k]:.0f}" for k in sorted(s)
                           if k.startswith("safety.") and k != "safety.violations" and s[k])
         rows.append(("safety violations", f"{'[red]' if v else '[green]'}{v:,.0f}[/]", kinds))
-    rows.append(("simulated events / wall s", f"{g('sim.events_per_s'):,.0f}",
-                 f"{g('sim.events'):,.0f} events in {g('sim.wall_s'):.2f} s"))
+    rows.append(("simulated events / wall s", f"{g('sim.events') / wall_s:,.0f}",
+                 f"{g('sim.events'):,.0f} events in {wall_s:.2f} s"))
     for r in rows:
         t.add_row(*r)
     console.print(t)

@@ -6,7 +6,6 @@ is ``desim.results``' job. Failed runs raise; the CLI and the sweep runner recor
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -119,8 +118,6 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
     s: dict[str, float] = {
         "sim.duration_ns": now,
         "sim.events": events,
-        "sim.wall_s": wall,
-        "sim.events_per_s": events / wall if wall else math.nan,
     }
     for op, h in m.latency.items():
         s.update(h.summary(op))
