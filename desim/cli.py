@@ -20,7 +20,8 @@ err = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"desim: error: {message}", markup=False)
+    # One line whatever the terminal width: scripts and people grep for it.
+    click.echo(f"desim: error: {' '.join(message.split())}", err=True)
     sys.exit(code)
 
 

@@ -203,6 +203,10 @@ def _first_error(exc: ValidationError, prefix: str = "") -> str:
     where = _loc(e["loc"])
     where = f"{prefix}.{where}" if prefix and where else (prefix or where)
     msg = e["msg"].removeprefix("Value error, ")
+    head, sep, rest = msg.partition(": ")
+    if where and sep and head and " " not in head:
+        # A nested validator already named the field below ``where`` (workload elements).
+        where, msg = f"{where}.{head}", rest
     if e["type"] == "extra_forbidden":
         msg = "unknown field"
     more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""

@@ -33,7 +33,7 @@ def parse_time_ns(value: str | int | float) -> int:
     if isinstance(value, int | float):
         return round(value)
     q = _quantity(value)
-    if q.dimensionless:
+    if q.unitless:
         return round(q.magnitude)
     try:
         return round(q.to("ns").magnitude)
@@ -50,7 +50,7 @@ def parse_size_bytes(value: str | int) -> int:
         return round(value)
     q = _quantity(value)
     try:
-        mag = q.magnitude if q.dimensionless and str(q.units) == "dimensionless" else q.to("B").magnitude
+        mag = q.magnitude if q.unitless else q.to("B").magnitude
     except pint.DimensionalityError as exc:
         raise UnitError(f"{value!r} is not a size (use B, KiB, MiB)") from exc
     return round(mag)
@@ -64,7 +64,7 @@ def parse_rate_per_ns(value: str | int | float) -> float:
     if isinstance(value, int | float):
         return float(value) / NS_PER_S
     q = _quantity(value)
-    if q.dimensionless:
+    if q.unitless:
         return float(q.magnitude) / NS_PER_S
     try:
         return float(q.to("1/ns").magnitude)
@@ -73,7 +73,9 @@ def parse_rate_per_ns(value: str | int | float) -> float:
 
 
 def format_ns(ns: float) -> str:
-    """A short human reading of a duration in ns (``1.23 ms``)."""
+    """A short human reading of a duration in ns (``1.23 ms``); ``-`` when there is none."""
+    if ns != ns:  # NaN: nothing was measured
+        return "-"
     for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
         if abs(ns) >= scale:
             return f"{ns / scale:.3g} {unit}"

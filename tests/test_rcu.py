@@ -1,0 +1,140 @@
+"""Tree RCU: grace periods respect readers, callbacks wait a full GP, sync/expedited/barrier."""
+
+from conftest import make_machine, run_task
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+MS = 1_000_000
+
+
+def _reader(m, cpu, start, length, log):
+    env = m.env
+    yield env.timeout(start)
+    task = object()
+    ev = cpu.acquire(task)
+    if ev is not None:
+        yield ev
+    cpu.rcu_read_lock()
+    t0 = env.now
+    yield cpu.compute(length)
+    cpu.rcu_read_unlock()
+    log.append((cpu.id, t0, env.now))
+    cpu.release()
+
+
+def _queue(m, cpu, at, log):
+    yield m.env.timeout(at)
+    m.rcu.call_rcu(cpu, lambda c, a: log.append((a, m.env.now)), m.env.now)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    readers=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20 * MS), st.integers(1, 8 * MS)),
+                     max_size=12),
+    cbs=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20 * MS)), min_size=1, max_size=6),
+)
+def test_no_gp_ends_inside_an_older_reader_and_callbacks_wait_a_full_gp(readers, cbs):
+    m = make_machine()
+    rlog: list = []
+    clog: list = []
+    for cpu, start, length in readers:
+        m.env.process(_reader(m, m.cpus[cpu], start, length, rlog))
+    for cpu, at in cbs:
+        m.env.process(_queue(m, m.cpus[cpu], at, clog))
+    m.env.run(until=200 * MS)
+    spans = m.rcu.gp_spans
+    assert spans, "callbacks were queued, so at least one GP must run"
+    for gs, ge in spans:
+        for _, rs, re in rlog:
+            assert not (rs < gs and re > ge), f"GP {gs}-{ge} ended inside reader {rs}-{re}"
+    assert len(clog) == len(cbs)  # every callback ran
+    for queued, invoked in clog:
+        assert any(gs >= queued and ge <= invoked for gs, ge in spans), (queued, invoked, spans)
+
+
+def test_idle_machine_gp_is_a_few_ms_at_hz1000():
+    m = make_machine({"machine.cpus": 8})
+    run_task(m, 0, m.rcu.synchronize)
+    gp = m.rcu.gp_length
+    assert gp.n == 1
+    # Idle CPUs are caught by the first force-quiescent-state scan, 3 jiffies after GP start.
+    assert gp.hi == 3 * MS
+    # The caller also waits for its tick to request the GP and for the tick that invokes it.
+    assert 3 * MS < m.rcu.sync_latency.hi <= 6 * MS
+
+
+def test_synchronize_rcu_spans_a_full_gp_started_after_the_call():
+    m = make_machine()
+    rlog: list = []
+    m.env.process(_reader(m, m.cpus[1], 0, 7 * MS, rlog))
+    t = {}
+
+    def body(cpu, task):
+        yield m.env.timeout(MS // 2)
+        t["call"] = m.env.now
+        yield from m.rcu.synchronize(cpu, task)
+        t["ret"] = m.env.now
+
+    run_task(m, 0, body)
+    assert t["ret"] >= rlog[0][2]  # the pre-existing reader finished first
+    assert any(gs >= t["call"] and ge <= t["ret"] for gs, ge in m.rcu.gp_spans)
+
+
+def test_expedited_waits_for_reader_only():
+    m = make_machine({"costs.exp_gp_overhead": 40_000, "costs.ipi_latency": 2000})
+    rlog: list = []
+    m.env.process(_reader(m, m.cpus[1], 0, 500_000, rlog))
+    out = {}
+
+    def body(cpu, task):
+        yield m.env.timeout(1000)
+        t0 = m.env.now
+        yield from m.rcu.synchronize_expedited(cpu, task)
+        out["lat"] = m.env.now - t0
+
+    run_task(m, 0, body)
+    # The reader on cpu1 ends at 500 us; the expedited GP cannot end before it.
+    assert out["lat"] == 500_000 - 1000
+    assert m.ipis_sent == 1  # only cpu1 was busy when the IPIs went out
+    assert m.rcu.gp_length.n == 0  # no normal grace period was needed
+
+
+def test_expedited_on_idle_machine_is_overhead_plus_nothing():
+    m = make_machine({"costs.exp_gp_overhead": 40_000})
+    out = {}
+
+    def body(cpu, task):
+        t0 = m.env.now
+        yield from m.rcu.synchronize_expedited(cpu, task)
+        out["lat"] = m.env.now - t0
+
+    run_task(m, 0, body)
+    assert out["lat"] == 40_000
+
+
+def test_rcu_barrier_waits_for_every_queued_callback():
+    m = make_machine()
+    invoked: list = []
+    for i, cpu in enumerate(m.cpus):
+        for k in range(3):
+            m.rcu.call_rcu(cpu, lambda c, a: invoked.append(a), (i, k))
+    out = {}
+
+    def body(cpu, task):
+        yield from m.rcu.barrier(cpu, task)
+        out["seen"] = len(invoked)
+
+    run_task(m, 0, body)
+    assert out["seen"] == 12
+    assert m.rcu.barrier_latency.n == 1
+
+
+def test_blimit_batches_cost_cpu_time_on_the_queueing_cpu():
+    m = make_machine({"rcu.blimit": 10, "costs.rcu_callback": 100})
+    cpu = m.cpus[2]
+    for k in range(25):
+        m.rcu.call_rcu(cpu, lambda c, a: None, k)
+    m.env.run(until=20 * MS)
+    assert m.rcu.invoked == 25
+    assert cpu.softirq_ns == 25 * 100
+    assert all(c.softirq_ns == 0 for c in m.cpus if c is not cpu)
