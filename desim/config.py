@@ -128,6 +128,9 @@ class AllocatorConfig(Strict):
 
 
 class RecordConfig(Strict):
+    enabled: bool = Field(
+        True, description="collect latency histograms and the time series (off: benchmarks only)"
+    )
     sample_interval: PositiveDuration = Field(
         1_000_000, description="memory/RCU time series sampling period"
     )

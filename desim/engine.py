@@ -97,7 +97,8 @@ def simulate(config: Config, streams: Streams | None = None, progress=None) -> R
     m = build(config, streams)
     env = m.env
     series: dict[str, list] = {c: [] for c in SERIES_COLUMNS}
-    env.process(_sampler(m, config.record.sample_interval, series))
+    if config.record.enabled:
+        env.process(_sampler(m, config.record.sample_interval, series))
     if config.warmup:
         def _warm():
             yield Timeout(env, config.warmup)

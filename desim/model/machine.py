@@ -25,6 +25,10 @@ LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "ret
                "free_to_reuse")
 
 
+def _no_record(op: str, ns: int) -> None:
+    pass
+
+
 def _rcu_head_cb(cpu: CPU, arg):
     page, func, farg = arg
     page.rcu_queued = False
@@ -51,6 +55,8 @@ class Machine:
         self.samples: dict[str, list] | None = (
             {op: [] for op in LATENCY_OPS} if config.record.latency_samples else None
         )
+        if not config.record.enabled:
+            self.record = _no_record  # type: ignore[method-assign]
         self.mms: list[MM] = []
         self.i_mmap_lock = RWSem(self.env)  # the shared file's i_mmap_rwsem
         self.next_mm_id = 0
