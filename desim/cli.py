@@ -108,6 +108,30 @@ def list_cmd() -> None:
         console.print(t)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="Smaller runs: a smoke test of the benchmark itself.")
+@click.option("--out", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
+              help="Where to write the figures as JSON.")
+def bench(quick: bool, out: str) -> None:
+    """Measure desim's speed against bare SimPy (on demand; takes a few minutes)."""
+    from desim import bench as b
+
+    res = b.run_all(quick=quick, progress=lambda msg: err.print(msg))
+    ok = b.verdicts(res)
+    t = Table(title="desim bench", title_justify="left")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("target")
+    for k, v in res.items():
+        target = b.TARGETS.get(k)
+        mark = "" if target is None else (
+            f"{'[green]met' if ok[k] else '[red]missed'}[/] ({target[0]} {target[1]:,})")
+        t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v), mark)
+    console.print(t)
+    b.write(res, out)
+    console.print(f"written: {out}")
+
+
 def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
     def g(k):
         return s.get(k, float("nan"))

@@ -172,7 +172,7 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
         violations = []
     hist_rows = []
     for op, h in m.latency.items():
-        for idx, n in sorted(h.counts.items()):
+        for idx, n in h.items():
             lo, hi = h.bin_edges(idx)
             hist_rows.append((op, idx, lo, hi, n))
     locks = [{"lock_class": st.name, **{k.split(".")[-1]: v for k, v in st.summary().items()}}

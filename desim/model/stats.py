@@ -9,25 +9,32 @@ from __future__ import annotations
 import math
 
 BINS_PER_DECADE = 100
+_NBINS = 13 * BINS_PER_DECADE  # up to 1e13 ns
 _LOG = math.log10
 
 
 class LogHistogram:
-    """Counts of non-negative samples in logarithmic bins, with exact moments."""
+    """Counts of non-negative samples in logarithmic bins, with exact moments.
 
-    __slots__ = ("counts", "n", "total", "lo", "hi")
+    Bins live in a flat list (index 0 holds samples below 1 ns; the last bin everything past
+    ~3 hours): a list index is several times cheaper than a dict update on this hot path.
+    """
+
+    __slots__ = ("bins", "n", "total", "lo", "hi")
 
     def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
+        self.bins = [0] * (_NBINS + 1)
         self.n = 0
         self.total = 0.0
         self.lo = math.inf
         self.hi = -math.inf
 
     def add(self, x: float) -> None:
-        idx = int(_LOG(x) * BINS_PER_DECADE) if x >= 1 else -1
-        c = self.counts
-        c[idx] = c.get(idx, 0) + 1
+        if x >= 1:
+            i = int(_LOG(x) * BINS_PER_DECADE) + 1
+            self.bins[i if i <= _NBINS else _NBINS] += 1
+        else:
+            self.bins[0] += 1
         self.n += 1
         self.total += x
         if x < self.lo:
@@ -37,6 +44,16 @@ class LogHistogram:
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+    def items(self):
+        """(bin index, count) of the non-empty bins, in order; index -1 is below 1 ns."""
+        for i, c in enumerate(self.bins):
+            if c:
+                yield i - 1, c
+
+    @property
+    def counts(self) -> dict[int, int]:
+        return dict(self.items())
 
     @property
     def mean(self) -> float:
@@ -48,8 +65,8 @@ class LogHistogram:
             return math.nan
         rank = q * (self.n - 1)
         seen = 0
-        for idx in sorted(self.counts):
-            seen += self.counts[idx]
+        for idx, c in self.items():
+            seen += c
             if seen > rank:
                 mid = 0.0 if idx < 0 else 10 ** ((idx + 0.5) / BINS_PER_DECADE)
                 return min(max(mid, self.lo), self.hi)

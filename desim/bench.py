@@ -1,0 +1,235 @@
+"""On-demand benchmarks (``desim bench``): desim's speed against bare SimPy, in ratios.
+
+Run on demand, never as timed tests. Each figure is a ratio measured in one process on one
+machine, so a noisy or slow host shifts both sides alike:
+
+* lock: lock cycles per wall second of ``SpinLock`` vs ``simpy.Resource`` vs a minimal lock on
+  bare SimPy events, on the same closed queue (64 tasks, one lock);
+* model: simulated page faults per wall second on ``configs/default.yaml`` and on the same
+  machine with 16, 32 and 64 CPUs (cost per fault should stay flat as CPUs grow);
+* overhead: wall time with statistics and the safety checker on, against both off;
+* memory: peak RSS of a run of about ten million events (in a child process);
+* sweep: ``--jobs 2`` against ``--jobs 1`` on a sweep of equal runs, when desim.sweep exists.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import simpy
+
+from desim.model.lock import SpinLock
+from desim.model.stats import LockClassStats
+
+HOLD = 100
+THINK = 500
+
+
+class _BareLock:
+    """The least a FIFO lock on bare SimPy events can do: one event per acquire."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.busy = False
+        self.q: deque = deque()
+
+    def acquire(self):
+        ev = self.env.event()
+        if self.busy:
+            self.q.append(ev)
+        else:
+            self.busy = True
+            ev.succeed()
+        return ev
+
+    def release(self) -> None:
+        if self.q:
+            self.q.popleft().succeed()
+        else:
+            self.busy = False
+
+
+class _Cpu:
+    __slots__ = ("debt",)
+
+    def __init__(self) -> None:
+        self.debt = 0
+
+
+def _closed_queue(kind: str, tasks: int, sim_ns: int) -> tuple[int, float]:
+    env = simpy.Environment()
+    done = [0]
+    if kind == "resource":
+        res = simpy.Resource(env, capacity=1)
+
+        def worker(_):
+            while True:
+                with res.request() as req:
+                    yield req
+                    yield env.timeout(HOLD)
+                done[0] += 1
+                yield env.timeout(THINK)
+    elif kind == "bare":
+        lock = _BareLock(env)
+
+        def worker(_):
+            while True:
+                yield lock.acquire()
+                yield env.timeout(HOLD)
+                lock.release()
+                done[0] += 1
+                yield env.timeout(THINK)
+    else:
+        lock = SpinLock(env, LockClassStats("bench"), 0, 0)
+
+        def worker(cpu):
+            while True:
+                ev = lock.acquire(cpu)
+                if ev is not None:
+                    yield ev
+                yield env.timeout(HOLD)
+                lock.release(cpu)
+                done[0] += 1
+                yield env.timeout(THINK)
+
+    for _ in range(tasks):
+        env.process(worker(_Cpu()))
+    t0 = time.perf_counter()
+    env.run(until=sim_ns)
+    return done[0], time.perf_counter() - t0
+
+
+def bench_lock(sim_ns: int, tasks: int = 64, repeat: int = 3) -> dict:
+    out = {}
+    for kind in ("resource", "bare", "spinlock"):
+        best = 0.0
+        for _ in range(repeat):
+            n, wall = _closed_queue(kind, tasks, sim_ns)
+            best = max(best, n / wall)
+        out[f"lock.{kind}.cycles_per_s"] = best
+    out["lock.spinlock_vs_resource"] = out["lock.spinlock.cycles_per_s"] / out["lock.resource.cycles_per_s"]
+    out["lock.bare_vs_spinlock"] = out["lock.bare.cycles_per_s"] / out["lock.spinlock.cycles_per_s"]
+    return out
+
+
+def _run_config(path: str, overrides: list[str]) -> tuple[dict, float, int]:
+    from desim.config import load_config
+    from desim.engine import simulate
+
+    cfg = load_config(path, overrides)
+    t0 = time.perf_counter()
+    r = simulate(cfg)
+    return r.summary, time.perf_counter() - t0, r.events
+
+
+def bench_model(config: str, duration: str, cpu_counts: tuple[int, ...]) -> dict:
+    out: dict = {}
+    for n in cpu_counts:
+        s, wall, events = _run_config(config, [f"duration={duration}", "warmup=0",
+                                               f"machine.cpus={n}"])
+        out[f"model.cpus{n}.faults_per_s"] = s["fault.count"] / wall
+        out[f"model.cpus{n}.events_per_s"] = events / wall
+        out[f"model.cpus{n}.us_per_fault"] = 1e6 * wall / max(s["fault.count"], 1)
+    base = out[f"model.cpus{cpu_counts[0]}.us_per_fault"]
+    out["model.cost_per_fault_growth"] = out[f"model.cpus{cpu_counts[-1]}.us_per_fault"] / base
+    return out
+
+
+def bench_overhead(config: str, duration: str, repeat: int = 3) -> dict:
+    def best(flags):
+        return min(_run_config(config, [f"duration={duration}", "warmup=0", *flags])[1]
+                   for _ in range(repeat))
+    on = best(["record.enabled=true", "safety.enabled=true"])
+    off = best(["record.enabled=false", "safety.enabled=false"])
+    return {"overhead.wall_on_s": on, "overhead.wall_off_s": off, "overhead.ratio": on / off}
+
+
+def bench_memory(config: str, events: int) -> dict:
+    """Peak RSS of a child process simulating about ``events`` events."""
+    code = (
+        "import resource, sys\n"
+        "from desim.config import load_config\nfrom desim.engine import simulate\n"
+        f"cfg = load_config({config!r}, ['duration=50ms', 'warmup=0'])\n"
+        "r = simulate(cfg)\n"
+        f"scale = {events} / max(r.events, 1)\n"
+        "cfg = load_config(" + repr(config) + ", [f'duration={int(50e6 * scale)}', 'warmup=0'])\n"
+        "r = simulate(cfg)\n"
+        "print(r.events, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    ev, rss_kb = res.stdout.split()
+    return {"memory.events": int(ev), "memory.peak_rss_mb": int(rss_kb) / 1024}
+
+
+def bench_sweep(experiment: str | None) -> dict:
+    try:
+        from desim.sweep import runner  # noqa: F401
+    except ImportError:
+        return {}
+    if experiment is None or not Path(experiment).exists():
+        return {}
+    import tempfile
+
+    walls = {}
+    for jobs in (1, 2):
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "desim.cli", "sweep", experiment, "--jobs",
+                            str(jobs), "--out", d], check=True, capture_output=True)
+            walls[jobs] = time.perf_counter() - t0
+    return {"sweep.jobs1_s": walls[1], "sweep.jobs2_s": walls[2],
+            "sweep.speedup": walls[1] / walls[2]}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_all(quick: bool = False, config: str = str(REPO / "configs" / "default.yaml"),
+            experiment: str | None = str(REPO / "experiments" / "quick.yaml"),
+            progress=print) -> dict:
+    results: dict = {"host.python": sys.version.split()[0]}
+    steps = [
+        ("lock", lambda: bench_lock(20_000_000 if quick else 100_000_000)),
+        ("model", lambda: bench_model(config, "100ms" if quick else "500ms",
+                                      (8, 16) if quick else (8, 16, 32, 64))),
+        ("overhead", lambda: bench_overhead(config, "100ms" if quick else "500ms",
+                                            1 if quick else 3)),
+        ("memory", lambda: bench_memory(config, 1_000_000 if quick else 10_000_000)),
+        ("sweep", lambda: bench_sweep(None if quick else experiment)),
+    ]
+    for name, fn in steps:
+        progress(f"bench: {name} ...")
+        results.update(fn())
+    results["host.maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+TARGETS = {
+    "lock.spinlock_vs_resource": (">=", 2.0),
+    "lock.bare_vs_spinlock": ("<=", 1.5),
+    "model.cpus8.faults_per_s": (">=", 150_000),
+    "model.cost_per_fault_growth": ("<=", 1.5),
+    "overhead.ratio": ("<=", 1.25),
+    "memory.peak_rss_mb": ("<=", 500),
+    "sweep.speedup": (">=", 1.8),
+}
+
+
+def verdicts(results: dict) -> dict[str, bool]:
+    out = {}
+    for key, (op, target) in TARGETS.items():
+        if key in results:
+            v = results[key]
+            out[key] = v >= target if op == ">=" else v <= target
+    return out
+
+
+def write(results: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps({"results": results, "targets_met": verdicts(results)},
+                                     indent=1) + "\n")
