@@ -94,6 +94,10 @@ class RcuConfig(Strict):
     tick_qs_in_kernel: bool = Field(
         True, description="a tick in kernel mode outside a reader reports a QS"
     )
+    sched_qs_jiffies: int | None = Field(
+        None, ge=1, description="jiffies_till_sched_qs: a GP this old makes kernel-bound CPUs "
+        "report at their next tick (cond_resched); default HZ/10 as the kernel computes it"
+    )
 
     def effective_fqs_jiffies(self, hz: int) -> int:
         # The kernel's default is 1 + HZ/1000 per online-CPU-scaled term, giving 3 at HZ=1000
@@ -101,6 +105,12 @@ class RcuConfig(Strict):
         if self.fqs_jiffies is not None:
             return self.fqs_jiffies
         return 3 if hz >= 1000 else 1
+
+    def effective_sched_qs_jiffies(self, hz: int) -> int:
+        # adjust_jiffies_till_sched_qs(): at least HZ/10 on machines of up to a few hundred CPUs.
+        if self.sched_qs_jiffies is not None:
+            return self.sched_qs_jiffies
+        return max(hz // 10, 3 * self.effective_fqs_jiffies(hz))
 
 
 class AllocatorConfig(Strict):

@@ -8,7 +8,9 @@ What is modelled, and after which kernel behaviour (kernel/rcu/tree.c, v6.5-v6.7
   taken outside a read-side section reports one directly (``rcu_sched_clock_irq``); an idle CPU
   gets no ticks (NO_HZ) and is reported by the GP kthread's force-quiescent-state scan, which
   runs ``fqs_jiffies`` after the GP starts and then every ``fqs_jiffies`` (``rcu_gp_fqs_loop``,
-  dynticks snapshot). The last QS wakes the kthread early.
+  dynticks snapshot). The last QS wakes the kthread early. A GP older than
+  ``sched_qs_jiffies`` lets kernel-bound CPUs report at their next tick (``rcu_urgent_qs``
+  honoured by ``cond_resched``), so no CPU outside a reader holds a GP for ever.
 * ``call_rcu`` appends to the CPU's NEXT segment. At the CPU's next tick the callbacks are
   *accelerated* (tagged with the GP number that must end first, ``rcu_accelerate_cbs``) and a GP
   is requested; after the GP ends the CPU's next tick *advances* them to DONE and raises the
@@ -160,6 +162,7 @@ class RCU:
         self.qhimark = cfg.rcu.qhimark
         self.batch_time = cfg.rcu.batch_time
         self.tick_qs_in_kernel = cfg.rcu.tick_qs_in_kernel
+        self.urgent_after = cfg.rcu.effective_sched_qs_jiffies(cfg.machine.hz) * self.jiffy
         self.cb_overhead = cfg.costs.rcu_callback
         for c in self.cpus:
             c.cbs = SegCBList()
@@ -322,7 +325,10 @@ class RCU:
     def _tick(self) -> None:
         completed = self.completed
         snap = completed + (2 if self.gp_active else 1)
-        in_kernel_ok = self.tick_qs_in_kernel
+        # Past jiffies_till_sched_qs the GP sets rcu_urgent_qs: a kernel-bound CPU then reports
+        # at its next cond_resched(), which we place at its next tick.
+        in_kernel_ok = self.tick_qs_in_kernel or (
+            self.gp_active and self.env._now - self.gp_start >= self.urgent_after)
         for c in self.cpus:
             cbs = c.cbs
             if c.idle and not cbs.n:

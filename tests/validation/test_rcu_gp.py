@@ -92,3 +92,14 @@ def test_a_cpu_leaving_idle_after_gp_start_owes_a_qs_like_any_other():
     # scan (1 ms + k * 3 ms >= 31.5 ms, k = 11) reports it. Conservative, never unsafe.
     assert gs == 1 * MS
     assert ge == 34 * MS
+
+
+def test_urgent_qs_bounds_a_gp_held_by_a_kernel_bound_cpu():
+    m = make_machine({"machine.cpus": 4, "rcu.tick_qs_in_kernel": False,
+                      "rcu.sched_qs_jiffies": 10})
+    _busy(m, m.cpus[2], 0, 500 * MS, reader=False)
+    _one_callback(m, 100_000)
+    m.env.run(until=100 * MS)
+    gs, ge = m.rcu.gp_spans[0]
+    # After 10 jiffies the kernel-bound cpu2 reports at its next tick, 10 ms after GP start.
+    assert ge - gs == 10 * MS

@@ -1,0 +1,60 @@
+"""``kernel_work``: CPU-bound stretches in the kernel that hold off quiescent states.
+
+On a non-preemptible kernel a CPU executing a long system call, or softirq-heavy work, passes
+no quiescent state until it switches context or returns to user mode; with
+``rcu.tick_qs_in_kernel: false`` its ticks do not help either. This is what stretches grace
+periods on busy machines (tens of ms on a loaded 64-CPU box, DOMAIN.md section 2). Part of each
+section may run inside ``rcu_read_lock`` (``reader_fraction``), a long reader.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from desim.distributions import TimeDist
+from desim.workloads import ELEMENTS
+from desim.workloads.base import Element, Params
+
+
+class KernelWorkParams(Params):
+    section: TimeDist = Field(
+        {"dist": "exponential", "mean": "2ms"}, description="length of one kernel section"
+    )
+    gap: TimeDist = Field(
+        {"dist": "exponential", "mean": "1ms"}, description="time off the CPU between sections"
+    )
+    cpus: int | None = Field(None, ge=1, description="how many CPUs run sections (default: all)")
+    reader_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of each section spent inside an RCU reader"
+    )
+
+
+@ELEMENTS.register("kernel_work")
+class KernelWork(Element):
+    Params = KernelWorkParams
+    summary = "long non-preemptible kernel sections (syscalls) that delay quiescent states"
+
+    def start(self) -> None:
+        n = self.p.cpus or len(self.m.cpus)
+        for cpu in self.m.cpus[:n]:
+            self.env.process(self._loop(cpu))
+
+    def _loop(self, cpu):
+        env = self.env
+        section = self.p.section.ns_sampler(self.rng(f"section.cpu{cpu.id}"))
+        gap = self.p.gap.ns_sampler(self.rng(f"gap.cpu{cpu.id}"))
+        frac = self.p.reader_fraction
+        task = object()
+        while True:
+            yield env.timeout(gap())
+            ev = cpu.acquire(task)
+            if ev is not None:
+                yield ev
+            length = section()
+            inside = round(length * frac)
+            if inside:
+                cpu.rcu_read_lock()
+                yield cpu.compute(inside)
+                cpu.rcu_read_unlock()
+            yield cpu.compute(length - inside)
+            cpu.release()

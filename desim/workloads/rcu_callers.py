@@ -1,0 +1,47 @@
+"""``rcu_callers``: tasks that wait for grace periods, so their latency can be measured.
+
+Each caller, at the given rate on a random CPU, calls ``synchronize_rcu``,
+``synchronize_rcu_expedited`` or ``rcu_barrier`` and sleeps until it returns (the latencies are
+``rcu.synchronize.*``, ``rcu.expedited.*`` and ``rcu.barrier.*`` in the summary). This is how
+the calibration profiles reproduce published ``synchronize_rcu`` timings.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from desim.distributions import Interarrival
+from desim.workloads import ELEMENTS
+from desim.workloads.base import Element, Params
+
+
+class RcuCallersParams(Params):
+    rate: Interarrival = Field("100/s", description="calls per second, machine-wide")
+    kind: Literal["synchronize", "expedited", "barrier"] = Field(
+        "synchronize", description="which wait to call"
+    )
+
+
+@ELEMENTS.register("rcu_callers")
+class RcuCallers(Element):
+    Params = RcuCallersParams
+    summary = "tasks calling synchronize_rcu / _expedited / rcu_barrier, to time grace periods"
+
+    def start(self) -> None:
+        self.env.process(self._arrivals())
+
+    def _arrivals(self):
+        m = self.m
+        env = self.env
+        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
+        u = self.uniform("cpu")
+        rcu = m.rcu
+        wait = {"synchronize": rcu.synchronize, "expedited": rcu.synchronize_expedited,
+                "barrier": rcu.barrier}[self.p.kind]
+        while True:
+            yield env.timeout(gap())
+            cpu = m.cpus[int(u() * len(m.cpus))]
+            task = object()
+            env.process(self.run_on(m, cpu, task, wait(cpu, task)))
