@@ -47,6 +47,13 @@ def populate(m: Machine, cpu: CPU, task, mm: MM, shmem: bool):
         return None
     table.shmem = shmem
     yield from _lock(mm.pmd_lock, cpu)
+    if len(mm.tables) >= mm.target_tables and mm.tables:
+        # pmd_install() found the PMD already populated by a racing fault: the new table was
+        # never visible to anyone, so it is freed at once with pte_free().
+        mm.pmd_lock.release(cpu)
+        yield from m.allocator.pte_free(cpu, mm, table)
+        m.counters["alloc.lost_race"] += 1
+        return mm.tables[-1]
     mm.tables.append(table)
     mm.pmd_lock.release(cpu)
     m.counters["tables.allocated"] += 1
