@@ -278,7 +278,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None, seed: int 
     data = apply_overrides(read_yaml(path), overrides or [])
     if seed is not None:
         data["seed"] = seed
+    from desim.distributions import relative_to
+
     try:
-        return validate(data)
+        with relative_to(Path(path).parent):  # empirical sample files sit beside the config
+            return validate(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -1,23 +1,60 @@
 """Random distributions for workload times and counts, written in YAML.
 
 A field typed ``TimeDist`` accepts a plain duration (``2us``: constant) or a mapping such as
-``{dist: exponential, mean: 2us}``; ``CountDist`` the same with plain numbers. Samplers draw
-from the run's named streams in vectorised blocks (``desim.rng.Buffered``).
+``{dist: exponential, mean: 2us}``; ``CountDist`` the same with plain numbers; ``Interarrival``
+also takes a rate (``500/s``: exponential gaps, a Poisson process). Every quantity inside a
+mapping takes units too (``median: 50ms``, ``values: [1us, 3us]``). Kinds:
+
+* ``constant``: ``value``;
+* ``exponential``: ``mean``;
+* ``uniform``: ``low``, ``high``;
+* ``lognormal``: ``median`` and ``p99`` (the usual way latencies are published), or ``median``
+  and ``sigma``, or ``mu`` and ``sigma`` (of the underlying normal, ``mu`` in log base units:
+  log-ns for times);
+* ``empirical``: ``values`` (a list of samples) or ``file`` (a CSV of samples: one number per
+  row, optionally with units; ``column`` picks a column by name or index, default the first;
+  a header row is skipped). A relative ``file`` is looked up next to the config file being
+  loaded first, then in the current directory; the resolved absolute path is what the saved
+  config holds, so a results directory's ``config.yaml`` loads back to the same samples.
+  ``interpolate: false`` (default) resamples the given values (bootstrap: every draw is one of
+  them); ``true`` draws from the piecewise-linear inverse CDF through the sorted samples.
+
+Samplers draw from the run's named streams in vectorised blocks (``desim.rng.Buffered``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import csv
+import math
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from desim.rng import Buffered
 from desim.units import parse_rate_per_ns, parse_time_ns
 
+# z such that P(N(0,1) <= z) = 0.99 (scipy-free: numpy has no ppf)
+Z99 = 2.3263478740408408
+
+_BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("desim_base_dir", default=None)
+
+
+@contextlib.contextmanager
+def relative_to(directory: str | Path | None):
+    """Resolve relative empirical ``file`` paths against ``directory`` (the config's folder)."""
+    token = _BASE_DIR.set(Path(directory) if directory is not None else None)
+    try:
+        yield
+    finally:
+        _BASE_DIR.reset(token)
+
 
 class _Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def mean(self) -> float:
         raise NotImplementedError
@@ -82,12 +119,145 @@ class Uniform(_Dist):
         return rng.uniform(self.low, self.high, n)
 
 
+class Lognormal(_Dist):
+    """exp(N(mu, sigma^2)): heavy right tail, the shape of process lifetimes and latencies.
+
+    Given a median m and 99th percentile q: mu = ln m, sigma = ln(q/m) / z99 (z99 = 2.326).
+    The fields given are kept; ``mu`` and ``sigma`` are always available as properties.
+    """
+
+    dist: Literal["lognormal"] = "lognormal"
+    median: float | None = Field(None, gt=0)
+    p99: float | None = Field(None, gt=0)
+    mu_: float | None = Field(None, alias="mu")
+    sigma_: float | None = Field(None, alias="sigma", ge=0)
+
+    @model_validator(mode="after")
+    def _shape(self):
+        given = {k for k, v in (("median", self.median), ("p99", self.p99), ("mu", self.mu_),
+                                ("sigma", self.sigma_)) if v is not None}
+        if given not in ({"median", "p99"}, {"median", "sigma"}, {"mu", "sigma"}):
+            raise ValueError("lognormal takes median and p99, median and sigma, or mu and sigma "
+                             f"(got {', '.join(sorted(given)) or 'none'})")
+        if self.p99 is not None and self.median is not None and self.p99 < self.median:
+            raise ValueError("p99 must be >= median")
+        return self
+
+    @property
+    def mu(self) -> float:
+        return self.mu_ if self.mu_ is not None else math.log(self.median)  # type: ignore[arg-type]
+
+    @property
+    def sigma(self) -> float:
+        if self.sigma_ is not None:
+            return self.sigma_
+        return math.log(self.p99 / self.median) / Z99  # type: ignore[operator]
+
+    def mean(self) -> float:
+        return math.exp(self.mu + self.sigma**2 / 2)
+
+    def draw(self, rng, n):
+        return rng.lognormal(self.mu, self.sigma, n)
+
+
+class Empirical(_Dist):
+    """Samples given as data: a list, or a CSV file of measurements (e.g. from bpftrace)."""
+
+    dist: Literal["empirical"] = "empirical"
+    values: tuple[float, ...] | None = None
+    file: str | None = None
+    column: str | int = 0
+    interpolate: bool = False
+    _data: np.ndarray = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _load(self):
+        if (self.values is None) == (self.file is None):
+            raise ValueError("empirical takes either values or file")
+        if self.values is not None:
+            raw: Any = self.values
+        else:
+            key = str(_resolve(self.file))  # type: ignore[arg-type]
+            raw = _FILE_VALUES.get(key)
+            if raw is None:
+                raw = _FILE_VALUES[key] = _read_csv(Path(key), self.column, _number)
+        data = np.asarray(raw, dtype=float)
+        if data.size == 0:
+            raise ValueError("empirical needs at least one value")
+        if not np.all(np.isfinite(data)) or np.any(data < 0):
+            raise ValueError("empirical values must be finite and >= 0")
+        self._data = np.sort(data)
+        return self
+
+    @property
+    def data(self) -> np.ndarray:
+        """The samples, sorted."""
+        return self._data
+
+    def mean(self) -> float:
+        return float(self._data.mean())
+
+    def draw(self, rng, n):
+        d = self._data
+        if not self.interpolate or d.size == 1:
+            return d[rng.integers(0, d.size, n)]
+        # inverse CDF, linear between order statistics (numpy's default quantile method)
+        return np.interp(rng.random(n) * (d.size - 1), np.arange(d.size), d)
+
+
+# file path (as resolved) -> parsed samples; filled by _coerce before model validation
+_FILE_VALUES: dict[str, list[float]] = {}
+
+
+def _resolve(file: str) -> Path:
+    p = Path(file).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        base = _BASE_DIR.get()
+        candidates = ([base / p] if base is not None else []) + [Path.cwd() / p]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ValueError(f"empirical file {file!r} not found "
+                     f"(looked in {', '.join(str(c.parent) for c in candidates)})")
+
+
+def _read_csv(path: Path, column: str | int, parse) -> list[float]:
+    out: list[float] = []
+    with path.open(newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
+    if not rows:
+        return out
+    idx: int
+    header = rows[0]
+    try:
+        parse(header[column if isinstance(column, int) else 0].strip())
+        has_header = False
+    except (ValueError, IndexError):
+        has_header = True
+    if isinstance(column, str):
+        if not has_header or column not in [h.strip() for h in header]:
+            raise ValueError(f"empirical file {path}: no column {column!r}")
+        idx = [h.strip() for h in header].index(column)
+    else:
+        idx = column
+    for n, row in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
+        try:
+            out.append(float(parse(row[idx].strip())))
+        except (ValueError, IndexError):
+            raise ValueError(f"empirical file {path}: row {n} has no number in column {column!r}") from None
+    return out
+
+
 DIST_TYPES: dict[str, type[_Dist]] = {
     "constant": Constant,
     "exponential": Exponential,
     "uniform": Uniform,
+    "lognormal": Lognormal,
+    "empirical": Empirical,
 }
-_QUANTITY_FIELDS = ("value", "mean", "low", "high")
+_QUANTITY_FIELDS = ("value", "mean", "low", "high", "median", "p99")
 
 
 def _coerce(parse, value: Any) -> Any:
@@ -97,7 +267,20 @@ def _coerce(parse, value: Any) -> Any:
         kind = value.get("dist")
         if kind not in DIST_TYPES:
             raise ValueError(f"unknown dist {kind!r} (allowed: {', '.join(DIST_TYPES)})")
-        out = {k: (parse(v) if k in _QUANTITY_FIELDS else v) for k, v in value.items()}
+        out = {k: (parse(v) if k in _QUANTITY_FIELDS and v is not None else v)
+               for k, v in value.items()}
+        if kind == "empirical":
+            vals = out.get("values")
+            if isinstance(vals, list | tuple):
+                out["values"] = [parse(v) for v in vals]
+            elif vals is not None:
+                raise ValueError("empirical values must be a list")
+            if out.get("file") is not None:
+                path = _resolve(str(out["file"]))
+                key = str(path)
+                if key not in _FILE_VALUES:
+                    _FILE_VALUES[key] = _read_csv(path, out.get("column", 0), parse)
+                out["file"] = key
         return DIST_TYPES[kind].model_validate(out)
     return Constant(value=parse(value))
 
@@ -106,8 +289,14 @@ def _time(value: Any) -> Any:
     return _coerce(parse_time_ns, value)
 
 
+def _number(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError("a count must be a number")
+    return float(v)
+
+
 def _count(value: Any) -> Any:
-    return _coerce(float, value)
+    return _coerce(_number, value)
 
 
 def _rate(value: Any) -> Any:
@@ -120,7 +309,7 @@ def _rate(value: Any) -> Any:
     return _time(value)
 
 
-AnyDist = Constant | Exponential | Uniform
+AnyDist = Constant | Exponential | Uniform | Lognormal | Empirical
 TimeDist = Annotated[AnyDist, BeforeValidator(_time)]
 CountDist = Annotated[AnyDist, BeforeValidator(_count)]
 Interarrival = Annotated[AnyDist, BeforeValidator(_rate)]
