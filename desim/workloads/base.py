@@ -1,20 +1,123 @@
-"""What a workload element is: typed parameters and SimPy processes started on a machine."""
+"""What a workload element is: typed parameters and SimPy processes started on a machine.
+
+Two things every element shares live here:
+
+* **Phases.** ``WorkloadState`` (one per machine, ``shared(m)``) holds a rate multiplier per
+  element, set by the ``phases`` element. Elements never re-create their processes when a
+  phase changes: each draws its next gap and ``wait`` divides it by the element's current
+  multiplier (rate x k = gap / k); with k = 0 the element sleeps until the next phase change.
+  A change applies from each loop's next gap (the gap in progress is not redrawn).
+* **CPU placement.** ``Placement`` says where an element's tasks run: ``pinned`` (each task
+  stays on one CPU, dealt round-robin over ``cpus``), ``spread`` (a new task goes to an idle
+  CPU if one exists, else to the one with the shortest run queue, as wake-up balancing does,
+  then stays) or ``migrating`` (every operation of a task lands on a random CPU of the set:
+  its RCU callbacks, gather batches and lock hand-offs move with it).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from simpy.events import Event, Timeout
 
 from desim.rng import Buffered
 
 if TYPE_CHECKING:
+    from desim.model.cpu import CPU
     from desim.model.machine import Machine
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, validate_default=True)
+
+
+class Placement(BaseModel):
+    """Where an element's tasks run (a policy name alone is accepted: ``placement: pinned``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    policy: Literal["pinned", "spread", "migrating"] = "spread"
+    cpus: tuple[int, ...] | None = Field(None, description="CPU ids allowed (default: all)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"policy": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _cpus(self):
+        if self.cpus is not None and (not self.cpus or min(self.cpus) < 0):
+            raise ValueError("cpus must be a non-empty list of CPU ids >= 0")
+        return self
+
+
+class Placer:
+    """A ``Placement`` applied to a machine: ``home()`` for a new task, ``where(home)`` per op."""
+
+    __slots__ = ("cpus", "policy", "u", "_next")
+
+    def __init__(self, m: Machine, placement: Placement, u, field: str) -> None:
+        n = len(m.cpus)
+        ids = placement.cpus if placement.cpus is not None else range(n)
+        bad = [i for i in ids if i >= n]
+        if bad:
+            raise ValueError(f"{field}.cpus: CPU {bad[0]} but the machine has {n} CPUs")
+        self.cpus = [m.cpus[i] for i in ids]
+        self.policy = placement.policy
+        self.u = u
+        self._next = 0
+
+    def home(self) -> CPU:
+        cpus = self.cpus
+        if self.policy == "pinned":
+            cpu = cpus[self._next % len(cpus)]
+            self._next += 1
+            return cpu
+        if self.policy == "spread":
+            k = len(cpus)
+            start = self._next
+            self._next = (start + 1) % k
+            best = None
+            for j in range(k):
+                c = cpus[(start + j) % k]
+                if c.owner is None:
+                    return c
+                if best is None or len(c.runq) < len(best.runq):
+                    best = c
+            return best  # type: ignore[return-value]
+        return cpus[int(self.u() * len(cpus))]
+
+    def where(self, home: CPU) -> CPU:
+        if self.policy == "migrating":
+            return self.cpus[int(self.u() * len(self.cpus))]
+        return home
+
+
+class WorkloadState:
+    """Run-wide workload state shared by elements: the current phase's rate multipliers."""
+
+    __slots__ = ("env", "mult", "changed", "phase")
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.mult: dict[str, float] = {}
+        self.changed = Event(env)
+        self.phase = -1
+
+    def set_mix(self, index: int, mix: dict[str, float]) -> None:
+        self.phase = index
+        self.mult = dict(mix)
+        ev, self.changed = self.changed, Event(self.env)
+        ev.succeed()
+
+
+def shared(m: Machine) -> WorkloadState:
+    """The machine's ``WorkloadState``, made on first use (the machine stays workload-agnostic)."""
+    st = m.__dict__.get("_workload_state")
+    if st is None:
+        st = m.__dict__["_workload_state"] = WorkloadState(m.env)
+    return st
 
 
 class Element:
@@ -26,6 +129,7 @@ class Element:
         self.m = machine
         self.p = params
         self.env = machine.env
+        self.state = shared(machine)
 
     def rng(self, stream: str) -> np.random.Generator:
         return self.m.streams.get(f"{self.name}.{stream}")
@@ -34,6 +138,21 @@ class Element:
         """Buffered U[0,1) draws from a named stream."""
         rng = self.rng(stream)
         return Buffered(rng.random)
+
+    def placer(self, placement: Placement, stream: str = "placement") -> Placer:
+        return Placer(self.m, placement, self.uniform(stream), f"workload.{self.name}.placement")
+
+    def rate_multiplier(self) -> float:
+        return self.state.mult.get(self.name, 1.0)
+
+    def wait(self, gap: int):
+        """Sleep ``gap`` ns scaled by the phase's rate multiplier for this element (generator)."""
+        st = self.state
+        k = st.mult.get(self.name, 1.0)
+        while k == 0:
+            yield st.changed
+            k = st.mult.get(self.name, 1.0)
+        yield Timeout(self.env, gap if k == 1.0 else round(gap / k))
 
     def start(self) -> None:
         raise NotImplementedError
