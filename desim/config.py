@@ -153,6 +153,9 @@ class SafetyConfig(Strict):
     enabled: bool = Field(True, description="keep shadow state and check for violations")
     stop_on_first: bool = Field(False, description="stop the run at the first violation")
     history: int = Field(8, ge=1, le=1000, description="events kept per object for reports")
+    audit_interval: Duration = Field(
+        1_000_000, description="poll design invariants and memory books this often (0: never)"
+    )
 
 
 class Config(Strict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import simpy
-from simpy.events import Timeout
+from simpy.events import AllOf, Event, Timeout
 
 from desim.config import Config
 from desim.model.cpu import CPU
@@ -32,6 +32,8 @@ def _no_record(op: str, ns: int) -> None:
 def _rcu_head_cb(cpu: CPU, arg):
     page, func, farg = arg
     page.rcu_queued = False
+    if cpu.machine.safety is not None:
+        cpu.machine.safety.note(page, cpu, "rcu_head callback runs")
     return func(cpu, farg)
 
 
@@ -44,12 +46,14 @@ class Machine:
         self.env = simpy.Environment()
         self.streams = streams or Streams.from_seed(config.seed)
         sc = config.safety
-        self.safety = SafetyChecker(self, sc.history, sc.stop_on_first) if sc.enabled else None
+        self.safety = (SafetyChecker(self, sc.history, sc.stop_on_first, sc.audit_interval)
+                       if sc.enabled else None)
         self.lock_classes: dict[str, LockClassStats] = {}
         self.cpus = [CPU(self, i) for i in range(config.machine.cpus)]
         self.pages = PageAllocator(self, config.machine.page_size, config.machine.page_limit)
         self.rcu = RCU(self)
         self.ipis_sent = 0
+        self.irqs_off: dict[CPU, Event] = {}  # CPUs with IRQs disabled -> fires on re-enable
         self.counters: defaultdict[str, int] = defaultdict(int)
         self.latency = {op: LogHistogram() for op in LATENCY_OPS}
         self.samples: dict[str, list] | None = (
@@ -116,11 +120,11 @@ class Machine:
 
     def free_mm(self, cpu: CPU, mm: MM) -> None:
         """``free_mm``: the mm_struct goes back to its slab; any later use is a bug."""
+        if self.safety is not None:
+            self.safety.mm_freed(cpu, mm)  # poisons the mm's locks and lists
         mm.freed = True
         cpu.steal(self.costs.mm_free)
         self.counters["mm.freed"] += 1
-        if self.safety is not None:
-            self.safety.note(mm, cpu, "freed")
 
     # -- the page's single rcu_head -------------------------------------------------------------
     def page_call_rcu(self, cpu: CPU, page: Page, func, arg, cost: int = 0) -> None:
@@ -140,8 +144,20 @@ class Machine:
         if ev is not None:
             yield ev
 
+    def local_irq_disable(self, cpu: CPU) -> None:
+        """IRQs off on ``cpu`` (GUP-fast's walk): IPIs to it wait for ``local_irq_enable``."""
+        self.irqs_off[cpu] = Event(self.env)
+
+    def local_irq_enable(self, cpu: CPU) -> None:
+        self.irqs_off.pop(cpu).succeed()
+
     def ipi_all(self, cpu: CPU):
-        """``smp_call_function(..., wait=1)`` to every other CPU: wait for all handlers."""
+        """``smp_call_function(..., wait=1)`` to every other CPU: wait for all handlers.
+
+        A target with IRQs disabled takes the IPI only once it re-enables them, so the sender
+        (spinning) waits for the last such CPU; this is how GUP-fast's IRQs-off walk holds off
+        ``tlb_remove_table_sync_one``. With no CPU in that state it costs one dict test.
+        """
         others = len(self.cpus) - 1
         if others <= 0:
             return
@@ -150,5 +166,13 @@ class Machine:
         for c in self.cpus:
             if c is not cpu:
                 c.steal(h)
-        yield Timeout(self.env, self.costs.ipi_latency + h + cpu.debt)
+        latency = self.costs.ipi_latency
+        if self.irqs_off:
+            waits = [ev for c, ev in self.irqs_off.items() if c is not cpu]
+            if waits:
+                t0 = self.env._now
+                self.counters["ipi.waited_irqs_off"] += 1
+                yield AllOf(self.env, waits)
+                latency = max(0, latency - (self.env._now - t0))
+        yield Timeout(self.env, latency + h + cpu.debt)
         cpu.debt = 0

@@ -40,6 +40,8 @@ def populate(m: Machine, cpu: CPU, task, mm: MM, shmem: bool):
     env = m.env
     t0 = env._now
     d0 = cpu.debt
+    if cpu.trace is not None:
+        cpu.trace.op(cpu, "populate")
     table = yield from m.allocator.pte_alloc_one(cpu, mm)
     m.record("alloc", env._now - t0 + cpu.debt - d0)
     if table is None:
@@ -51,6 +53,8 @@ def populate(m: Machine, cpu: CPU, task, mm: MM, shmem: bool):
         # pmd_install() found the PMD already populated by a racing fault: the new table was
         # never visible to anyone, so it is freed at once with pte_free().
         mm.pmd_lock.release(cpu)
+        if cpu.trace is not None:
+            cpu.trace.instant(cpu, "pmd_install lost the race: pte_free", {"mm": repr(mm)})
         yield from m.allocator.pte_free(cpu, mm, table)
         m.counters["alloc.lost_race"] += 1
         return mm.tables[-1]
@@ -67,6 +71,8 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
     env = m.env
     costs = m.costs
     t0 = env._now
+    if cpu.trace is not None:
+        cpu.trace.op(cpu, "fault")
     sem = mm.mmap_lock
     ev = sem.down_read()
     if ev is not None:
@@ -92,16 +98,16 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         lock = page.ptl
         yield cpu.compute(costs.pte_walk)
         if safety is not None:
-            safety.table_access(cpu, table, gen, "ptl")
+            safety.table_access(cpu, table, gen, "pte read")
         ev = lock.acquire(cpu)
         if ev is not None:
             yield ev
         if table.state != LIVE:
             # pmd_same() failed: the table was retracted under us. Unlock and fault again.
-            lock.release(cpu)
-            if safety is not None:
-                safety.lock_release(cpu, table, gen)
+            lock.release(cpu)  # a ptl of a freed page is poisoned: the checker sees this
             cpu.rcu_read_unlock()
+            if cpu.trace is not None:
+                cpu.trace.instant(cpu, "pmd_same failed: fault retried", {"table": repr(table)})
             m.counters["fault.retries"] += 1
             continue
         yield cpu.compute(costs.fault_work)
@@ -114,14 +120,21 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
     m.record("fault", env._now - t0)
 
 
-def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, PageTable]]):
-    """Retract one shmem range: its table in each mm of ``victims``."""
+def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, PageTable]],
+                        i_mmap: bool = True):
+    """Retract one shmem range: its table in each mm of ``victims``.
+
+    ``i_mmap=False``: the caller holds the mm's mmap_lock instead (collapse_pte_mapped_thp).
+    """
     env = m.env
     costs = m.costs
     alloc = m.allocator
-    ev = m.i_mmap_lock.down_read()
-    if ev is not None:
-        yield from m.sleep(cpu, task, ev)
+    if cpu.trace is not None:
+        cpu.trace.op(cpu, "retract_page_tables")
+    if i_mmap:
+        ev = m.i_mmap_lock.down_read()
+        if ev is not None:
+            yield from m.sleep(cpu, task, ev)
     for mm, table in victims:
         if not mm.alive or table.state != LIVE:
             continue  # the mm exited or unmapped the range meanwhile
@@ -141,11 +154,14 @@ def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, Page
         d0 = cpu.debt
         if m.safety is not None:
             m.safety.note(table, cpu, "retracted")
+        if cpu.trace is not None:
+            cpu.trace.instant(cpu, "retracted: pte_free_defer", {"table": repr(table)})
         yield from alloc.pte_free_defer(cpu, mm, table)
         m.record("defer", env._now - td + cpu.debt - d0)
         m.record("retract", env._now - t0)
         m.counters["tables.deferred"] += 1
-    m.i_mmap_lock.up_read()
+    if i_mmap:
+        m.i_mmap_lock.up_read()
 
 
 def _free_tables(m: Machine, cpu: CPU, mm: MM, tables: list[PageTable]):
@@ -167,6 +183,8 @@ def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int):
     """munmap of a range covering ``count`` tables of ``mm``."""
     env = m.env
     t0 = env._now
+    if cpu.trace is not None:
+        cpu.trace.op(cpu, "munmap")
     ev = mm.mmap_lock.down_write()
     if ev is not None:
         yield from m.sleep(cpu, task, ev)
@@ -188,6 +206,8 @@ def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
     """Process exit: unlink the mm, free every table through mmu_gather, free the mm."""
     env = m.env
     t0 = env._now
+    if cpu.trace is not None:
+        cpu.trace.op(cpu, "exit_mmap")
     ev = m.i_mmap_lock.down_write()
     if ev is not None:
         yield from m.sleep(cpu, task, ev)
@@ -213,3 +233,21 @@ def do_fork(m: Machine, cpu: CPU, target_tables: int, pgste: bool = False):
     mm = m.new_mm(target_tables, pgste)
     m.record("fork", m.env._now - t0)
     return mm
+
+
+def collapse_pte_mapped_thp(m: Machine, cpu: CPU, task, mm: MM, table: PageTable, cost: int):
+    """MADV_COLLAPSE of one range of ``mm`` (mm/khugepaged.c, 6.6): under mmap_read_lock only.
+
+    The huge page is built and the PTEs cleared (``cost``), then the now-empty table is
+    detached under the PMD lock and ptl and handed to ``pte_free_defer``, as khugepaged's
+    retraction does, but for this one mm and without the file's i_mmap lock.
+    """
+    sem = mm.mmap_lock
+    ev = sem.down_read()
+    if ev is not None:
+        yield from m.sleep(cpu, task, ev)
+    if mm.alive and table.state == LIVE:
+        yield cpu.compute(cost)
+        yield from retract_page_tables(m, cpu, task, [(mm, table)], i_mmap=False)
+        m.counters["collapse.madvise"] += 1
+    sem.up_read()

@@ -1,0 +1,165 @@
+"""``unsafe-shared-rcuhead``: fragments share a page, and each deferral queues its ONE rcu_head.
+
+A minimal powerpc-like fragment allocator (arch/powerpc/mm/pgtable-frag.c, 6.6): ``fragments``
+tables per page, handed out in order from a per-mm cached page under ``mm->page_table_lock``;
+a freed fragment is never reused and the page goes back when its last fragment is freed. What
+makes it a control: ``pte_free_defer`` of each fragment calls ``call_rcu`` on the page's single
+``rcu_head``. When two fragments of one page are retracted within one grace period the same
+``rcu_head`` is queued twice, corrupting the callback list in a real kernel: the reason the
+merged powerpc code marks the page instead and defers only the page's final free, and the
+reason Hugh's v2 counted deferrals. The safety checker must catch it (rcu_head_reuse).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from desim.allocators import ALLOCATORS
+from desim.allocators.base import Allocator
+from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
+
+if TYPE_CHECKING:
+    from desim.model.cpu import CPU
+    from desim.model.memory import MM, Page
+
+
+class SharedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fragments: int = Field(4, ge=2, le=256, description="page tables per page")
+
+
+class _Frag:
+    """Per-page state: the mm caching it (or None), fragments handed out, fragments freed."""
+
+    __slots__ = ("cached_by", "handed", "freed")
+
+    def __init__(self, mm: MM) -> None:
+        self.cached_by: MM | None = mm
+        self.handed = 0
+        self.freed = 0
+
+
+@ALLOCATORS.register("unsafe-shared-rcuhead")
+class UnsafeSharedRcuHead(Allocator):
+    Params = SharedParams
+    summary = "UNSAFE control: fragments share a page; each deferral queues the page's one rcu_head"
+
+    def __init__(self, machine, params: SharedParams) -> None:
+        super().__init__(machine, params)
+        self.n = params.fragments
+        if self.page_size % self.n:
+            raise ValueError(f"allocator.params.fragments: {self.n} does not divide the page "
+                             f"size {self.page_size}")
+        self.fs = self.page_size // self.n
+
+    # -- allocation ---------------------------------------------------------------------------
+    def pte_alloc_one(self, cpu: CPU, mm: MM):
+        lock = mm.page_table_lock
+        ev = lock.acquire(cpu)
+        if ev is not None:
+            yield ev
+        page = mm.arch.get("frag_page")
+        acc = self.account
+        if page is None:
+            page = self.new_table_page(cpu)
+            if page is None:
+                lock.release(cpu)
+                return None
+            page.data = _Frag(mm)
+            acc.spare += self.page_size
+            mm.arch["frag_page"] = page
+        st: _Frag = page.data
+        table = PageTable(page, st.handed * self.fs, self.fs, mm)
+        page.tables.append(table)
+        st.handed += 1
+        page.frag_refcount += 1
+        acc.spare -= self.fs
+        acc.live += self.fs
+        if st.handed == self.n:
+            st.cached_by = None
+            mm.arch["frag_page"] = None
+        lock.release(cpu)
+        return table
+
+    # -- freeing ------------------------------------------------------------------------------
+    def _free_fragment(self, cpu: CPU, table: PageTable) -> None:
+        was_live = table.state in (LIVE, DETACHED)
+        self.table_freed(cpu, table)
+        acc = self.account
+        if was_live:
+            acc.live -= self.fs
+        else:
+            acc.pending -= self.fs
+            self.reusable(table)
+        acc.stranded += self.fs   # a freed fragment is never handed out again
+        page = table.page
+        st: _Frag = page.data
+        st.freed += 1
+        page.frag_refcount -= 1
+        if page.frag_refcount == 0 and st.cached_by is None:
+            self._free_page(cpu, page)
+
+    def _free_page(self, cpu: CPU, page: Page) -> None:
+        st: _Frag = page.data
+        self.account.stranded -= (st.freed + self.n - st.handed) * self.fs
+        self.release_table_page(cpu, page)
+
+    def _to_pending(self, table: PageTable) -> None:
+        table.state = PENDING
+        table.t_freed = self.env._now
+        self.account.live -= self.fs
+        self.account.pending += self.fs
+
+    def pte_free(self, cpu: CPU, mm: MM, table: PageTable):
+        self._free_fragment(cpu, table)
+        return
+        yield
+
+    def pte_free_tlb(self, cpu: CPU, tlb, table: PageTable):
+        self._to_pending(table)
+        yield from tlb.remove_table(table)
+
+    def tlb_table_free(self, cpu: CPU, table: PageTable):
+        self._free_fragment(cpu, table)
+
+    def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
+        self._to_pending(table)
+        # The bug: one rcu_head per page, queued once per fragment.
+        self.m.page_call_rcu(cpu, table.page, self._free_fragment, table)
+        return
+        yield
+
+    def mm_teardown(self, cpu: CPU, mm: MM):
+        """``pte_frag_destroy``: the cached page's untouched fragments are dropped."""
+        page = mm.arch.get("frag_page")
+        if page is None:
+            return
+        mm.arch["frag_page"] = None
+        st: _Frag = page.data
+        st.cached_by = None
+        tail = (self.n - st.handed) * self.fs
+        self.account.spare -= tail
+        self.account.stranded += tail
+        if page.frag_refcount == 0:
+            self._free_page(cpu, page)
+        return
+        yield
+
+    def audit(self) -> MemoryAccount:
+        acc = MemoryAccount()
+        for page in self.held_pages:
+            st: _Frag = page.data
+            for t in page.tables:
+                if t.state in (LIVE, DETACHED):
+                    acc.live += t.size
+                elif t.state == PENDING:
+                    acc.pending += t.size
+            acc.stranded += st.freed * self.fs
+            tail = (self.n - st.handed) * self.fs
+            if st.cached_by is None:
+                acc.stranded += tail
+            else:
+                acc.spare += tail
+        return acc
