@@ -45,30 +45,35 @@ class Generic(Allocator):
         page = self.new_table_page(cpu)
         if page is None:
             return None
-        table = PageTable(page, 0, self.table_size, mm)
+        size = self.table_bytes(mm)
+        table = PageTable(page, 0, size, mm)
         page.tables.append(table)
         acc = self.account
-        acc.live += self.table_size
-        acc.internal += self.slack
+        acc.live += size
+        acc.internal += self.page_size - size
         return table
         yield
+
+    def table_bytes(self, mm: MM) -> int:
+        """Bytes of ``mm``'s tables in use; the rest of the page is internal waste."""
+        return self.table_size
 
     def _to_pending(self, table: PageTable) -> None:
         table.state = PENDING
         table.t_freed = self.env._now
-        self.account.live -= self.table_size
-        self.account.pending += self.table_size
+        self.account.live -= table.size
+        self.account.pending += table.size
 
     def _release(self, cpu: CPU, table: PageTable) -> None:
         was_live = table.state == LIVE
         self.table_freed(cpu, table)
         acc = self.account
         if was_live:
-            acc.live -= self.table_size
+            acc.live -= table.size
         else:
-            acc.pending -= self.table_size
+            acc.pending -= table.size
             self.reusable(table)
-        acc.internal -= self.slack
+        acc.internal -= self.page_size - table.size
         self.release_table_page(cpu, table.page)
 
     def pte_free(self, cpu: CPU, mm: MM, table: PageTable):
@@ -100,5 +105,5 @@ class Generic(Allocator):
                     acc.live += t.size
                 elif t.state == PENDING:
                     acc.pending += t.size
-            acc.internal += self.slack
+                acc.internal += self.page_size - t.size
         return acc

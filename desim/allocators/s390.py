@@ -1,0 +1,172 @@
+"""``s390``: the half-page allocator as merged in Linux 6.6 (arch/s390/mm/pgalloc.c).
+
+What the 6.6 functions do, in the model's words (shared parts in ``s390_base``):
+
+* ``page_table_free`` (``pte_free``; also the body of ``pte_free_defer``): under
+  ``mm->context.lock`` (spin_lock_bh) flip the half from A to P; if the other half is still
+  allocated and the page is not Active, put the page at the HEAD of the list (the freed half is
+  reusable at once), otherwise unlink it. After the unlock, clear P; if no bit is left, free
+  the page: through ``call_rcu`` on its ``rcu_head`` if it was Active, else at once.
+* ``page_table_free_rcu`` (``pte_free_tlb``, the mmu_gather path): the same flip under the
+  lock, but the page goes to the TAIL (its half stays P until the gather's grace period), and
+  the table joins the gather batch. PGSTE tables just join the batch.
+* ``__tlb_remove_table`` (``tlb_table_free``, after the batch's grace period, or at once after
+  the IPI fallback): clear P without any lock (an atomic xor); a PGSTE table clears AA. No bit
+  left: free the page, through ``call_rcu`` if Active.
+* ``pte_free_defer``: ``SetPageActive`` then ``page_table_free``. The Active page leaves the
+  list and is never relinked, so NEITHER half is reused; when its last half is freed the page
+  takes one ``call_rcu``. The callback never reaches back to the mm.
+
+Faithful corners: ``page_table_alloc`` looks at the list's first page only, so a half freed by
+mmu_gather (at the tail) is reused only once it reaches the head; a PGSTE mm's retracted table
+goes the same way as a full page (the kernel warns: THP is off for KVM guests), counted in
+``s390.pgste_defer``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from desim.allocators import ALLOCATORS
+from desim.allocators.s390_base import (
+    AA,
+    PGSTE,
+    HalfPageAllocator,
+    S390PageState,
+    a_bit,
+    p_bit,
+)
+from desim.model.memory import PG_ACTIVE
+
+if TYPE_CHECKING:
+    from desim.model.cpu import CPU
+    from desim.model.memory import MM, Page, PageTable
+
+
+@ALLOCATORS.register("s390")
+class S390(HalfPageAllocator):
+    summary = "s390 6.6: 2 KiB halves, AA/PP bits, per-mm pgtable_list, Active pages not reused"
+
+    def list_lock(self, mm: MM):
+        return mm.context_lock
+
+    # -- page_table_free ----------------------------------------------------------------------
+    def _page_table_free(self, cpu: CPU, mm: MM, table: PageTable):
+        page = table.page
+        st: S390PageState = page.data
+        if st.bits & PGSTE:
+            old = self._split(page)
+            st.bits ^= AA
+            self.free_slot(cpu, page, 0)
+            self.commit(page, old)
+        else:
+            half = table.offset // 2048
+            lock = mm.context_lock
+            ev = lock.acquire(cpu)
+            if ev is not None:
+                yield ev
+            old = self._split(page)
+            st.bits ^= a_bit(half) | p_bit(half)
+            self.free_slot(cpu, page, half)
+            if st.bits & 0x03 and not page.flags & PG_ACTIVE:
+                self.list_add(cpu, mm, page)            # head: reusable at once
+            else:
+                self.list_del_init(cpu, page)
+            self.commit(page, old)
+            self.check(cpu, page, "page_table_free")
+            lock.release(cpu)
+            old = self._split(page)
+            st.bits ^= p_bit(half)
+            self.commit(page, old)
+            self.check(cpu, page, "page_table_free P clear")
+            if st.bits:
+                return
+        self._last_half_gone(cpu, page)
+
+    def _last_half_gone(self, cpu: CPU, page: Page) -> None:
+        """``TestClearPageActive`` → ``call_rcu(pte_free_now)``, else ``pte_free_now`` at once."""
+        if page.flags & PG_ACTIVE:
+            page.flags &= ~PG_ACTIVE
+            old = self._split(page)
+            self.m.page_call_rcu(cpu, page, self._free_now, page)
+            self.commit(page, old)
+            self.m.counters["s390.page_call_rcu"] += 1
+        else:
+            self.release(cpu, page)
+
+    def _free_now(self, cpu: CPU, page: Page) -> None:
+        self.release(cpu, page)
+
+    def pte_free(self, cpu: CPU, mm: MM, table: PageTable):
+        yield from self._page_table_free(cpu, mm, table)
+
+    def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
+        page = table.page
+        old = self._split(page)
+        page.flags |= PG_ACTIVE                         # SetPageActive
+        self.commit(page, old)                          # the other free half is stranded now
+        if mm.pgste:
+            self.m.counters["s390.pgste_defer"] += 1    # the kernel's WARN_ON_ONCE
+        self.m.counters["s390.active_pages"] += 1
+        yield from self._page_table_free(cpu, mm, table)
+
+    # -- mmu_gather ---------------------------------------------------------------------------
+    def pte_free_tlb(self, cpu: CPU, tlb, table: PageTable):
+        """``page_table_free_rcu``."""
+        page = table.page
+        st: S390PageState = page.data
+        self.to_pending(table)
+        if st.bits & PGSTE:
+            old = self._split(page)
+            self.commit(page, old)
+        else:
+            half = table.offset // 2048
+            mm = tlb.mm
+            lock = mm.context_lock
+            ev = lock.acquire(cpu)
+            if ev is not None:
+                yield ev
+            old = self._split(page)
+            st.bits ^= a_bit(half) | p_bit(half)
+            if st.bits & 0x03 and not page.flags & PG_ACTIVE:
+                self.list_add(cpu, mm, page, tail=True)  # reusable once P is cleared
+            else:
+                self.list_del_init(cpu, page)
+            self.commit(page, old)
+            self.check(cpu, page, "page_table_free_rcu")
+            lock.release(cpu)
+        yield from tlb.remove_table(table)
+
+    def tlb_table_free(self, cpu: CPU, table: PageTable):
+        """``__tlb_remove_table``: lockless, never touches the mm."""
+        page = table.page
+        st: S390PageState = page.data
+        old = self._split(page)
+        if st.bits & PGSTE:
+            st.bits ^= AA
+            self.free_slot(cpu, page, 0)
+        else:
+            half = table.offset // 2048
+            st.bits ^= p_bit(half)
+            self.free_slot(cpu, page, half)
+        self.commit(page, old)
+        self.check(cpu, page, "__tlb_remove_table")
+        if not st.bits & 0x3F:
+            self._last_half_gone(cpu, page)
+
+    # -- invariants ---------------------------------------------------------------------------
+    def page_errors(self, page: Page) -> list[str]:
+        errs = self.common_errors(page)
+        bits = page.data.bits
+        if bits & PGSTE:
+            return errs
+        if bits & 0x0C:
+            errs.append("H bits set: 6.6 has none")
+        if page.on_list is not None:
+            if page.flags & PG_ACTIVE:
+                errs.append("Active page on pgtable_list")
+            if (bits & 0x03) in (0, 0x03):
+                errs.append(f"on pgtable_list with {bits & 0x03:#x} allocated halves")
+        if page.rcu_queued and bits & 0x3F:
+            errs.append("rcu_head queued while a half is still in use")
+        return errs
