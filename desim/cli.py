@@ -78,8 +78,9 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
     write_run(result, outdir, command=["desim", *sys.argv[1:]])
     if not quiet:
         print_summary(result.summary, cfg, result.wall_s)
-        if result.stopped_early:
-            console.print(f"[red]stopped at the first safety violation:[/] {result.stopped_early}")
+        print_violations(result.violations, result.summary, console)
+    elif result.stopped_early:
+        print_violations(result.violations, result.summary, err)
         console.print(f"results: {outdir}/")
     if result.summary.get("safety.violations", 0) and cfg.safety.stop_on_first:
         sys.exit(1)
@@ -177,6 +178,30 @@ def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
     for r in rows:
         t.add_row(*r)
     console.print(t)
+
+
+def print_violations(violations: list[dict], s: dict, con: Console, shown: int = 5) -> None:
+    """The first few safety violations; with ``stop_on_first``, the one with its history."""
+    from rich.markup import escape
+
+    from desim.model.safety import format_violation
+
+    if not violations:
+        return
+    if s.get("safety.violations", 0) == 1 and len(violations) == 1 and violations[0]["history"]:
+        lines = format_violation(violations[0])
+        con.print(f"[red]safety violation:[/] {escape(lines[0])}")
+        for line in lines[1:]:
+            con.print(escape(line))
+        return
+    t = Table(title=f"first safety violations ({s.get('safety.violations', 0):,.0f} in all; "
+                    "histories in violations.json)", title_justify="left")
+    for col in ("time", "cpu", "kind", "message"):
+        t.add_column(col, justify="right" if col == "time" else "left")
+    for v in violations[:shown]:
+        t.add_row(format_ns(v["t_ns"]), "-" if v["cpu"] < 0 else f"cpu{v['cpu']}", v["kind"],
+                  escape(v["message"]))
+    con.print(t)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ class SafetyChecker:
         if owner is not None and owner.__class__.__name__ == "MM":
             self.mm_access(cpu, owner, f"{op}(&{what})")
             return
-        objs = () if owner is None else (owner,)
+        objs = () if owner is None else (owner, *owner.tables)
         self.violation("lock_in_freed_page", cpu, objs,
                        f"cpu{cpu.id} {op} on the {what} of {owner!r} after the page was freed")
 
@@ -208,19 +208,19 @@ class SafetyChecker:
         self.note(page, cpu, f"allocated (gen {page.gen})")
 
     def page_free(self, cpu: CPU, page: Page) -> None:
+        self.note(page, cpu, "freed")  # first, so a report shows who freed it
         if page.rcu_queued:
-            self.violation("rcu_head_reuse", cpu, (page,),
+            self.violation("rcu_head_reuse", cpu, (page, *page.tables),
                            f"{page!r} freed while its rcu_head is still queued")
         ptl = page.ptl
         if ptl is not None:
             if ptl.holder is not None:
-                self.violation("lock_in_freed_page", cpu, (page,),
+                self.violation("lock_in_freed_page", cpu, (page, *page.tables),
                                f"{page!r} freed while its ptl is held by {ptl.holder!r}")
             self._poison(ptl, page, "ptl")
         if page.on_list is not None:
             self.violation("use_after_free", cpu, (page,),
                            f"{page!r} freed while its lru links are still on {page.on_list!r}")
-        self.note(page, cpu, "freed")
 
     # -- readers ------------------------------------------------------------------------------
     def table_access(self, cpu: CPU, table: PageTable, gen: int, what: str) -> None:
@@ -235,14 +235,14 @@ class SafetyChecker:
 
     # -- rcu_head and list links --------------------------------------------------------------
     def rcu_queue(self, cpu: CPU, page: Page) -> None:
+        self.note(page, cpu, "rcu_head queued")
         if page.rcu_queued:
-            self.violation("rcu_head_reuse", cpu, (page,),
+            self.violation("rcu_head_reuse", cpu, (page, *page.tables),
                            f"rcu_head of {page!r} queued while already queued")
         elif page.on_list is not None:
             self.violation("rcu_head_reuse", cpu, (page,),
                            f"rcu_head of {page!r} queued while its lru links are on "
                            f"{page.on_list!r}")
-        self.note(page, cpu, "rcu_head queued")
 
     def list_use(self, cpu: CPU, page: Page, what: str) -> None:
         """A design links, unlinks or walks ``page``'s ``lru``/``pt_list`` links."""
