@@ -95,15 +95,28 @@ class Placer:
 
 
 class WorkloadState:
-    """Run-wide workload state shared by elements: the current phase's rate multipliers."""
+    """Run-wide workload state shared by elements: phase multipliers, where processes live.
 
-    __slots__ = ("env", "mult", "changed", "phase")
+    Operations a process performs on itself (its faults in ``per_process`` mode, munmap,
+    MADV_COLLAPSE) run on the CPU its ``processes`` placement gives it (``cpu_of``).
+    """
+
+    __slots__ = ("env", "mult", "changed", "phase", "homes", "proc_placer")
 
     def __init__(self, env) -> None:
         self.env = env
         self.mult: dict[str, float] = {}
         self.changed = Event(env)
         self.phase = -1
+        self.homes: dict[int, CPU] = {}       # mm id -> CPU its process lives on
+        self.proc_placer: Placer | None = None  # the processes element's placement
+
+    def cpu_of(self, mm) -> CPU | None:
+        """Where ``mm``'s process runs its next operation (None: no process element placed it)."""
+        home = self.homes.get(mm.id)
+        if home is None or self.proc_placer is None:
+            return home
+        return self.proc_placer.where(home)
 
     def set_mix(self, index: int, mix: dict[str, float]) -> None:
         self.phase = index

@@ -1,46 +1,65 @@
-"""``faults``: page faults from every CPU, each a lockless RCU walker that takes the ptl.
+"""``faults``: minor page faults, each a lockless RCU walker that takes the ptl (``handle_fault``).
 
-Each faulting CPU runs a closed loop: think (user mode, the CPU free), then one minor fault on a
-random table of a random live process. A fault on a process below its table count first
-allocates a table (the populate path of ``__pte_alloc``).
+Two shapes:
+
+* ``per_cpu`` (default): each of ``cpus`` CPUs runs a closed loop: think (user mode, the CPU
+  free), then one minor fault on a random table of a random live process;
+* ``per_process``: each live process faults as a Poisson process at ``rate``, on the CPU its
+  ``processes`` placement gives it. The superposition over the n live processes is drawn as
+  one stream whose gap is a per-process gap divided by n (exact for exponential gaps, which a
+  plain rate gives).
+
+A fault on a process below its table count first allocates a table (``__pte_alloc``).
+Phases scale the fault rate (think time / k, or gap / k).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from desim.distributions import TimeDist
+from desim.distributions import Interarrival, TimeDist
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
-from desim.workloads.base import Element, Params
+from desim.workloads.base import Element, Params, Placement
 
 
 class FaultsParams(Params):
+    mode: Literal["per_cpu", "per_process"] = Field("per_cpu", description="who faults")
     think: TimeDist = Field(
-        {"dist": "exponential", "mean": "20us"}, description="time between faults on a CPU"
+        {"dist": "exponential", "mean": "20us"}, description="per_cpu: time between faults on a CPU"
     )
-    cpus: int | None = Field(None, ge=1, description="how many CPUs fault (default: all)")
+    cpus: int | None = Field(None, ge=1, description="per_cpu: how many CPUs fault (default: all)")
+    rate: Interarrival = Field("2000/s", description="per_process: faults per second per process")
+    placement: Placement = Field(
+        Placement(policy="migrating"),
+        description="per_process: where a fault runs when no processes element placed its mm")
 
 
 @ELEMENTS.register("faults")
 class Faults(Element):
     Params = FaultsParams
-    summary = "minor page faults: RCU-protected lockless walk, ptl, pte_same re-check"
+    summary = "minor page faults (per CPU or per process): RCU lockless walk, ptl, pte_same"
 
     def start(self) -> None:
+        if self.p.mode == "per_process":
+            self.env.process(self._per_process())
+            return
         n = self.p.cpus or len(self.m.cpus)
+        if n > len(self.m.cpus):
+            raise ValueError(f"workload.faults.cpus: {n} but the machine has {len(self.m.cpus)} CPUs")
         for cpu in self.m.cpus[:n]:
             self.env.process(self._loop(cpu))
 
     def _loop(self, cpu):
         m = self.m
-        env = self.env
         think = self.p.think.ns_sampler(self.rng(f"think.cpu{cpu.id}"))
         u = self.uniform(f"pick.cpu{cpu.id}")
         task = object()
         fault = mm_ops.handle_fault
         while True:
-            yield env.timeout(think())
+            yield from self.wait(think())
             mms = m.mms
             if not mms:
                 continue
@@ -50,3 +69,26 @@ class Faults(Element):
                 yield ev
             yield from fault(m, cpu, task, mm, u(), u() < mm.shmem_fraction)
             cpu.release()
+
+    def _per_process(self):
+        m = self.m
+        env = self.env
+        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
+        u = self.uniform("pick")
+        placer = self.placer(self.p.placement)
+        state = self.state
+        idle = self.p.rate.mean()  # with no process alive, look again after one mean gap
+        while True:
+            n = len(m.mms)
+            if n == 0:
+                yield from self.wait(round(idle))
+                continue
+            yield from self.wait(max(1, round(gap() / n)))
+            mms = m.mms
+            if not mms:
+                continue
+            mm = mms[int(u() * len(mms))]
+            cpu = state.cpu_of(mm) or placer.home()
+            task = object()
+            body = mm_ops.handle_fault(m, cpu, task, mm, u(), u() < mm.shmem_fraction)
+            env.process(self.run_on(m, cpu, task, body))

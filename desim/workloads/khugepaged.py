@@ -52,14 +52,13 @@ class Khugepaged(Element):
 
     def _kthread(self):
         m = self.m
-        env = self.env
         p = self.p
         cpu = m.cpus[p.cpu]
         u = self.uniform("pick")
         task = object()
         ranges = p.pages_to_scan // PTRS_PER_PMD_RANGE
         while True:
-            yield env.timeout(p.scan_sleep)
+            yield from self.wait(p.scan_sleep)  # phases scale the scan rate
             ev = cpu.acquire(task)
             if ev is not None:
                 yield ev

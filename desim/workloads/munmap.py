@@ -1,4 +1,8 @@
-"""``munmap``: processes unmap ranges, freeing their tables through mmu_gather."""
+"""``munmap``: processes unmap ranges, freeing their tables through mmu_gather (``do_munmap``).
+
+Calls arrive machine-wide at ``rate`` (scaled by phases), each in a random live mm, on the CPU
+its process lives on (a random CPU if no ``processes`` element placed it).
+"""
 
 from __future__ import annotations
 
@@ -30,11 +34,11 @@ class Munmap(Element):
         count = self.p.tables.sampler(self.rng("tables"))
         u = self.uniform("pick")
         while True:
-            yield env.timeout(gap())
+            yield from self.wait(gap())
             if not m.mms:
                 continue
             mm = m.mms[int(u() * len(m.mms))]
-            cpu = m.cpus[int(u() * len(m.cpus))]
+            cpu = self.state.cpu_of(mm) or m.cpus[int(u() * len(m.cpus))]
             n = max(1, round(count()))
             task = object()
             env.process(self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n)))

@@ -1,8 +1,11 @@
 """``processes``: the population of mms, with fork/exec arrivals and exits.
 
 Initial processes are forked at time 0 and populate their tables (use ``warmup`` to leave that
-out of the statistics). With ``fork_rate`` new processes arrive as a Poisson process; with
-``lifetime`` each process exits after a drawn time, its tables freed through mmu_gather.
+out of the statistics). With ``fork_rate`` new processes arrive (a Poisson process for a plain
+rate; any distribution of gaps otherwise; scaled by phases); with ``lifetime`` each process exits
+after a drawn time, its tables freed through mmu_gather (``exit_mmap``). ``placement`` decides
+the CPU a process lives on: its fork, its own operations (faults in ``per_process`` mode,
+munmap, MADV_COLLAPSE) and its exit run there (``migrating``: anywhere, op by op).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pydantic import Field
 from desim.distributions import CountDist, Interarrival, TimeDist
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
-from desim.workloads.base import Element, Params
+from desim.workloads.base import Element, Params, Placement
 
 
 class ProcessesParams(Params):
@@ -25,6 +28,8 @@ class ProcessesParams(Params):
     fork_rate: Interarrival | None = Field(None, description="new processes per second")
     lifetime: TimeDist | None = Field(None, description="time from fork to exit")
     populate_on_fork: bool = Field(True, description="a new process maps all its tables at once")
+    placement: Placement = Field(Placement(policy="migrating"),
+                                 description="CPU each process runs on (pinned/spread/migrating)")
 
 
 @ELEMENTS.register("processes")
@@ -37,30 +42,33 @@ class Processes(Element):
         self.n_tables = p.tables.sampler(self.rng("tables"))
         self.pick = self.uniform("pick")
         self.lifetime = p.lifetime.ns_sampler(self.rng("lifetime")) if p.lifetime else None
-        cpus = self.m.cpus
-        for i in range(p.initial):
-            self.env.process(self._life(cpus[i % len(cpus)]))
+        self.placer_ = self.placer(p.placement)
+        self.state.proc_placer = self.placer_
+        for _ in range(p.initial):
+            self.env.process(self._life(self.placer_.home()))
         if p.fork_rate is not None:
             self.env.process(self._arrivals(p.fork_rate.ns_sampler(self.rng("arrivals"))))
 
     def _arrivals(self, gap):
         env = self.env
-        cpus = self.m.cpus
         while True:
-            yield env.timeout(gap())
-            env.process(self._life(cpus[int(self.pick() * len(cpus))]))
+            yield from self.wait(gap())
+            env.process(self._life(self.placer_.home()))
 
-    def _life(self, cpu):
+    def _life(self, home):
         m = self.m
         p = self.p
         task = object()
         pgste = p.pgste_fraction > 0 and self.pick() < p.pgste_fraction
         target = max(1, round(self.n_tables()))
+        cpu = home
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
         mm = yield from mm_ops.do_fork(m, cpu, target, pgste)
         mm.shmem_fraction = p.shmem_fraction
+        homes = self.state.homes
+        homes[mm.id] = home
         if p.populate_on_fork:
             for _ in range(target):
                 t = yield from mm_ops.populate(m, cpu, task, mm, self.pick() < p.shmem_fraction)
@@ -70,5 +78,6 @@ class Processes(Element):
         if self.lifetime is None:
             return
         yield self.env.timeout(self.lifetime())
-        cpu = m.cpus[int(self.pick() * len(m.cpus))]
+        cpu = self.placer_.where(home)
         yield from self.run_on(m, cpu, task, mm_ops.exit_mmap(m, cpu, task, mm))
+        del homes[mm.id]

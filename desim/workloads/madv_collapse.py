@@ -1,0 +1,59 @@
+"""``madv_collapse``: processes calling ``madvise(MADV_COLLAPSE)`` on their shmem ranges.
+
+Since 6.6 ``collapse_pte_mapped_thp`` runs under ``mmap_read_lock`` only: the range's PTE table
+is detached under the PMD lock and ptl and freed with ``pte_free_defer`` while faults may still
+be walking it (``mm_ops.collapse_pte_mapped_thp``). Calls arrive machine-wide at ``rate``
+(scaled by phases), each on one shmem table of a random live process, on that process's CPU.
+``cost`` (remapping the 512 PTEs of a range already in the page cache as a THP, and their rmap
+updates) is an estimate of ~15 us.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from desim.config import Duration
+from desim.distributions import Interarrival
+from desim.model import mm_ops
+from desim.workloads import ELEMENTS
+from desim.workloads.base import Element, Params, Placement
+
+
+class MadvCollapseParams(Params):
+    rate: Interarrival = Field("200/s", description="MADV_COLLAPSE calls per second, machine-wide")
+    cost: Duration = Field(15_000, description="CPU time of one collapse besides the retraction")
+    placement: Placement = Field(
+        Placement(policy="migrating"),
+        description="where a call runs when no processes element placed its mm")
+
+
+@ELEMENTS.register("madv_collapse")
+class MadvCollapse(Element):
+    Params = MadvCollapseParams
+    summary = "madvise(MADV_COLLAPSE): collapse_pte_mapped_thp under mmap_read_lock"
+
+    def start(self) -> None:
+        self.env.process(self._arrivals())
+
+    def _arrivals(self):
+        m = self.m
+        env = self.env
+        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
+        u = self.uniform("pick")
+        placer = self.placer(self.p.placement)
+        state = self.state
+        while True:
+            yield from self.wait(gap())
+            mms = m.mms
+            if not mms:
+                continue
+            mm = mms[int(u() * len(mms))]
+            shmem = [t for t in mm.tables if t.shmem]
+            if not shmem:
+                m.counters["collapse.no_shmem_range"] += 1
+                continue
+            table = shmem[int(u() * len(shmem))]
+            cpu = state.cpu_of(mm) or placer.home()
+            task = object()
+            body = mm_ops.collapse_pte_mapped_thp(m, cpu, task, mm, table, self.p.cost)
+            env.process(self.run_on(m, cpu, task, body))
