@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from desim.allocators import ALLOCATORS
 from desim.allocators.s390_base import (
     AA,
+    FREEING,
     PGSTE,
     HalfPageAllocator,
     S390PageState,
@@ -88,6 +89,7 @@ class S390(HalfPageAllocator):
         if page.flags & PG_ACTIVE:
             page.flags &= ~PG_ACTIVE
             old = self._split(page)
+            page.data.bits |= FREEING
             self.m.page_call_rcu(cpu, page, self._free_now, page)
             self.commit(page, old)
             self.m.counters["s390.page_call_rcu"] += 1
@@ -115,11 +117,12 @@ class S390(HalfPageAllocator):
         """``page_table_free_rcu``."""
         page = table.page
         st: S390PageState = page.data
-        self.to_pending(table)
         if st.bits & PGSTE:
             old = self._split(page)
+            self.to_pending(table)
             self.commit(page, old)
         else:
+            self.to_pending(table)
             half = table.offset // 2048
             mm = tlb.mm
             lock = mm.context_lock
@@ -167,6 +170,6 @@ class S390(HalfPageAllocator):
                 errs.append("Active page on pgtable_list")
             if (bits & 0x03) in (0, 0x03):
                 errs.append(f"on pgtable_list with {bits & 0x03:#x} allocated halves")
-        if page.rcu_queued and bits & 0x3F:
+        if page.rcu_queued and (bits & 0x3F or not bits & FREEING):
             errs.append("rcu_head queued while a half is still in use")
         return errs

@@ -21,7 +21,8 @@ is in use, so it counts as live.
 Memory is classified per half from this state (``_split``), and ``self.account`` is updated by
 the difference before/after every transition; ``audit`` re-runs the classifier over all pages:
 
-* A set → live; P or H set → pending; a page whose last half went to ``call_rcu`` → pending;
+* A set → live; P or H set → pending; a page whose last half went to ``call_rcu`` → pending
+  (``FREEING``, a model-only marker outside the kernel's byte);
 * a free half of an Active page (6.6 ``pte_free_defer``) → stranded;
 * a free half of a page on ``pgtable_list`` → spare (reusable); any other free half → stranded
   (it goes back with the page once the other half's grace period ends).
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 HALF = 2048       # bytes of a 2 KiB PTE table (PTRS_PER_PTE 256 x 8 B)
 AA = 0x03         # both allocated bits: a PGSTE full-page table
 PGSTE = 0x100     # model-only marker: the page holds a full-page PGSTE table
+FREEING = 0x200   # model-only marker: every half is gone and the page waits in call_rcu
 
 
 def a_bit(half: int) -> int:
@@ -140,12 +142,12 @@ class HalfPageAllocator(Allocator):
         """The class of each half, from the page's bits, flags and list membership."""
         st: S390PageState = page.data
         bits = st.bits
+        if bits & FREEING:
+            return PEND_B, PEND_B
         if bits & PGSTE:
             t = page.tables[0]
-            c = PEND_B if page.rcu_queued or t is None or t.state == PENDING else LIVE_B
+            c = PEND_B if t is None or t.state == PENDING else LIVE_B
             return c, c
-        if not bits & 0x3F and page.rcu_queued:
-            return PEND_B, PEND_B
         out = []
         for half in (0, 1):
             if bits & a_bit(half):
@@ -247,7 +249,7 @@ class HalfPageAllocator(Allocator):
                     self.check(cpu, page, "page_table_alloc reuse")
             lock.release(cpu)
             if table is not None:
-                self.m.counters["s390.half_reused"] += 1
+                self.m.counters["s390.list_hits"] += 1
                 return table
         page = self.fresh_page(cpu, mm)
         if page is None:

@@ -141,9 +141,10 @@ class S390HH(HalfPageAllocator):
         """``page_table_free_rcu``: A→P, unlink if the other half is free, batch the table."""
         page = table.page
         st: S390PageState = page.data
+        old = self._split(page)
         self.to_pending(table)
         if st.bits & PGSTE:
-            self.commit(page, self._split(page))
+            self.commit(page, old)
         else:
             half = table.offset // 2048
             other = half ^ 1
@@ -221,9 +222,10 @@ class S390HH(HalfPageAllocator):
     def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
         page = table.page
         st: S390PageState = page.data
+        old = self._split(page)
         self.to_pending(table)
         if st.bits & PGSTE:
-            self.commit(page, self._split(page))
+            self.commit(page, old)
             self.m.counters["s390.pgste_defer"] += 1
             self.m.page_call_rcu(cpu, page, self._pte_free_pgste, page)
             return
