@@ -20,6 +20,8 @@ from desim.workloads.base import Element, Params, Placement
 
 class ProcessesParams(Params):
     initial: int = Field(16, ge=0, description="processes alive at time 0")
+    persistent: int = Field(0, ge=0, description="how many of the initial ones never exit "
+                            "(a server's long-lived parent)")
     tables: CountDist = Field(32, description="PTE tables each process maps (2 MiB each)")
     shmem_fraction: float = Field(
         0.5, ge=0, le=1, description="share of tables mapping the shared shmem file"
@@ -44,8 +46,11 @@ class Processes(Element):
         self.lifetime = p.lifetime.ns_sampler(self.rng("lifetime")) if p.lifetime else None
         self.placer_ = self.placer(p.placement)
         self.state.proc_placer = self.placer_
-        for _ in range(p.initial):
-            self.env.process(self._life(self.placer_.home()))
+        if p.persistent > p.initial:
+            raise ValueError(f"workload.processes.persistent: {p.persistent} exceeds initial "
+                             f"({p.initial})")
+        for i in range(p.initial):
+            self.env.process(self._life(self.placer_.home(), i < p.persistent))
         if p.fork_rate is not None:
             self.env.process(self._arrivals(p.fork_rate.ns_sampler(self.rng("arrivals"))))
 
@@ -55,7 +60,7 @@ class Processes(Element):
             yield from self.wait(gap())
             env.process(self._life(self.placer_.home()))
 
-    def _life(self, home):
+    def _life(self, home, persistent: bool = False):
         m = self.m
         p = self.p
         task = object()
@@ -75,7 +80,7 @@ class Processes(Element):
                 if t is None:
                     break
         cpu.release()
-        if self.lifetime is None:
+        if self.lifetime is None or persistent:
             return
         yield self.env.timeout(self.lifetime())
         cpu = self.placer_.where(home)
