@@ -98,15 +98,21 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
 
 @main.command(name="list")
 def list_cmd() -> None:
-    """Show the registered allocators and workload elements."""
+    """Show the registered allocators, workload elements and preset configs."""
     from desim.allocators import ALLOCATORS
     from desim.workloads import ELEMENTS
+    from desim.workloads.presets import presets
 
     for title, reg in (("allocators", ALLOCATORS), ("workload elements", ELEMENTS)):
         t = Table(title=title, title_justify="left", show_header=False, box=None)
         for name, cls in reg.items():
             t.add_row(f"[bold]{name}[/]", cls.summary)
         console.print(t)
+    t = Table(title="presets (desim run <path>)", title_justify="left", show_header=False, box=None)
+    for name, path, text in presets():
+        t.add_row(f"[bold]{name}[/]", text, str(path.relative_to(Path.cwd()))
+                  if path.is_relative_to(Path.cwd()) else str(path))
+    console.print(t)
 
 
 @main.command()
