@@ -6,6 +6,8 @@ page returns to the page allocator and whether RCU was involved. ``check`` asser
 step that the kept memory split equals the one recomputed from the pages.
 """
 
+from pathlib import Path
+
 import pytest
 from conftest import make_machine, run_task, settle
 from hypothesis import HealthCheck, example, given, settings
@@ -480,3 +482,22 @@ def test_random_sequences_keep_the_split_exact_and_return_every_page(name, geome
     settled(m)
     assert a.held_pages == set() and a.account.as_tuple() == (0, 0, 0, 0, 0)
     assert m.pages.pages_held("pgtable") == 0 and m.rcu.pending == 0
+
+
+# -- the example config ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["powerpc", "powerpc-refcount", "powerpc-always-rcu"])
+def test_configs_powerpc_yaml_runs_clean_shortened(name):
+    from desim.config import load_config
+    from desim.engine import build
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "powerpc.yaml"
+    cfg = load_config(path, ["duration=40ms", "warmup=5ms",
+                                               f"allocator.name={name}"])
+    m = build(cfg)
+    m.env.run(until=cfg.duration)
+    a = m.allocator
+    assert a.account.as_tuple() == a.audit().as_tuple()
+    assert a.account.held == len(a.held_pages) * 64 * KB > 0
+    assert a.invariant_errors() == [] and m.safety.total == 0
+    assert m.counters["tables.deferred"] > 0 and m.counters["tables.gathered"] > 0
