@@ -72,7 +72,7 @@ class PageTable:
         self.history: deque | None = None
 
     def __repr__(self) -> str:
-        return f"pt@{self.page!r}+{self.offset}"
+        return f"pt@page#{self.page.pfn}.{self.gen}+{self.offset}"  # stable once the page is reused
 
 
 class RWSem:

@@ -194,6 +194,10 @@ def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int):
             yield from m.sleep(cpu, task, ev)
         victims = mm.tables[-count:]
         del mm.tables[-count:]
+        for t in victims:
+            # Unlinked from the file's i_mmap: a khugepaged that picked one of these before
+            # taking i_mmap_lock must see it is no longer attached (it checks the state).
+            t.state = DETACHED
         m.i_mmap_lock.up_write()
         yield cpu.compute(m.costs.munmap)
         yield from _free_tables(m, cpu, mm, victims)
