@@ -65,7 +65,7 @@ class Generic(Allocator):
         self.account.pending += table.size
 
     def _release(self, cpu: CPU, table: PageTable) -> None:
-        was_live = table.state == LIVE
+        was_live = table.state != PENDING   # LIVE, or DETACHED (audit counts both live)
         self.table_freed(cpu, table)
         acc = self.account
         if was_live:

@@ -243,7 +243,7 @@ def test_s390_refuses_other_page_sizes():
 def test_hh_defer_relinks_half_after_gp_through_pt_mm_under_global_lock():
     m = machine("s390-hh")
     mm = m.new_mm(8)
-    t0, t1 = alloc(m, mm), alloc(m, mm)
+    t0, _t1 = alloc(m, mm), alloc(m, mm)
     page = t0.page
     assert page.data.pt_mm is mm
     defer(m, mm, t0)
@@ -298,7 +298,7 @@ def test_hh_gather_frees_page_in_batch_callback():
 def test_hh_one_bit_rule_checker(rule, expected):
     m = machine("s390-hh", one_bit_at_a_time=rule)
     mm = m.new_mm(8)
-    t0, t1 = alloc(m, mm), alloc(m, mm)
+    t0, _t1 = alloc(m, mm), alloc(m, mm)
     defer(m, mm, t0, violations=expected)
     assert t0.page.data.bits == (0x06 if rule else 0x16)   # v2 as posted: A->H+P (0x15)
     assert m.safety.counts["invariant"] == expected
