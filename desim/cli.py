@@ -139,6 +139,29 @@ def bench(quick: bool, out: str) -> None:
     console.print(f"written: {out}")
 
 
+@main.command()
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Parallel local processes (default: the core count).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Sweep directory (default: results/<experiment name>).")
+@click.option("--dask", metavar="ADDRESS", default=None,
+              help="Run on an existing Dask cluster, e.g. tcp://host:8786 (needs desim[dask]).")
+@click.option("--dry-run", is_flag=True, help="List the runs and estimate the wall time.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed run.")
+def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
+          dry_run: bool, fail_fast: bool) -> None:
+    """Run every point × replication of EXPERIMENT; re-running resumes."""
+    from desim.sweep.command import sweep as run_sweep
+    from desim.sweep.runner import SweepError
+
+    try:
+        code = run_sweep(experiment, jobs, out, dask, dry_run, fail_fast, console, err)
+    except SweepError as exc:
+        fail(str(exc))
+    sys.exit(code)
+
+
 def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
     def g(k):
         return s.get(k, float("nan"))

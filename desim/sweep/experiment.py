@@ -1,0 +1,217 @@
+"""Experiment files: a base config, a sweep over dotted keys, replications, one root seed.
+
+An experiment YAML (``experiments/*.yaml``)::
+
+    name: quick                     # optional; default: the file's stem
+    base: ../configs/default.yaml   # a config path relative to this file, or an inline mapping
+    set: {duration: 200ms}          # optional dotted overrides applied to the base at every point
+    seed: 7                         # root of every replication's SeedSequence (default: base seed)
+    replications: 3
+    sweep:
+      grid: {allocator.name: [generic, s390], machine.cpus: [4, 8]}   # cartesian product
+      zip:  {rcu.blimit: [10, 100], rcu.qhimark: [1000, 10000]}       # lock-step lists
+      list: [{workload.faults.think.mean: 10us}, {workload.faults.think.mean: 40us}]
+    stats: {warmup: mser5}          # or a time (20ms) or none: see desim.sweep.stats
+    report: {...}                   # kept for ``desim report``; only checked to be a mapping
+
+The three sweep blocks combine by cartesian product of each other (grid × zip × list); a missing
+block contributes one empty point, so ``list`` alone gives exactly its points. A key set by two
+blocks at one point is refused: the result would depend on the order of application.
+
+Seeds follow ``numpy.random.SeedSequence.spawn``: the root ``SeedSequence(seed)`` spawns one child
+per replication, and replication r uses child r at *every* sweep point. Designs are therefore
+compared on common random numbers (paired comparisons), while replications stay independent.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from desim.config import ConfigError, read_yaml, set_dotted, validate
+from desim.distributions import relative_to
+
+TOP_KEYS = ("name", "base", "set", "seed", "replications", "sweep", "stats", "report")
+SWEEP_KEYS = ("grid", "zip", "list")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of an experiment: everything a worker needs, as plain picklable data."""
+
+    run_id: str
+    point: int
+    replication: int
+    params: dict[str, Any]          # the swept keys of this point
+    config: dict[str, Any]          # the raw config (base + set + params + seed), pre-validation
+    base_dir: str                   # where relative file paths in the config resolve
+    entropy: int
+    spawn_key: tuple[int, ...]
+    invalid: str | None = None      # one-line ConfigError if the point's config is refused
+
+    @property
+    def digest(self) -> str:
+        """Identity of the run's inputs; a finished directory with another digest is redone."""
+        blob = json.dumps({"config": self.config, "entropy": self.entropy,
+                           "spawn_key": list(self.spawn_key)}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def seed_sequence(self) -> np.random.SeedSequence:
+        return np.random.SeedSequence(self.entropy, spawn_key=self.spawn_key)
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    base: dict[str, Any]
+    base_dir: Path
+    seed: int
+    replications: int
+    points: list[dict[str, Any]]
+    stats: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] | None = None
+
+    @property
+    def swept_keys(self) -> list[str]:
+        keys: list[str] = []
+        for p in self.points:
+            keys.extend(k for k in p if k not in keys)
+        return keys
+
+    def runs(self) -> list[RunSpec]:
+        """Every (point, replication), replication-major within a point."""
+        children = np.random.SeedSequence(self.seed).spawn(self.replications)
+        out = []
+        for i, params in enumerate(self.points):
+            cfg = copy.deepcopy(self.base)
+            for k, v in params.items():
+                set_dotted(cfg, k, copy.deepcopy(v))
+            cfg["seed"] = self.seed
+            invalid = None
+            try:
+                with relative_to(self.base_dir):
+                    check_buildable(validate(copy.deepcopy(cfg)))
+            except ConfigError as exc:
+                invalid = str(exc)
+            for r, child in enumerate(children):
+                out.append(RunSpec(
+                    run_id=f"p{i:03d}-r{r:02d}", point=i, replication=r, params=dict(params),
+                    config=cfg, base_dir=str(self.base_dir), entropy=int(child.entropy),
+                    spawn_key=tuple(int(k) for k in child.spawn_key), invalid=invalid))
+        return out
+
+
+def check_buildable(cfg) -> None:
+    """Build the machine without running it: designs refuse some geometries at build time."""
+    from desim.engine import build
+    from desim.registry import UnknownName
+
+    try:
+        build(cfg)
+    except (ValueError, UnknownName) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+
+
+def _err(path: Path, msg: str) -> ConfigError:
+    return ConfigError(f"{path}: {msg}")
+
+
+def _lists(path: Path, block: str, data: Any) -> dict[str, list]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not data:
+        raise _err(path, f"sweep.{block}: expected a mapping of dotted.key to a list of values")
+    for k, v in data.items():
+        if not isinstance(v, list) or not v:
+            raise _err(path, f"sweep.{block}.{k}: expected a non-empty list of values")
+    return data
+
+
+def expand(path: Path, sweep: Any) -> list[dict[str, Any]]:
+    """The sweep points: grid × zip × list, each a dict of dotted key → value."""
+    if sweep is None:
+        return [{}]
+    if not isinstance(sweep, dict):
+        raise _err(path, "sweep: expected a mapping with grid, zip and/or list")
+    for k in sweep:
+        if k not in SWEEP_KEYS:
+            raise _err(path, f"sweep.{k}: unknown block (allowed: {', '.join(SWEEP_KEYS)})")
+    grid = _lists(path, "grid", sweep.get("grid"))
+    zipped = _lists(path, "zip", sweep.get("zip"))
+    lengths = {len(v) for v in zipped.values()}
+    if len(lengths) > 1:
+        raise _err(path, f"sweep.zip: lists must have equal lengths (got "
+                         f"{', '.join(f'{k}={len(v)}' for k, v in zipped.items())})")
+    listed = sweep.get("list")
+    if listed is not None and (not isinstance(listed, list) or not listed
+                               or not all(isinstance(p, dict) for p in listed)):
+        raise _err(path, "sweep.list: expected a non-empty list of {dotted.key: value} mappings")
+
+    grid_pts = [dict(zip(grid, combo, strict=True))
+                for combo in itertools.product(*grid.values())] if grid else [{}]
+    zip_pts = ([dict(zip(zipped, combo, strict=True)) for combo in zip(*zipped.values(), strict=True)]
+               if zipped else [{}])
+    list_pts = [dict(p) for p in listed] if listed else [{}]
+    points = []
+    for g, z, ls in itertools.product(grid_pts, zip_pts, list_pts):
+        clash = (set(g) & set(z)) | (set(g) & set(ls)) | (set(z) & set(ls))
+        if clash:
+            raise _err(path, f"sweep: {sorted(clash)[0]} is set by two blocks")
+        points.append({**g, **z, **ls})
+    return points
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and check an experiment file; configs of single points are checked in ``runs()``."""
+    p = Path(path)
+    data = read_yaml(p)
+    for k in data:
+        if k not in TOP_KEYS:
+            raise _err(p, f"{k}: unknown field (allowed: {', '.join(TOP_KEYS)})")
+    base = data.get("base")
+    if isinstance(base, str):
+        base_path = (p.parent / base).resolve()
+        base_cfg = read_yaml(base_path)
+        base_dir = base_path.parent
+    elif isinstance(base, dict):
+        base_cfg = copy.deepcopy(base)
+        base_dir = p.parent.resolve()
+    elif base is None:
+        base_cfg, base_dir = {}, p.parent.resolve()
+    else:
+        raise _err(p, "base: expected a config path (relative to the experiment) or a mapping")
+    overrides = data.get("set") or {}
+    if not isinstance(overrides, dict):
+        raise _err(p, "set: expected a mapping of dotted.key to value")
+    for k, v in overrides.items():
+        set_dotted(base_cfg, str(k), v)
+    seed = data.get("seed", base_cfg.get("seed", 1))
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise _err(p, "seed: expected a non-negative integer")
+    reps = data.get("replications", 1)
+    if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
+        raise _err(p, "replications: expected an integer >= 1")
+    stats = data.get("stats") or {}
+    if not isinstance(stats, dict):
+        raise _err(p, "stats: expected a mapping (warmup, confidence)")
+    from desim.sweep.stats import parse_stats_options
+
+    try:
+        parse_stats_options(stats)
+    except ValueError as exc:
+        raise _err(p, str(exc)) from None
+    report = data.get("report")
+    if report is not None and not isinstance(report, dict):
+        raise _err(p, "report: expected a mapping")
+    return Experiment(
+        name=str(data.get("name") or p.stem), path=p, base=base_cfg, base_dir=base_dir,
+        seed=seed, replications=reps, points=expand(p, data.get("sweep")), stats=stats,
+        report=report)

@@ -1,0 +1,150 @@
+"""Execute a sweep's runs: serially, on a local process pool, or on a Dask cluster; resume.
+
+Resuming is by directory state alone: ``<out>/runs/<run_id>/DONE`` with a manifest whose digest
+matches the run's inputs means finished; anything else (absent, ``FAILED``, another digest) is
+run again. Hidden temporary directories left by a killed sweep are deleted first; a lock file
+(``<out>/.lock``, flock) keeps two sweeps from writing the same directory at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import shutil
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
+
+from desim.results import MARKER
+from desim.sweep.experiment import Experiment, RunSpec
+from desim.sweep.worker import Outcome, compute_run, run_and_write, write_outcome
+
+OnResult = Callable[[str, "str | None", float], bool]   # returns True to stop the sweep
+
+
+class SweepError(Exception):
+    """A sweep cannot start; the message is one line."""
+
+
+def is_done(run_dir: Path, spec: RunSpec) -> bool:
+    if not (run_dir / MARKER).exists():
+        return False
+    try:
+        man = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return man.get("digest") == spec.digest
+
+
+def clean_stale(runs_dir: Path) -> int:
+    """Delete hidden ``.<run>.tmp-<pid>`` directories an interrupted sweep left behind."""
+    n = 0
+    if runs_dir.is_dir():
+        for p in runs_dir.iterdir():
+            if p.name.startswith(".") and ".tmp-" in p.name:
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+    return n
+
+
+def split(specs: list[RunSpec], runs_dir: Path) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(to do, already done)."""
+    todo, done = [], []
+    for s in specs:
+        (done if is_done(runs_dir / s.run_id, s) else todo).append(s)
+    return todo, done
+
+
+@contextmanager
+def out_lock(out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(f"{out}: another desim sweep is writing there") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_serial(todo: Iterable[RunSpec], runs_dir: Path, command: list[str], experiment: str,
+               on_result: OnResult) -> None:
+    for spec in todo:
+        if on_result(*run_and_write(spec, str(runs_dir), command, experiment)):
+            return
+
+
+def _pool_context():
+    import multiprocessing as mp
+
+    # forkserver: forking the sweep process itself would copy the progress bar's thread state;
+    # the server preloads desim once so each worker starts warm.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["desim.sweep.worker", "desim.engine", "desim.results"])
+    return ctx
+
+
+def run_pool(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment: str,
+             on_result: OnResult, jobs: int) -> None:
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context())
+    try:
+        futs = {ex.submit(run_and_write, s, str(runs_dir), command, experiment): s for s in todo}
+        for f in as_completed(futs):
+            try:
+                res = f.result()
+            except Exception:          # the worker died (OOM kill, BrokenProcessPool, ...)
+                spec = futs[f]
+                res = write_outcome(Outcome(spec, None, traceback.format_exc(), math.nan),
+                                    runs_dir, command, experiment)
+            if on_result(*res):
+                return
+    finally:
+        procs = list((getattr(ex, "_processes", None) or {}).values())
+        ex.shutdown(wait=False, cancel_futures=True)
+        for p in procs:                # a stopped sweep should not leave runs computing
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
+
+
+def connect_dask(address: str):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SweepError("--dask needs dask.distributed, an optional dependency: "
+                         "pip install 'desim[dask]'") from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SweepError(f"--dask {address}: cannot connect ({' '.join(str(exc).split())})") from None
+
+
+def run_dask(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment: str,
+             on_result: OnResult, address: str) -> None:
+    """Workers compute; this process writes each result as it arrives (no shared FS needed)."""
+    from distributed import as_completed as dask_completed
+
+    client = connect_dask(address)
+    try:
+        futs = {client.submit(compute_run, s, pure=False): s for s in todo}
+        pending = set(futs)
+        for f in dask_completed(list(futs)):
+            pending.discard(f)
+            spec = futs[f]
+            try:
+                out = f.result()
+            except Exception:          # lost worker, cancelled, unpicklable result ...
+                out = Outcome(spec, None, traceback.format_exc(), math.nan)
+            f.release()
+            if on_result(*write_outcome(out, runs_dir, command, experiment)):
+                client.cancel(list(pending))
+                return
+    finally:
+        client.close()

@@ -1,0 +1,124 @@
+"""One run of a sweep, as a worker executes it: compute, then write its directory atomically.
+
+Split in two so each executor can put the file writing where the files live: a local process
+pool computes *and* writes in the worker; on Dask the worker only computes (its result travels
+back pickled) and the client writes, so the cluster needs no shared filesystem.
+
+A finished run is a ``desim.results.write_run`` directory (``DONE`` written last) whose manifest
+also names the run, its swept parameters and its seed (``seed_entropy`` + ``seed_spawn_key``:
+``rerun()`` rebuilds exactly that ``SeedSequence``). A failed run gets a directory too, written
+the same way (hidden temporary, then rename) and holding ``config.yaml`` (the snapshot it was
+given), ``manifest.json`` with ``status: failed``, ``traceback.txt``, and a ``FAILED`` marker
+instead of ``DONE`` — so a re-run tries it again (the fault may have been fixed meanwhile).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from desim.sweep.experiment import RunSpec
+
+FAILED = "FAILED"
+
+
+@dataclass
+class Outcome:
+    spec: RunSpec
+    result: object | None        # desim.engine.RunResult when ok
+    error: str | None            # full traceback when failed
+    wall_s: float
+
+
+def compute_run(spec: RunSpec) -> Outcome:
+    """Validate the config and simulate; never raises for a fault of the run itself."""
+    t0 = time.perf_counter()
+    try:
+        if spec.invalid is not None:
+            raise ValueError(spec.invalid)
+        from desim.config import validate
+        from desim.distributions import relative_to
+        from desim.engine import simulate
+        from desim.rng import Streams
+
+        with relative_to(spec.base_dir):
+            cfg = validate(copy.deepcopy(spec.config))
+        result = simulate(cfg, streams=Streams(spec.seed_sequence()))
+        return Outcome(spec, result, None, time.perf_counter() - t0)
+    except Exception:
+        return Outcome(spec, None, traceback.format_exc(), time.perf_counter() - t0)
+
+
+def manifest_extra(spec: RunSpec, command: list[str], experiment: str) -> dict:
+    return {"experiment": experiment, "run_id": spec.run_id, "point": spec.point,
+            "replication": spec.replication, "params": spec.params,
+            "seed_entropy": str(spec.entropy), "seed_spawn_key": list(spec.spawn_key),
+            "digest": spec.digest, "command": command}
+
+
+def write_outcome(out: Outcome, runs_dir: str | Path, command: list[str],
+                  experiment: str) -> tuple[str, str | None, float]:
+    """Write the run directory; returns (run_id, error or None, wall_s)."""
+    target = Path(runs_dir) / out.spec.run_id
+    extra = manifest_extra(out.spec, command, experiment)
+    if out.result is not None:
+        from desim.results import write_run
+
+        try:
+            extra.pop("command")
+            write_run(out.result, target, command=command, **extra)
+            return out.spec.run_id, None, out.wall_s
+        except Exception:
+            out = Outcome(out.spec, None, traceback.format_exc(), out.wall_s)
+    _write_failed(out, target, extra)
+    return out.spec.run_id, out.error, out.wall_s
+
+
+def _write_failed(out: Outcome, target: Path, extra: dict) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    (tmp / "config.yaml").write_text(yaml.safe_dump(out.spec.config, sort_keys=False))
+    err = out.error or ""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    manifest = {**extra, "status": "failed", "error": lines[-1] if lines else "",
+                "wall_s": out.wall_s, "python": sys.version.split()[0],
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    (tmp / "traceback.txt").write_text(err)
+    (tmp / FAILED).write_text("failed\n")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def run_and_write(spec: RunSpec, runs_dir: str, command: list[str],
+                  experiment: str) -> tuple[str, str | None, float]:
+    """Process-pool entry point: compute and write in the worker."""
+    return write_outcome(compute_run(spec), runs_dir, command, experiment)
+
+
+def rerun(run_dir: str | Path):
+    """Re-simulate one finished or failed run from its directory alone; returns the RunResult."""
+    from desim.config import validate
+    from desim.engine import simulate
+    from desim.rng import Streams
+
+    d = Path(run_dir)
+    man = json.loads((d / "manifest.json").read_text())
+    cfg = validate(yaml.safe_load((d / "config.yaml").read_text()))
+    import numpy as np
+
+    seq = np.random.SeedSequence(int(man["seed_entropy"]), spawn_key=tuple(man["seed_spawn_key"]))
+    return simulate(cfg, streams=Streams(seq))
