@@ -175,6 +175,7 @@ class RCU:
         self._gp_wake: Event | None = None
         self._tick_wake: Event | None = None
         self.barrier_mutex = Mutex(env)
+        self.barrier_seq = 0        # rcu_state.barrier_sequence: odd while a barrier runs
         self.exp = Expedited(self)
         # statistics
         self.gp_length = LogHistogram()
@@ -227,10 +228,22 @@ class RCU:
         """``rcu_barrier``: wait until every callback queued before the call has run."""
         env = self.env
         t0 = env._now
+        # rcu_seq_snap(): the barrier that must END for us: the next one to START from now.
+        need = (self.barrier_seq + 3) & ~1
         cpu.release()
         ev = self.barrier_mutex.acquire()
         if ev is not None:
             yield ev
+        if self.barrier_seq >= need:
+            # rcu_seq_done(): a barrier that began after our call has ended; it did our work
+            # (concurrent callers share one barrier, as in the kernel).
+            self.barrier_mutex.release()
+            ev = cpu.acquire(task)
+            if ev is not None:
+                yield ev
+            self.barrier_latency.add(env._now - t0)
+            return
+        self.barrier_seq += 1
         state = [0, Event(env)]
         for c in self.cpus:
             if c.cbs.n:
@@ -239,6 +252,7 @@ class RCU:
         if state[0]:
             self.machine.ipis_sent += state[0]
             yield state[1]
+        self.barrier_seq += 1
         self.barrier_mutex.release()
         ev = cpu.acquire(task)
         if ev is not None:

@@ -374,3 +374,40 @@ def test_fullpage_one_table_per_page_upper_half_internal_or_pgste():
     settle(m)
     check(m)
     assert split(m) == {"live": H, "internal": H}
+
+
+def test_concurrent_rcu_barriers_share_one_barrier_as_in_the_kernel():
+    """rcu_barrier's barrier_sequence: callers that queued behind a running barrier are served
+    by the NEXT one together (what keeps s390-hh's rcu_barrier exits from serialising)."""
+    m = machine(cpus=4)
+    done = []
+
+    def cb(cpu, arg):
+        return None
+
+    for c in m.cpus:
+        m.rcu.call_rcu(c, cb, None)
+
+    def barrier(cpu_id):
+        cpu = m.cpus[cpu_id]
+        task = object()
+
+        def proc():
+            ev = cpu.acquire(task)
+            if ev is not None:
+                yield ev
+            yield from m.rcu.barrier(cpu, task)
+            done.append(m.env.now)
+            cpu.release()
+        return m.env.process(proc())
+
+    first = barrier(0)
+    m.env.run(until=m.env.now + 10)
+    for c in m.cpus:
+        m.rcu.call_rcu(c, cb, None)
+    late = [barrier(i) for i in (1, 2, 3)]
+    m.env.run(until=m.env.all_of([first, *late]))
+    assert len(done) == 4
+    assert len(set(done[1:])) == 1           # the three late callers share the second barrier
+    assert done[1] >= done[0]
+    assert m.rcu.barrier_seq == 4            # two barriers ran, not four
