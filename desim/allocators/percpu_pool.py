@@ -98,13 +98,15 @@ class _Pool:
 
 
 class _PoolPage:
-    """``page.data`` of a pool page: its home CPU and the table last placed in each slot."""
+    """``page.data`` of a pool page: its home CPU and how many fragments were carved.
 
-    __slots__ = ("home", "slots", "carved")
+    ``page.tables[i]`` is the table last placed in fragment ``i`` (live, pending or free).
+    """
 
-    def __init__(self, home: int, n: int) -> None:
+    __slots__ = ("home", "carved")
+
+    def __init__(self, home: int) -> None:
         self.home = home
-        self.slots: list[PageTable | None] = [None] * n
         self.carved = 0
 
 
@@ -173,7 +175,10 @@ class PercpuPool(Allocator):
             pool.empty -= 1
         page.frag_refcount += 1
         table = PageTable(page, idx * self.fs, self.fs, mm)
-        page.data.slots[idx] = table
+        if idx < len(page.tables):
+            page.tables[idx] = table
+        else:
+            page.tables.append(table)
         acc = self.account
         acc.spare -= self.fs
         acc.live += self.fs
@@ -189,7 +194,7 @@ class PercpuPool(Allocator):
             page = self.new_table_page(cpu)   # with the lock dropped: the allocation may sleep
             if page is None:
                 return None
-            page.data = _PoolPage(cpu.id, self.per_page)
+            page.data = _PoolPage(cpu.id)
             self.account.spare += self.page_size
             yield cpu.compute(0)   # the page allocation's time, spent outside the lock
             yield from self._lock(lock, cpu)
@@ -235,11 +240,10 @@ class PercpuPool(Allocator):
 
     def _release_page(self, cpu: CPU, pool: _Pool, page: Page) -> None:
         """Every fragment of ``page`` is free: unlink them all and free the page."""
-        pp = page.data
         free = pool.free
-        for i in range(pp.carved):
-            del free[pp.slots[i]]
-        cpu.steal(self.list_op * pp.carved)
+        for t in page.tables:
+            del free[t]
+        cpu.steal(self.list_op * len(page.tables))
         if pool.carve is page:
             pool.carve = None
         self.account.spare -= self.page_size
@@ -325,7 +329,7 @@ class PercpuPool(Allocator):
         fs = self.fs
         for page in self.held_pages:
             pp = page.data
-            for t in pp.slots[:pp.carved]:
+            for t in page.tables:
                 if t.state == LIVE or t.state == DETACHED:
                     acc.live += fs
                 elif t.state == PENDING:
@@ -367,8 +371,10 @@ class PercpuPool(Allocator):
             if not page.allocated:
                 errs.append(f"{page!r} held but freed")
             busy = 0
-            for i, t in enumerate(pp.slots[:pp.carved]):
-                if t is None or t.page is not page or t.offset != i * self.fs:
+            if len(page.tables) != pp.carved:
+                errs.append(f"{page!r}: {len(page.tables)} tables, {pp.carved} carved")
+            for i, t in enumerate(page.tables):
+                if t.page is not page or t.offset != i * self.fs:
                     errs.append(f"{page!r} slot {i} holds {t!r}")
                     continue
                 if t.state != FREE:
