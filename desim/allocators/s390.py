@@ -66,6 +66,7 @@ class S390(HalfPageAllocator):
             ev = lock.acquire(cpu)
             if ev is not None:
                 yield ev
+            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
             old = self._split(page)
             st.bits ^= a_bit(half) | p_bit(half)
             self.free_slot(cpu, page, half)
@@ -129,6 +130,7 @@ class S390(HalfPageAllocator):
             ev = lock.acquire(cpu)
             if ev is not None:
                 yield ev
+            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
             old = self._split(page)
             st.bits ^= a_bit(half) | p_bit(half)
             if st.bits & 0x03 and not page.flags & PG_ACTIVE:

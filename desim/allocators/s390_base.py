@@ -233,6 +233,7 @@ class HalfPageAllocator(Allocator):
             ev = lock.acquire(cpu)
             if ev is not None:
                 yield ev
+            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
             table = None
             lst = self.pgtable_list(mm)
             if lst:
@@ -268,6 +269,7 @@ class HalfPageAllocator(Allocator):
         ev = lock.acquire(cpu)
         if ev is not None:
             yield ev
+        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
         self.list_add(cpu, mm, page)
         self.commit(page, None)
         self.check(cpu, page, "page_table_alloc fresh")

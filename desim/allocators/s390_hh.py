@@ -123,6 +123,7 @@ class S390HH(HalfPageAllocator):
         ev = lock.acquire(cpu)
         if ev is not None:
             yield ev
+        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
         old = self._split(page)
         st.bits ^= a_bit(half)
         self.free_slot(cpu, page, half)
@@ -152,6 +153,7 @@ class S390HH(HalfPageAllocator):
             ev = lock.acquire(cpu)
             if ev is not None:
                 yield ev
+            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
             old = self._split(page)
             st.bits ^= a_bit(half) | p_bit(half)
             if not st.bits & a_bit(other) and not st.bits & self._pending(other):
@@ -203,6 +205,7 @@ class S390HH(HalfPageAllocator):
         ev = lock.acquire(cpu)
         if ev is not None:
             yield ev
+        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
         old = self._split(page)
         st.bits ^= p_bit(half)
         self.free_slot(cpu, page, half)
@@ -235,6 +238,7 @@ class S390HH(HalfPageAllocator):
         ev = lock.acquire(cpu)
         if ev is not None:
             yield ev
+        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
         old = self._split(page)
         flip = a_bit(half) | h_bit(half)
         if not self.one_bit:
