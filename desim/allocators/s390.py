@@ -123,7 +123,6 @@ class S390(HalfPageAllocator):
             self.to_pending(table)
             self.commit(page, old)
         else:
-            self.to_pending(table)
             half = table.offset // 2048
             mm = tlb.mm
             lock = mm.context_lock
@@ -132,6 +131,7 @@ class S390(HalfPageAllocator):
                 yield ev
             yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
             old = self._split(page)
+            self.to_pending(table)
             st.bits ^= a_bit(half) | p_bit(half)
             if st.bits & 0x03 and not page.flags & PG_ACTIVE:
                 self.list_add(cpu, mm, page, tail=True)  # reusable once P is cleared

@@ -86,7 +86,7 @@ class HalfPageAllocator(Allocator):
                 f"allocator.name: {self.name} needs machine.page_size 4KiB (2 KiB tables, two "
                 f"per page), got {self.page_size}"
             )
-        self.bytes = (HALF, HALF)
+        self.in_transit: set = set()   # fresh pages not yet on their list (see pte_alloc_one)
 
     # -- hooks ----------------------------------------------------------------------------
     def list_lock(self, mm: MM):
@@ -265,13 +265,19 @@ class HalfPageAllocator(Allocator):
             return table
         st.bits = a_bit(0)
         table = page.tables[0] = PageTable(page, 0, HALF, mm)
+        self.commit(page, None)       # the free upper half: stranded until listed
+        # Until list_add, the page has a free half but is on no list (a real kernel window,
+        # while this CPU waits for the list lock): invariants allow it only for such pages.
+        self.in_transit.add(page)
         lock = self.list_lock(mm)
         ev = lock.acquire(cpu)
         if ev is not None:
             yield ev
         yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+        old = self._split(page)
         self.list_add(cpu, mm, page)
-        self.commit(page, None)
+        self.in_transit.discard(page)
+        self.commit(page, old)
         self.check(cpu, page, "page_table_alloc fresh")
         lock.release(cpu)
         self.m.counters["s390.fresh_pages"] += 1

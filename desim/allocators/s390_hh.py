@@ -142,9 +142,9 @@ class S390HH(HalfPageAllocator):
         """``page_table_free_rcu``: A→P, unlink if the other half is free, batch the table."""
         page = table.page
         st: S390PageState = page.data
-        old = self._split(page)
-        self.to_pending(table)
         if st.bits & PGSTE:
+            old = self._split(page)
+            self.to_pending(table)
             self.commit(page, old)
         else:
             half = table.offset // 2048
@@ -155,6 +155,7 @@ class S390HH(HalfPageAllocator):
                 yield ev
             yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
             old = self._split(page)
+            self.to_pending(table)
             st.bits ^= a_bit(half) | p_bit(half)
             if not st.bits & a_bit(other) and not st.bits & self._pending(other):
                 self._list_del(cpu, page, "page_table_free_rcu")
@@ -225,9 +226,9 @@ class S390HH(HalfPageAllocator):
     def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
         page = table.page
         st: S390PageState = page.data
-        old = self._split(page)
-        self.to_pending(table)
         if st.bits & PGSTE:
+            old = self._split(page)
+            self.to_pending(table)
             self.commit(page, old)
             self.m.counters["s390.pgste_defer"] += 1
             self.m.page_call_rcu(cpu, page, self._pte_free_pgste, page)
@@ -240,6 +241,7 @@ class S390HH(HalfPageAllocator):
             yield ev
         yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
         old = self._split(page)
+        self.to_pending(table)
         flip = a_bit(half) | h_bit(half)
         if not self.one_bit:
             flip |= p_bit(half)                 # v2 as posted: 0x15 << bit
@@ -343,7 +345,7 @@ class S390HH(HalfPageAllocator):
         )
         if page.on_list is not None and not listable:
             errs.append(f"on pgtable_list but not (one half A, other free) ({st!r})")
-        if page.on_list is None and listable and not page.rcu_queued:
+        if page.on_list is None and listable and page not in self.in_transit:
             errs.append(f"has a free half but is not on pgtable_list ({st!r})")
         if bits & 0x0C and not page.rcu_queued and page not in self.running:
             # Between a callback's start and its re-queue the rcu_head is legitimately idle.

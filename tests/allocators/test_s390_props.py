@@ -33,6 +33,7 @@ OPS = st.lists(st.one_of(
     st.tuples(st.just("gather"), mm_i, cpu_i, st.integers(1, 4)),
     st.tuples(st.just("defer"), mm_i, cpu_i, st.integers(0, 20)),
     st.tuples(st.just("exit"), mm_i, cpu_i, st.just(0)),
+    st.tuples(st.just("race"), mm_i, cpu_i, st.integers(0, 20)),
     st.tuples(st.just("wait"), st.sampled_from([1_000, 300_000, 3_000_000]), cpu_i, st.just(0)),
 ), max_size=40)
 
@@ -56,6 +57,40 @@ def _exit(m, cpu, task, mm):
     yield from tlb.finish()
     yield from m.allocator.mm_teardown(cpu, mm)
     yield from m.allocator.mm_free(cpu, mm, task)
+
+
+def _race(m, mm, victim, first):
+    a = m.allocator
+    procs = []
+
+    def on(cpu_id, body):
+        cpu = m.cpus[cpu_id]
+        task = object()
+
+        def proc():
+            ev = cpu.acquire(task)
+            if ev is not None:
+                yield ev
+            yield from body(cpu)
+            cpu.release()
+        procs.append(m.env.process(proc()))
+
+    def alloc(cpu):
+        t = yield from a.pte_alloc_one(cpu, mm)
+        mm.tables.append(t)
+
+    def free(cpu):
+        if victim is None:
+            yield from alloc(cpu)
+        elif victim.page.pfn % 2:
+            victim.state = DETACHED
+            yield from a.pte_free_defer(cpu, mm, victim)
+        else:
+            yield from a.pte_free(cpu, mm, victim)
+
+    on(first, alloc)
+    on(1 - first, free)
+    m.env.run(until=m.env.all_of(procs))
 
 
 @pytest.mark.parametrize("name, params", DESIGNS, ids=lambda v: str(v))
@@ -99,6 +134,11 @@ def test_random_sequences_keep_books_and_return_every_page(name, params, ops, pg
                     yield from a.pte_free_tlb(cpu, tlb, t)
                 yield from tlb.finish()
             run_task(m, c, gbody)
+        elif op == "race":
+            # Two CPUs at the same instant: one allocates in mm, the other frees or defers one
+            # of its tables (both take the list lock: the waiter sees the holder's window).
+            victim = mm.tables.pop(n % len(mm.tables)) if mm.tables else None
+            _race(m, mm, victim, first=c)
         elif op == "exit":
             mms.remove(mm)
             run_task(m, c, lambda cpu, task, mm=mm: _exit(m, cpu, task, mm))
