@@ -58,24 +58,37 @@ def main() -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Results directory (default: results/<config name>).")
 @click.option("--quiet", is_flag=True, help="Print no progress bar or summary.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write a Chrome/Perfetto trace-event JSON timeline to this file.")
+@click.option("--trace-window", default=None, metavar="START:END",
+              help="Only trace this simulated time span, e.g. 100ms:110ms (keeps files small).")
 def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | None,
-        quiet: bool) -> None:
+        quiet: bool, trace_file: str | None, trace_window: str | None) -> None:
     """Run one simulation from CONFIG and write its results."""
     from desim.engine import simulate
     from desim.results import write_run
+    from desim.trace import tracer_for
 
     cfg = _load(config, overrides, seed)
     outdir = Path(out) if out else Path("results") / Path(config).stem
+    try:
+        tracer = tracer_for(trace_file, trace_window)
+    except ValueError as exc:
+        fail(f"--trace-window: {exc}")
     if quiet:
-        result = simulate(cfg)
+        result = simulate(cfg, trace=tracer)
     else:
         with Progress(TextColumn("[bold]simulating"), BarColumn(),
                       TextColumn("{task.fields[sim]}"), TimeRemainingColumn(),
                       console=err, transient=True) as bar:
             task = bar.add_task("run", total=cfg.duration, sim="")
-            result = simulate(cfg, progress=lambda now: bar.update(
+            result = simulate(cfg, trace=tracer, progress=lambda now: bar.update(
                 task, completed=now, sim=f"{format_ns(now)} simulated"))
     write_run(result, outdir, command=["desim", *sys.argv[1:]])
+    if tracer is not None:
+        tracer.write(trace_file)
+        if not quiet:
+            console.print(f"trace: {trace_file} ({tracer.summary()}); open it in ui.perfetto.dev")
     if not quiet:
         print_summary(result.summary, cfg, result.wall_s)
         print_violations(result.violations, result.summary, console)

@@ -88,13 +88,17 @@ def build(config: Config, streams: Streams | None = None) -> Machine:
     return m
 
 
-def simulate(config: Config, streams: Streams | None = None, progress=None) -> RunResult:
+def simulate(config: Config, streams: Streams | None = None, progress=None,
+             trace=None) -> RunResult:
     """Run one simulation to ``config.duration`` and collect its results.
 
     ``progress``, if given, is called as ``progress(sim_now_ns)`` every 16k events.
+    ``trace``, a ``desim.trace.Tracer``, is attached to the machine before it runs.
     """
     wall0 = time.perf_counter()
     m = build(config, streams)
+    if trace is not None:
+        trace.attach(m)
     env = m.env
     series: dict[str, list] = {c: [] for c in SERIES_COLUMNS}
     if config.record.enabled:

@@ -60,9 +60,13 @@ class CPU:
             if self.idle:
                 self.idle = False
                 self.busy_since = self.env._now
+            if self.trace is not None:
+                self.trace.task_acquire(self, task, True)
             return None
         ev = Event(self.env)
         self.runq.append((task, ev))
+        if self.trace is not None:
+            self.trace.task_acquire(self, task, False)
         return ev
 
     def release(self) -> None:
@@ -76,8 +80,12 @@ class CPU:
         if self.runq:
             task, ev = self.runq.popleft()
             self.owner = task
+            if self.trace is not None:
+                self.trace.task_switch(self, task)
             ev.succeed()
             return
+        if self.trace is not None:
+            self.trace.task_switch(self, None)
         self.owner = None
         self.idle = True
         self.idle_entries += 1
@@ -97,14 +105,19 @@ class CPU:
     # -- RCU read side ----------------------------------------------------------------------
     def rcu_read_lock(self) -> None:
         self.nesting += 1
+        if self.trace is not None and self.nesting == 1:
+            self.trace.read_lock(self)
 
     def rcu_read_unlock(self) -> None:
         n = self.nesting - 1
         if n < 0:
             raise RuntimeError(f"cpu{self.id}: rcu_read_unlock without rcu_read_lock")
         self.nesting = n
-        if n == 0 and self.exp_need_qs:
-            self.machine.rcu.exp.report(self)
+        if n == 0:
+            if self.exp_need_qs:
+                self.machine.rcu.exp.report(self)
+            if self.trace is not None:
+                self.trace.read_unlock(self)
 
     def busy_fraction(self, now: int) -> float:
         busy = self.busy_ns + (0 if self.idle else now - self.busy_since)

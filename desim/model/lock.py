@@ -51,6 +51,8 @@ class SpinLock:
         st.contended += 1
         ev = Event(self.env)
         self.waiters.append((cpu, ev, self.env._now))
+        if cpu.trace is not None:
+            cpu.trace.spin_begin(cpu, ev)
         return ev
 
     def release(self, cpu: CPU) -> None:
@@ -75,6 +77,8 @@ class SpinLock:
         self.holder = nxt
         self.t_acquired = grant
         st.wait.add(grant - t_wait)
+        if nxt.trace is not None:
+            nxt.trace.handoff(self, cpu, nxt, ev, t_wait, grant)
         ev._ok = True
         ev._value = None
         env.schedule(ev, delay=delay + self.cost)

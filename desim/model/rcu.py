@@ -177,6 +177,7 @@ class RCU:
         self.barrier_mutex = Mutex(env)
         self.barrier_seq = 0        # rcu_state.barrier_sequence: odd while a barrier runs
         self.exp = Expedited(self)
+        self.trace = None           # a desim.trace.Tracer when one is recording
         # statistics
         self.gp_length = LogHistogram()
         self.gp_spans: list[tuple[int, int]] = []
@@ -200,6 +201,8 @@ class RCU:
     def call_rcu(self, cpu: CPU, func, arg, cost: int = 0) -> None:
         """Queue ``func(cpu, arg)`` to run after a grace period, on ``cpu``'s softirq."""
         cpu.cbs.next.append((func, arg, cost, self.env._now))
+        if cpu.trace is not None:
+            cpu.trace.call_rcu(cpu)
         cpu.cbs.n += 1
         self.queued += 1
         p = self.pending = self.pending + 1
@@ -272,6 +275,8 @@ class RCU:
                 self._gp_wake = None
 
     def report_qs(self, cpu: CPU) -> None:
+        if cpu.trace is not None:
+            cpu.trace.qs(cpu)
         cpu.qs_pending = False
         cpu.passed_qs = False
         self.qs_left -= 1
@@ -309,6 +314,8 @@ class RCU:
                 yield ev
                 if not self.qs_left:
                     break
+                if self.trace is not None:
+                    self.trace.fqs()
                 # Force quiescent states: a CPU idle now, or idle at some point since the GP
                 # began, is in or has passed an extended QS.
                 for c in cpus:
@@ -322,6 +329,8 @@ class RCU:
             self.gp_length.add(length)
             if len(self.gp_spans) < MAX_GP_SPANS:
                 self.gp_spans.append((self.gp_start, env._now))
+            if self.trace is not None:
+                self.trace.gp(self.completed, self.gp_start, env._now)
 
     # -- the scheduler tick -------------------------------------------------------------------
     def _ticker(self):
@@ -343,6 +352,8 @@ class RCU:
         # at its next cond_resched(), which we place at its next tick.
         in_kernel_ok = self.tick_qs_in_kernel or (
             self.gp_active and self.env._now - self.gp_start >= self.urgent_after)
+        if self.trace is not None:
+            self.trace.backlog(self.pending)
         for c in self.cpus:
             cbs = c.cbs
             if c.idle and not cbs.n:
@@ -363,6 +374,9 @@ class RCU:
         env = self.env
         cbs = cpu.cbs
         overhead = self.cb_overhead
+        tr = cpu.trace
+        if tr is not None:
+            tr.softirq_begin(cpu)
         while cbs.done:
             limit = len(cbs.done) if cbs.n > self.qhimark else self.blimit
             budget = self.batch_time
@@ -370,7 +384,9 @@ class RCU:
             k = 0
             done = cbs.done
             while done and k < limit and cost < budget:
-                func, arg, c_cost, _ = done.popleft()
+                func, arg, c_cost, t_queued = done.popleft()
+                if tr is not None:
+                    tr.callback(cpu, func, arg, t_queued, env._now + cost, overhead + c_cost)
                 k += 1
                 cost += overhead + c_cost
                 r = func(cpu, arg)
@@ -388,6 +404,8 @@ class RCU:
                 yield Timeout(env, cost)
                 cpu.steal(cost)
                 cpu.softirq_ns += cost
+        if tr is not None:
+            tr.softirq_end(cpu)
         cpu.softirq_running = False
 
 
