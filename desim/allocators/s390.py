@@ -48,14 +48,20 @@ if TYPE_CHECKING:
 class S390(HalfPageAllocator):
     summary = "s390 6.6: 2 KiB halves, AA/PP bits, per-mm pgtable_list, Active pages not reused"
 
+    def __init__(self, machine, params) -> None:
+        super().__init__(machine, params)
+        self.deferring: dict = {}   # pages marked Active whose deferrer waits for the lock
+
     def list_lock(self, mm: MM):
         return mm.context_lock
 
     # -- page_table_free ----------------------------------------------------------------------
-    def _page_table_free(self, cpu: CPU, mm: MM, table: PageTable):
+    def _page_table_free(self, cpu: CPU, mm: MM, table: PageTable, deferred: bool = False):
         page = table.page
         st: S390PageState = page.data
         if st.bits & PGSTE:
+            if deferred:
+                self._deferral_locked(page)
             old = self._split(page)
             st.bits ^= AA
             self.free_slot(cpu, page, 0)
@@ -67,6 +73,8 @@ class S390(HalfPageAllocator):
             if ev is not None:
                 yield ev
             yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+            if deferred:
+                self._deferral_locked(page)
             old = self._split(page)
             st.bits ^= a_bit(half) | p_bit(half)
             self.free_slot(cpu, page, half)
@@ -84,6 +92,13 @@ class S390(HalfPageAllocator):
             if st.bits:
                 return
         self._last_half_gone(cpu, page)
+
+    def _deferral_locked(self, page: Page) -> None:
+        n = self.deferring.get(page, 0)
+        if n > 1:
+            self.deferring[page] = n - 1
+        elif n:
+            del self.deferring[page]
 
     def _last_half_gone(self, cpu: CPU, page: Page) -> None:
         """``TestClearPageActive`` → ``call_rcu(pte_free_now)``, else ``pte_free_now`` at once."""
@@ -106,12 +121,16 @@ class S390(HalfPageAllocator):
     def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
         page = table.page
         old = self._split(page)
-        page.flags |= PG_ACTIVE                         # SetPageActive
+        page.flags |= PG_ACTIVE                         # SetPageActive, outside the lock
         self.commit(page, old)                          # the other free half is stranded now
         if mm.pgste:
             self.m.counters["s390.pgste_defer"] += 1    # the kernel's WARN_ON_ONCE
         self.m.counters["s390.active_pages"] += 1
-        yield from self._page_table_free(cpu, mm, table)
+        # Until page_table_free holds the lock, the Active page may still be on the list (and
+        # page_table_alloc may even hand out its free half: harmless, that half was never
+        # deferred). The invariant allows an Active listed page only in this window.
+        self.deferring[page] = self.deferring.get(page, 0) + 1
+        yield from self._page_table_free(cpu, mm, table, deferred=True)
 
     # -- mmu_gather ---------------------------------------------------------------------------
     def pte_free_tlb(self, cpu: CPU, tlb, table: PageTable):
@@ -168,7 +187,7 @@ class S390(HalfPageAllocator):
         if bits & 0x0C:
             errs.append("H bits set: 6.6 has none")
         if page.on_list is not None:
-            if page.flags & PG_ACTIVE:
+            if page.flags & PG_ACTIVE and page not in self.deferring:
                 errs.append("Active page on pgtable_list")
             if (bits & 0x03) in (0, 0x03):
                 errs.append(f"on pgtable_list with {bits & 0x03:#x} allocated halves")

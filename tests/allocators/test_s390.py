@@ -200,6 +200,45 @@ def test_defer_while_other_half_in_gather_frees_after_both_grace_periods():
     assert not page.allocated and m.rcu.invoked == 2
 
 
+def test_active_page_still_listed_while_deferrer_waits_its_free_half_goes_out():
+    """6.6 sets PageActive before taking context.lock: a page_table_alloc holding the lock at
+    that instant still finds the page at the list head and hands out its free half (harmless:
+    that half was never deferred). Then the deferred half is stranded until the other goes."""
+    m = machine()
+    mm = m.new_mm(8)
+    t0 = alloc(m, mm)
+    page = t0.page
+    t0.state = DETACHED
+    got = {}
+
+    def start(cpu_id, body):
+        cpu = m.cpus[cpu_id]
+        task = object()
+
+        def proc():
+            ev = cpu.acquire(task)
+            if ev is not None:
+                yield ev
+            got[cpu_id] = yield from body(cpu)
+            cpu.release()
+        return m.env.process(proc())
+
+    p1 = start(1, lambda c: m.allocator.pte_alloc_one(c, mm))     # takes the lock first
+    p0 = start(0, lambda c: m.allocator.pte_free_defer(c, mm, t0))
+    m.env.run(until=m.env.all_of([p0, p1]))
+    check(m)
+    t1 = got[1]
+    assert t1.page is page and t1.offset == H          # the Active page's free half went out
+    assert m.lock_classes["context.lock"].contended == 1
+    assert page.flags & PG_ACTIVE and page.data.bits == 0x02 and pages_list(mm) == []
+    assert split(m) == {"live": H, "stranded": H}
+    pte_free(m, mm, t1)
+    assert page.rcu_queued
+    settle(m)
+    check(m)
+    assert not page.allocated
+
+
 def test_pgste_mm_gets_full_pages_never_listed():
     m = machine()
     kvm = m.new_mm(8, pgste=True)
