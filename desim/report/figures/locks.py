@@ -1,0 +1,74 @@
+"""Lock figure: contention and wait per lock class, against x (or per design without one).
+
+From ``summary.json``'s ``lock.<class>.*``: ``contention_ratio`` (acquisitions that waited),
+``wait_mean_ns`` (mean wait over *all* acquisitions, so it is the cost every caller pays on
+average) and ``wait_p99_contended_ns`` (p99 among the waits that happened).
+"""
+
+from __future__ import annotations
+
+from matplotlib.ticker import FuncFormatter
+
+from desim.report.figures import Context, Fig, Skip
+from desim.report.figures.plot import bars_by_series, legend, vs_x
+from desim.report.style import log_time_axis, ns_label, percent_axis, subplots
+
+MAX_CLASSES = 5
+ROWS = [
+    ("contention_ratio", "acquisitions that waited", "percent"),
+    ("wait_mean_ns", "mean wait per acquisition", "time"),
+    ("wait_p99_contended_ns", "p99 wait when contended", "time"),
+]
+
+
+def locks(ctx: Context) -> Fig | Skip:
+    title = "Lock contention and wait per lock class"
+    runs = ctx.runs
+    acq = {c[5:-13]: runs[c].fillna(0).sum() for c in runs.columns
+           if c.startswith("lock.") and c.endswith(".acquisitions")}
+    classes = [c for c, n in sorted(acq.items(), key=lambda kv: -kv[1]) if n > 0]
+    if not classes:
+        return Skip("locks", title, "no lock was taken in these runs")
+    note = ""
+    if len(classes) > MAX_CLASSES:
+        note = (f" Showing the {MAX_CLASSES} most-acquired of {len(classes)} classes "
+                f"(left out: {', '.join(classes[MAX_CLASSES:])}).")
+        classes = classes[:MAX_CLASSES]
+    if ctx.x is not None:
+        title = f"Lock contention and wait vs {ctx.x_label}"
+    fig, axes = subplots(len(ROWS), len(classes), w=3.2, h=2.5)
+    for c, cls in enumerate(classes):
+        for r, (metric, what, kind) in enumerate(ROWS):
+            ax = axes[r][c]
+            col = f"lock.{cls}.{metric}"
+            data = runs.assign(**{col: runs[col].fillna(0)}) if col in runs else None
+            if data is None or (kind == "time" and not (data[col] > 0).any()):
+                ax.text(0.5, 0.5, "never contended", ha="center", va="center",
+                        transform=ax.transAxes, color="0.4")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            elif ctx.x is not None:
+                vs_x(ax, ctx, data, col)
+            else:
+                bars_by_series(ax, ctx, data, col)
+            if data is not None and ax.has_data():
+                if kind == "percent":
+                    percent_axis(ax)
+                    ax.set_ylim(bottom=0)
+                elif (data[col] > 0).all():
+                    log_time_axis(ax, "y")
+                else:
+                    ax.yaxis.set_major_formatter(FuncFormatter(ns_label))
+                    ax.set_ylim(bottom=0)
+            if c == 0:
+                ax.set_ylabel(what)
+            if r == 0:
+                ax.set_title(f"lock: {cls}")
+            if r < len(ROWS) - 1:
+                ax.set_xlabel("")
+    legend(fig, ctx)
+    fig.suptitle(title)
+    cap = ("Per lock class: the share of acquisitions that had to spin, the mean wait over all "
+           "acquisitions, and the p99 of the waits that happened. Means over replications with "
+           "95% CIs." + note)
+    return Fig("locks", title, cap, fig)

@@ -1,0 +1,166 @@
+"""Finding and reading results: a single run directory or a sweep's, never re-running anything.
+
+A *run directory* holds ``DONE`` and the files ``desim.results`` writes. A *sweep directory*
+(``desim sweep``) holds ``runs/<run_id>/`` run directories, ``runs.parquet``, ``points.parquet``
+and a copy of its ``experiment.yaml``. Anything else is searched for run directories (any depth),
+so a hand-made collection of ``desim run --out`` directories is a sweep too.
+
+The run table is rebuilt here from each run's ``summary.json``, ``config.yaml`` and
+``manifest.json`` rather than read from ``runs.parquet``: the per-run files are needed anyway for
+time series and histograms, and this works the same whether or not a sweep wrote its tables.
+The swept parameters are the keys a sweep's manifests list under ``params``, else the config
+keys whose values differ between runs. The design is always ``allocator.name``.
+
+Pure pandas: nothing here imports simpy or the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+MARKER = "DONE"          # desim.results.MARKER (not imported: that module pulls in the model)
+FAILED_MARKER = "FAILED"
+DESIGN = "allocator.name"
+IGNORED_KEYS = ("seed",)  # replications differ in seed; that is not a sweep parameter
+
+
+class ResultsError(ValueError):
+    """The directory holds no readable results."""
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested config mapping → ``{"machine.cpus": 8, ...}`` (lists and scalars are leaves)."""
+    out: dict = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _hashable(v):
+    return json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    if (root / MARKER).is_file():
+        return [root]
+    runs = root / "runs"
+    base = runs if runs.is_dir() else root
+    return sorted(p.parent for p in base.rglob(MARKER)
+                  if not any(part.startswith(".") for part in p.relative_to(base).parts))
+
+
+@dataclass
+class Results:
+    """Everything a report reads, loaded once; per-run tables are read on first use."""
+
+    root: Path
+    is_sweep: bool
+    runs: pd.DataFrame                       # one row per complete run (see ``load``)
+    params: list[str]                        # swept keys, design included when it varies
+    configs: dict[str, dict]                 # run_id -> resolved config (nested)
+    manifests: dict[str, dict]
+    dirs: dict[str, Path]
+    violations: dict[str, list]
+    experiment: dict | None = None           # the sweep's experiment.yaml, if any
+    experiment_text: str | None = None
+    failed: list[str] = field(default_factory=list)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def designs(self) -> list[str]:
+        return list(dict.fromkeys(self.runs[DESIGN]))
+
+    def table(self, name: str) -> pd.DataFrame:
+        """``name``.parquet of every run, concatenated, with ``run_id`` and the run's params."""
+        if name not in self._cache:
+            frames = []
+            for run_id, d in self.dirs.items():
+                p = d / f"{name}.parquet"
+                if p.exists():
+                    df = pd.read_parquet(p)
+                    df.insert(0, "run_id", run_id)
+                    frames.append(df)
+            if frames:
+                df = pd.concat(frames, ignore_index=True)
+                keys = ["run_id", *dict.fromkeys([DESIGN, *self.params])]
+                df = df.merge(self.runs[keys], on="run_id", how="left")
+            else:
+                df = pd.DataFrame()
+            self._cache[name] = df
+        return self._cache[name]
+
+
+def _read_json(p: Path, default):
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def load(root: str | Path) -> Results:
+    root = Path(root)
+    if not root.is_dir():
+        raise ResultsError(f"{root}: no such directory")
+    dirs = find_run_dirs(root)
+    is_sweep = not (root / MARKER).is_file()
+    failed = []
+    if is_sweep:
+        base = root / "runs" if (root / "runs").is_dir() else root
+        failed = sorted(p.parent.name for p in base.rglob(FAILED_MARKER))
+    if not dirs:
+        raise ResultsError(f"{root}: no complete run directory (none holds {MARKER})"
+                           + (f"; {len(failed)} failed runs" if failed else ""))
+    rows, configs, manifests, ids, violations = [], {}, {}, {}, {}
+    swept: dict[str, None] = {}
+    for d in dirs:
+        run_id = d.name if d != root else root.name
+        if run_id in ids:  # a hand-made collection may repeat leaf names
+            run_id = str(d.relative_to(root))
+        cfg = yaml.safe_load((d / "config.yaml").read_text()) or {}
+        man = _read_json(d / "manifest.json", {})
+        summ = _read_json(d / "summary.json", {})
+        configs[run_id], manifests[run_id], ids[run_id] = cfg, man, d
+        violations[run_id] = _read_json(d / "violations.json", [])
+        for k in (man.get("params") or {}):
+            swept[k] = None
+        flat = {k: _hashable(v) for k, v in flatten(cfg).items()}
+        rep = man.get("replication")
+        row = {"run_id": run_id, "replication": rep, "seed": man.get("seed", cfg.get("seed")),
+               "status": man.get("status", "ok"), **flat,
+               **{k: (float("nan") if v is None else v) for k, v in summ.items()}}
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if DESIGN not in df:
+        df[DESIGN] = "generic"
+    if not swept and len(df) > 1:
+        cfg_keys = [k for k in flatten(next(iter(configs.values()))) if k not in IGNORED_KEYS]
+        swept = {k: None for k in cfg_keys if k in df and df[k].nunique(dropna=False) > 1}
+    params = [k for k in swept if k in df]
+    exp_text = None
+    exp = None
+    ep = root / "experiment.yaml"
+    if is_sweep and ep.is_file():
+        exp_text = ep.read_text()
+        exp = yaml.safe_load(exp_text) or {}
+    keep = ["run_id", "replication", "seed", "status", DESIGN, *[p for p in params if p != DESIGN]]
+    metric_cols = [c for c in df.columns if c not in keep and c not in flatten_keys(configs)]
+    runs = df[keep + metric_cols].copy()
+    return Results(root=root, is_sweep=is_sweep, runs=runs, params=params, configs=configs,
+                   manifests=manifests, dirs=ids, violations=violations, experiment=exp,
+                   experiment_text=exp_text, failed=failed)
+
+
+def flatten_keys(configs: dict[str, dict]) -> set[str]:
+    keys: set[str] = set()
+    for c in configs.values():
+        keys.update(flatten(c))
+    return keys
