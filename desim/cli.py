@@ -175,6 +175,26 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
     sys.exit(code)
 
 
+@main.command()
+@click.argument("results", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Where to write report.html and the figures (default: RESULTS/report).")
+@click.option("--experiment", "spec_file", type=click.Path(dir_okay=False, exists=True),
+              default=None, help="Take the report: section from this YAML instead.")
+def report(results: str, out: str | None, spec_file: str | None) -> None:
+    """Write an HTML report (figures + tables) of a run or sweep directory; never re-runs."""
+    from desim.report import ReportSpecError, ResultsError, make_report
+
+    try:
+        r = make_report(results, out, spec_file)
+    except (ResultsError, ReportSpecError) as exc:
+        fail(str(exc))
+    console.print(f"report: {r.html} ({len(r.figures)} figures, PNG and SVG beside it; "
+                  f"{r.seconds:.1f} s)")
+    for name, reason in r.skipped:
+        console.print(f"  skipped {name}: {reason}", soft_wrap=True)
+
+
 def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
     def g(k):
         return s.get(k, float("nan"))

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # reports are written to files; never open a window
 
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 DESIGN_COLOURS = {
     "generic": "#3a3a3a",
@@ -90,9 +90,12 @@ def apply_theme() -> None:
     })
 
 
-def subplots(nrows: int, ncols: int, sharex=False, sharey=False, w=PANEL_W, h=PANEL_H):
-    fig, axes = plt.subplots(nrows, ncols, figsize=(min(w * ncols, 15), h * nrows + 0.3),
-                             squeeze=False, sharex=sharex, sharey=sharey)
+def subplots(nrows: int, ncols: int, sharex=False, sharey=False, w=PANEL_W, h=PANEL_H,
+             legend_w: float = 1.8):
+    # Constrained layout keeps the figure title, panel titles, tick labels and the legend
+    # (placed "outside right") from overlapping.
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(w * ncols + legend_w, 16), h * nrows + 0.5),
+                             squeeze=False, sharex=sharex, sharey=sharey, layout="constrained")
     return fig, axes
 
 
@@ -109,11 +112,19 @@ def ns_label(ns: float, _pos=None) -> str:
 
 
 def log_time_axis(ax, axis: str = "x") -> None:
-    """A log time axis in ns data, labelled with units at each decade."""
+    """A log time axis in ns data, labelled with units (call after plotting: ticks follow the
+    data's span, so a range inside one decade still gets labelled ticks, and a wide one does
+    not get a crowd of them)."""
     getattr(ax, f"set_{axis}scale")("log")
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    subs = ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1.2 else
+            (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,))
     a = ax.xaxis if axis == "x" else ax.yaxis
-    a.set_major_locator(LogLocator(base=10, numticks=12))
+    a.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
     a.set_major_formatter(FuncFormatter(ns_label))
+    a.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=12))
+    a.set_minor_formatter(NullFormatter())
 
 
 def bytes_unit(max_bytes: float) -> tuple[float, str]:

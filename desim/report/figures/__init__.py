@@ -65,6 +65,11 @@ class Context:
         # Parameters that vary within one design (and are not x) split series.
         ctx.extra = [p for p in others if p != ctx.x
                      and (runs.groupby(DESIGN)[p].nunique(dropna=False) > 1).any()]
+        for p in others:
+            if p != ctx.x and p not in ctx.extra and runs[p].nunique(dropna=False) > 1:
+                per = runs.groupby(DESIGN, sort=False)[p].first()
+                ctx.notes.append(f"{p} is set per design: "
+                                 + ", ".join(f"{d} {v}" for d, v in per.items()) + ".")
         runs["series"] = runs[DESIGN].astype(str)
         for p in ctx.extra:
             runs["series"] += " · " + p + "=" + runs[p].astype(str)

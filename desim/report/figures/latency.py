@@ -20,7 +20,8 @@ OP_TITLES = {
 }
 
 
-def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: str) -> Fig | Skip:
+def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: str,
+                xlabel: str = "latency") -> Fig | Skip:
     h = ctx.table("latency")
     if h.empty:
         return Skip(name, title, "no latency.parquet")
@@ -48,9 +49,9 @@ def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: st
                 ax.axhline(q, color="0.6", lw=0.6, ls=":", zorder=0)
             log_time_axis(ax, "x")
             ax.set_ylim(0, 1.01)
-            t = OP_TITLES.get(op, op)
-            ax.set_title(t if xv is None else f"{t}\n{ctx.panel_title(xv)}", fontsize=9)
-            ax.set_xlabel("latency (log scale)" if flat or r == last_row else "")
+            t = "" if flat else OP_TITLES.get(op, op)
+            ax.set_title("\n".join(v for v in (t, ctx.panel_title(xv)) if v), fontsize=9)
+            ax.set_xlabel(f"{xlabel} (log scale)" if flat or r == last_row else "")
             if not len(a):
                 ax.text(0.5, 0.5, "no samples", ha="center", transform=ax.transAxes)
         if not flat:
@@ -60,6 +61,9 @@ def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: st
     fig.suptitle(title)
     cap = caption + (" Dotted lines mark the median (0.5) and p99 (0.99); bands are 95% CIs "
                      "over replications.")
+    if (h["lo_ns"] < 1).any():
+        cap += (" Operations that took no simulated time (below 1 ns) are drawn at the far "
+                "left.")
     return Fig(name, title, cap + (f" ({note})" if note else ""), fig)
 
 
@@ -81,9 +85,13 @@ def latency_vs_x(ctx: Context) -> Fig | Skip:
         return Skip("latency_vs_x", title, "no latency percentiles in summary.json")
     title = f"Latency p50 / p99 vs {ctx.x_label}"
     fig, axes = subplots(1, len(ops))
+    # A log axis cannot show 0: operations that took no simulated time are left out (and said so).
+    cols = [f"{o}.{q}_ns" for o in ops for q in ("p50", "p99")]
+    runs = ctx.runs.assign(**{c: ctx.runs[c].where(ctx.runs[c] > 0) for c in cols})
+    zeros = sorted({c.split(".")[0] for c in cols if (ctx.runs[c] == 0).any()})
     for ax, op in zip(axes[0], ops, strict=True):
-        vs_x(ax, ctx, ctx.runs, f"{op}.p50_ns", dash_override="-", marker="o")
-        vs_x(ax, ctx, ctx.runs, f"{op}.p99_ns", dash_override="--", marker="s")
+        vs_x(ax, ctx, runs, f"{op}.p50_ns", dash_override="-", marker="o")
+        vs_x(ax, ctx, runs, f"{op}.p99_ns", dash_override="--", marker="s")
         log_time_axis(ax, "y")
         ax.set_title(OP_TITLES.get(op, op), fontsize=9)
     axes[0][0].set_ylabel("latency (log scale)")
@@ -93,4 +101,8 @@ def latency_vs_x(ctx: Context) -> Fig | Skip:
     fig.suptitle(title)
     cap = (f"Median (solid) and 99th percentile (dashed) latency against {ctx.x_label}; "
            "points are means over replications, error bars 95% CIs.")
+    if zeros:
+        cap += (f" Percentiles of 0 ns ({', '.join(zeros)}: no simulated time spent, e.g. a "
+                "design whose deferral only queues work) cannot sit on the log axis and are "
+                "not drawn.")
     return Fig("latency_vs_x", title, cap, fig)

@@ -38,24 +38,33 @@ def locks(ctx: Context) -> Fig | Skip:
         title = f"Lock contention and wait vs {ctx.x_label}"
     fig, axes = subplots(len(ROWS), len(classes), w=3.2, h=2.5)
     for c, cls in enumerate(classes):
+        # Only designs that have this lock class are drawn: generic has no context.lock, and
+        # drawing it at 0 would read as "uncontended". A design that has the class but did
+        # not take it in some run counts 0 there; a p99 of waits with no wait stays empty.
+        has = runs.groupby("series")[f"lock.{cls}.acquisitions"].transform(
+            lambda v: v.notna().any())
+        sub = runs[has.astype(bool)]
         for r, (metric, what, kind) in enumerate(ROWS):
             ax = axes[r][c]
             col = f"lock.{cls}.{metric}"
-            data = runs.assign(**{col: runs[col].fillna(0)}) if col in runs else None
-            if data is None or (kind == "time" and not (data[col] > 0).any()):
+            data = None
+            if col in sub:
+                data = sub if metric == "wait_p99_contended_ns" else sub.assign(
+                    **{col: sub[col].fillna(0)})
+            if data is None or not (data[col] > 0).any():
                 ax.text(0.5, 0.5, "never contended", ha="center", va="center",
                         transform=ax.transAxes, color="0.4")
                 ax.set_xticks([])
                 ax.set_yticks([])
-            elif ctx.x is not None:
-                vs_x(ax, ctx, data, col)
             else:
-                bars_by_series(ax, ctx, data, col)
-            if data is not None and ax.has_data():
+                if ctx.x is not None:
+                    vs_x(ax, ctx, data, col)
+                else:
+                    bars_by_series(ax, ctx, data, col)
                 if kind == "percent":
                     percent_axis(ax)
                     ax.set_ylim(bottom=0)
-                elif (data[col] > 0).all():
+                elif (data[col].dropna() > 0).all() and ctx.x is not None:
                     log_time_axis(ax, "y")
                 else:
                     ax.yaxis.set_major_formatter(FuncFormatter(ns_label))

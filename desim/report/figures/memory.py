@@ -32,7 +32,8 @@ def memory_split(ctx: Context) -> Fig | Skip:
     panels, note = ctx.panel_values()
     held = runs[cols].sum(axis=1).max()
     scale, unit = bytes_unit(held)
-    fig, axes = subplots(1, len(panels), sharey=True, w=max(1.3 + 0.75 * len(ctx.series), 3.2))
+    fig, axes = subplots(1, len(panels), sharey=True, w=max(1.3 + 0.75 * len(ctx.series), 3.2),
+                         legend_w=3.9)
     for ax, xv in zip(axes[0], panels, strict=True):
         sub = ctx.subset(runs, xv).assign(total=lambda d: d[cols].sum(axis=1))
         names = [s for s in ctx.series if s in set(sub["series"])]
@@ -47,15 +48,15 @@ def memory_split(ctx: Context) -> Fig | Skip:
             ax.errorbar(pos, tot["mean"] / scale, yerr=tot["half"].fillna(0) / scale, fmt="none",
                         ecolor="black", capsize=3, lw=1)
         ax.set_xticks(pos)
-        ax.set_xticklabels(names, rotation=30 if len(names) > 2 else 0,
-                           ha="right" if len(names) > 2 else "center")
+        tilt = len(names) > 3 or max(map(len, names), default=0) > 10
+        ax.set_xticklabels(names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
         for lab, s in zip(ax.get_xticklabels(), names, strict=True):
             lab.set_color(ctx.colour(s))
         ax.set_title(ctx.panel_title(xv))
     axes[0][0].set_ylabel(f"mean bytes held ({unit})")
     fig.legend(handles=[Patch(color=KIND_COLOURS[k], label=f"{k}: {KIND_NOTES[k]}")
                         for k in reversed(KINDS)],
-               loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="memory kind")
+               loc="outside right center", frameon=False, title="memory kind")
     fig.suptitle(title)
     cap = ("Time-weighted mean bytes held in page-table pages, split by what they hold; "
            "stacked bars are the mean over replications, the error bar the 95% CI of their total.")

@@ -19,21 +19,23 @@ ECDF_GRID = 200
 def hist_ecdf(h: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """ECDF per run from log-binned histograms, then mean ± CI across runs of each ``by`` group.
 
-    ``h`` has run_id, ``by`` columns, lo_ns, hi_ns, count. The ECDF is evaluated at the upper
-    edge of every bin any run of the group has (bins are 2.3% wide: finer than any reader needs).
-    Returns by + ns, mean, lo, hi.
+    ``h`` has run_id, ``by`` columns, lo_ns, hi_ns, count. Each run's ECDF is evaluated at both
+    edges of every bin of the group, so it is flat where no run had samples and climbs across a
+    bin (2.3% wide: finer than any reader needs). Samples below 1 ns (the histogram's first bin,
+    operations that took no simulated time) are drawn at 0.5-1 ns. Returns by + ns, mean, lo, hi.
     """
     out = []
     for key, g in h.groupby(by, sort=False):
-        m = g.pivot_table(index="run_id", columns="hi_ns", values="count", aggfunc="sum",
-                          fill_value=0).sort_index(axis=1)
-        cum = m.cumsum(axis=1)
-        frac = cum.div(cum.iloc[:, -1], axis=0)
-        long = frac.reset_index().melt(id_vars="run_id", var_name="ns", value_name="F")
-        agg = mean_ci(long, ["ns"], "F")
-        first = g["lo_ns"].min()
-        start = pd.DataFrame({"ns": [max(first, 0.5)], "mean": [0.0], "lo": [0.0], "hi": [0.0]})
-        agg = pd.concat([start, agg[["ns", "mean", "lo", "hi"]]], ignore_index=True)
+        grid = np.unique(np.concatenate([g["lo_ns"].clip(lower=0.5), g["hi_ns"]]))
+        rows = []
+        for run_id, r in g.groupby("run_id"):
+            r = r.groupby("hi_ns", as_index=False)["count"].sum().sort_values("hi_ns")
+            his = r["hi_ns"].to_numpy()
+            cum = np.cumsum(r["count"].to_numpy(dtype=float))
+            idx = np.searchsorted(his, grid * (1 + 1e-12), side="right") - 1
+            f = np.where(idx >= 0, cum[np.clip(idx, 0, None)], 0.0) / cum[-1]
+            rows.append(pd.DataFrame({"run_id": run_id, "ns": grid, "F": f}))
+        agg = mean_ci(pd.concat(rows), ["ns"], "F")
         for k, v in zip(by, key if isinstance(key, tuple) else (key,), strict=True):
             agg[k] = v
         out.append(agg)
@@ -84,8 +86,8 @@ def legend(fig, ctx: Context, extra=None, title: str = "design") -> None:
 
     handles = [Line2D([], [], color=ctx.colour(s), ls=ctx.series_dash[s], lw=2, label=s)
                for s in ctx.series]
-    fig.legend(handles=handles + list(extra or []), title=title, loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.legend(handles=handles + list(extra or []), title=title, loc="outside right center",
+               frameon=False)
 
 
 def band_line(ax, x, agg: pd.DataFrame, colour: str, dash: str = "-", label=None,
@@ -93,7 +95,7 @@ def band_line(ax, x, agg: pd.DataFrame, colour: str, dash: str = "-", label=None
     kw = {"drawstyle": "steps-post"} if step else {}
     ax.plot(x, agg["mean"], color=colour, ls=dash, lw=1.6, label=label, **kw)
     if (agg["hi"] - agg["lo"]).abs().fillna(0).sum() > 0:
-        ax.fill_between(x, agg["lo"], agg["hi"], color=colour, alpha=0.18, lw=0,
+        ax.fill_between(x, agg["lo"].clip(lower=0), agg["hi"], color=colour, alpha=0.15, lw=0,
                         step="post" if step else None)
 
 
@@ -101,8 +103,12 @@ def vs_x(ax, ctx: Context, data: pd.DataFrame, value: str, scale: float = 1.0,
          dash_override: str | None = None, marker: str = "o", label_suffix: str = "") -> None:
     """Mean ± CI of run metric ``value`` against ctx.x, one line per series."""
     agg = mean_ci(data, ["series", ctx.x], value)
-    for s in ctx.series:
+    # Dodge series sideways a little so identical values (and their error bars) stay visible.
+    gaps = np.diff(ctx.xvals)
+    step = 0.025 * (gaps.min() if len(gaps) else 1.0)
+    for i, s in enumerate(ctx.series):
         a = agg[agg["series"] == s].sort_values(ctx.x)
+        a = a.assign(**{ctx.x: a[ctx.x] + (i - (len(ctx.series) - 1) / 2) * step})
         a = a[a["mean"].notna()]
         if a.empty:
             continue
@@ -128,6 +134,6 @@ def bars_by_series(ax, ctx: Context, data: pd.DataFrame, value: str, scale: floa
     pos = np.arange(len(names))
     ax.bar(pos, means, yerr=yerr, color=[ctx.colour(s) for s in names], capsize=3, width=0.7)
     ax.set_xticks(pos)
-    ax.set_xticklabels(names, rotation=30 if len(names) > 3 else 0, ha="right"
-                       if len(names) > 3 else "center")
+    tilt = len(names) > 3 or max(map(len, names), default=0) > 10
+    ax.set_xticklabels(names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
     ax.set_xlabel("")

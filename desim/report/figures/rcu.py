@@ -39,7 +39,9 @@ def gp_length(ctx: Context) -> Fig | Skip:
     fig.suptitle(title)
     n = len(gp)
     cap = (f"Empirical CDF of grace-period (GP) lengths, {n:,} GPs in all; a GP ends once every "
-           "CPU has passed a quiescent state. Bands are 95% CIs over replications.")
+           "CPU has passed a quiescent state, noticed at scheduler ticks and force-quiescent-"
+           "state scans, so lengths cluster at multiples of a jiffy. Bands are 95% CIs over "
+           "replications.")
     return Fig("gp_length", title, cap + (f" ({note})" if note else ""), fig)
 
 
@@ -73,4 +75,5 @@ def free_to_reuse(ctx: Context) -> Fig | Skip:
     return ecdf_panels(
         ctx, ["free_to_reuse"], "free_to_reuse", "Free-to-reuse delay",
         "Empirical CDF of the time from a page table's free until its memory can serve "
-        "another allocation (log x axis): what RCU deferral adds to memory reuse.")
+        "another allocation (log x axis): what RCU deferral adds to memory reuse.",
+        xlabel="free-to-reuse delay")
