@@ -13,18 +13,27 @@ from desim.report.figures import Context
 from desim.report.load import DESIGN
 from desim.report.spec import DEFAULT_METRICS
 from desim.report.stats import mean_ci
-from desim.units import format_bytes, format_ns
 
 MAX_VIOLATIONS = 20
+
+
+def _scaled(v: float, units: tuple[tuple[str, float], ...]) -> str:
+    # Pick the largest unit the value reaches (at 1000 of the next one down, so that 3
+    # significant digits never overflow into "1.01e+03 KiB"; 1000 KiB reads 0.977 MiB).
+    for i, (unit, scale) in enumerate(units):
+        nxt = units[i + 1][1] if i + 1 < len(units) else 0
+        if abs(v) >= min(scale, 999.5 * nxt) if nxt else abs(v) > 0:
+            return f"{v / scale:.3g} {unit}"
+    return "0"
 
 
 def fmt_value(metric: str, v: float) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if metric.endswith("_ns"):
-        return format_ns(v).replace("us", "µs")
+        return _scaled(v, (("s", 1e9), ("ms", 1e6), ("µs", 1e3), ("ns", 1.0)))
     if metric.endswith("_bytes"):
-        return format_bytes(v)
+        return _scaled(v, (("GiB", 2.0**30), ("MiB", 2.0**20), ("KiB", 1024.0), ("B", 1.0)))
     if metric.endswith("ratio") or metric.endswith("fraction"):
         return f"{100 * v:.3g}%"
     return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
