@@ -53,17 +53,27 @@ def cb_backlog(ctx: Context) -> Fig | Skip:
     panels, note = ctx.panel_values()
     by = ["series"] + ([ctx.x] if ctx.x else [])
     agg = over_time(ts, "cb_backlog", by)
-    fig, axes = subplots(1, len(panels), sharey=True)
-    for ax, xv in zip(axes[0], panels, strict=True):
-        a = ctx.subset(agg, xv)
-        for s in ctx.series:
-            g = a[a["series"] == s].sort_values("t_ns")
-            if not g.empty:
-                band_line(ax, g["t_ns"] / 1e6, g, ctx.colour(s), ctx.series_dash[s])
-        ax.set_title(ctx.panel_title(xv))
-        ax.set_xlabel("simulated time (ms)")
-        ax.set_ylim(bottom=0)
-    axes[0][0].set_ylabel("callbacks queued, not yet invoked")
+    # The backlog swings every jiffy; overlaid designs with their bands turn to noise, so each
+    # design gets its own row (same y scale) and x values go across.
+    rows = ctx.series if len(ctx.series) <= 6 else [None]
+    fig, axes = subplots(len(rows), len(panels), sharey=True, sharex=True, h=1.7 if
+                         len(rows) > 1 else 2.9)
+    for r, only in enumerate(rows):
+        for c, xv in enumerate(panels):
+            ax = axes[r][c]
+            a = ctx.subset(agg, xv)
+            for s in ctx.series if only is None else [only]:
+                g = a[a["series"] == s].sort_values("t_ns")
+                if not g.empty:
+                    band_line(ax, g["t_ns"] / 1e6, g, ctx.colour(s), ctx.series_dash[s])
+            if r == 0:
+                ax.set_title(ctx.panel_title(xv))
+            if only is not None:
+                ax.text(0.01, 0.95, only, transform=ax.transAxes, va="top", fontsize=8,
+                        color=ctx.colour(only), fontweight="bold")
+            ax.set_xlabel("simulated time (ms)" if r == len(rows) - 1 else "")
+            ax.set_ylim(bottom=0)
+    fig.supylabel("callbacks queued, not yet invoked", fontsize=9)
     legend(fig, ctx)
     fig.suptitle(title)
     cap = ("RCU callbacks waiting (for their grace period, or for the softirq to invoke them), "
