@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 TID_TASKS = 1
 TID_SOFTIRQ = 2
 TID_GP = 1
-DEFAULT_MAX_EVENTS = 1_000_000
+DEFAULT_MAX_EVENTS = 300_000  # ~30 MB of JSON: what a browser-based viewer loads comfortably
 
 
 def parse_window(text: str | None) -> tuple[int, int | None]:

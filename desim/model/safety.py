@@ -141,6 +141,8 @@ class SafetyChecker:
 
     def violation(self, kind: str, cpu: CPU | None, objects: tuple, message: str) -> None:
         self.counts[kind] += 1
+        if cpu is not None and cpu.trace is not None:
+            cpu.trace.instant(cpu, f"VIOLATION {kind}", {"message": message}, cat="safety")
         if len(self.records) < MAX_RECORDS:
             hist = []
             seen = set()
