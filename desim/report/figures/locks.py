@@ -75,6 +75,8 @@ def locks(ctx: Context) -> Fig | Skip:
                 ax.set_title(f"lock: {cls}")
             if r < len(ROWS) - 1:
                 ax.set_xlabel("")
+                if ctx.x is None:  # design names once, under the bottom row
+                    ax.set_xticklabels([])
     legend(fig, ctx)
     fig.suptitle(title)
     cap = ("Per lock class: the share of acquisitions that had to spin, the mean wait over all "

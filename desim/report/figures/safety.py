@@ -47,11 +47,19 @@ def safety(ctx: Context) -> Fig | Skip:
         for i, s in enumerate(names):
             g = sub[sub["series"] == s]
             counts = [g[f"safety.{k}"].fillna(0).sum() for k in kinds]
-            ax.bar(pos + (i - (len(names) - 1) / 2) * width, counts, width=width,
-                   color=ctx.colour(s))
+            bars = ax.bar(pos + (i - (len(names) - 1) / 2) * width, counts, width=width,
+                          color=ctx.colour(s))
+            ax.bar_label(bars, labels=[f"{c:,.0f}" if c else "" for c in counts], fontsize=7,
+                         padding=1)
         ax.set_xticks(pos)
         ax.set_xticklabels([KIND_LABELS.get(k, k) for k in kinds], rotation=25, ha="right")
         ax.set_title(ctx.panel_title(xv))
+        # Counts span orders of magnitude (one use-after-free vs thousands of rcu_head reuses):
+        # a log axis keeps the small ones visible.
+        pos_counts = [v for c in (f"safety.{k}" for k in kinds) for v in sub[c].fillna(0) if v > 0]
+        if pos_counts and max(pos_counts) / min(pos_counts) > 30:
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=0.7)
     axes[0][0].set_ylabel("violations (sum over replications)")
     legend(fig, ctx)
     fig.suptitle(title)
