@@ -84,7 +84,7 @@ def palette(designs) -> dict[str, str]:
 
 def apply_theme() -> None:
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.85, rc={
-        "figure.dpi": 100, "savefig.dpi": 120, "savefig.bbox": "tight",
+        "figure.dpi": 100, "savefig.dpi": 120,
         "axes.titlesize": 10, "axes.titleweight": "bold", "legend.fontsize": 8,
         "legend.title_fontsize": 8, "svg.fonttype": "none",
     })
