@@ -51,6 +51,9 @@ def sample_ecdf(df: pd.DataFrame, value: str, by: list[str], log: bool = True) -
         return pd.DataFrame()
     lo, hi = v.min(), v.max()
     grid = (np.geomspace(lo, hi, ECDF_GRID) if log and hi > lo else np.linspace(lo, hi, ECDF_GRID))
+    # One point just left of the smallest sample, where the ECDF is still 0, so the curve
+    # visibly rises from the axis instead of starting in mid-air.
+    grid = np.concatenate([[lo * 0.97 if log else lo - 0.03 * (hi - lo or 1)], grid])
     for key, g in df.groupby(by, sort=False):
         rows = []
         for run_id, r in g.groupby("run_id"):
