@@ -84,7 +84,7 @@ class PercpuPoolParams(BaseModel):
 class _Pool:
     """One CPU's pool: its lock, the waterfall, the free list, the carving page, the rcu_head."""
 
-    __slots__ = ("cpu", "lock", "nxt", "cur", "free", "carve", "armed", "empty")
+    __slots__ = ("cpu", "lock", "nxt", "cur", "free", "carve", "fresh", "armed", "empty")
 
     def __init__(self, cpu: int, lock) -> None:
         self.cpu = cpu
@@ -93,6 +93,7 @@ class _Pool:
         self.cur: list[PageTable] = []   # RCU-free this cycle (the queued head's GP covers them)
         self.free: dict[PageTable, None] = {}   # insertion-ordered: popitem() is LIFO
         self.carve: Page | None = None   # the page new fragments are carved from
+        self.fresh: Page | None = None   # a new page on its way in (allocated, lock not yet had)
         self.armed = False               # the CPU's one rcu_head is queued
         self.empty = 0                   # home pages kept with every fragment free
 
@@ -196,8 +197,10 @@ class PercpuPool(Allocator):
                 return None
             page.data = _PoolPage(cpu.id)
             self.account.spare += self.page_size
+            pool.fresh = page
             yield cpu.compute(0)   # the page allocation's time, spent outside the lock
             yield from self._lock(lock, cpu)
+            pool.fresh = None
             if pool.carve is None:
                 pool.carve = page
                 pool.empty += 1   # wholly free until _take carves its first fragment
@@ -383,7 +386,7 @@ class PercpuPool(Allocator):
                     errs.append(f"{t!r} is free but not on pool{pp.home}'s free list")
             if busy != page.frag_refcount:
                 errs.append(f"{page!r} frag_refcount {page.frag_refcount}, {busy} fragments busy")
-            if busy == 0:
+            if busy == 0 and page is not self.pools[pp.home].fresh:
                 empty[pp.home] += 1
         for pool, n in zip(self.pools, empty, strict=True):
             if n != pool.empty:
