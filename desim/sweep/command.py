@@ -23,6 +23,7 @@ from desim.sweep.experiment import Experiment, RunSpec, load_experiment
 from desim.sweep.runner import (
     SweepError,
     clean_stale,
+    connect_dask,
     out_lock,
     run_dask,
     run_pool,
@@ -143,6 +144,8 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
 
     from desim.sweep.aggregate import aggregate
 
+    client = connect_dask(dask) if dask else None
+
     command = ["desim", *sys.argv[1:]]
     with out_lock(outdir):
         stale = clean_stale(runs_dir)
@@ -178,8 +181,8 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
                 return fail_fast and error is not None
 
             try:
-                if dask:
-                    run_dask(todo, runs_dir, command, exp.name, on_result, dask)
+                if client is not None:
+                    run_dask(todo, runs_dir, command, exp.name, on_result, client)
                 elif jobs <= 1 or len(todo) <= 1:
                     run_serial(todo, runs_dir, command, exp.name, on_result)
                 else:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from desim.results import MARKER
-from desim.sweep.experiment import Experiment, RunSpec
+from desim.sweep.experiment import RunSpec
 from desim.sweep.worker import Outcome, compute_run, run_and_write, write_outcome
 
 OnResult = Callable[[str, "str | None", float], bool]   # returns True to stop the sweep
@@ -127,11 +127,13 @@ def connect_dask(address: str):
 
 
 def run_dask(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment: str,
-             on_result: OnResult, address: str) -> None:
-    """Workers compute; this process writes each result as it arrives (no shared FS needed)."""
+             on_result: OnResult, client) -> None:
+    """Workers compute; this process writes each result as it arrives (no shared FS needed).
+
+    ``client`` comes from ``connect_dask`` (called before anything is written) and is closed here.
+    """
     from distributed import as_completed as dask_completed
 
-    client = connect_dask(address)
     try:
         futs = {client.submit(compute_run, s, pure=False): s for s in todo}
         pending = set(futs)

@@ -126,7 +126,7 @@ def point_table(runs: pd.DataFrame, keys: list[str], metrics: list[str],
         params = {k: grp[k].iloc[0] for k in keys}
         good = ok[ok["point"] == point]
         for m in metrics:
-            vals = good[m] if m in good else []
+            vals = good.get(m, [])
             mean, sd, half, n = t_interval(vals, confidence)
             rows.append({**params, "point": point, "metric": m, "n": n,
                          "failed": int((grp["status"] == "failed").sum()), "mean": mean,
