@@ -134,7 +134,11 @@ class AllocatorConfig(Strict):
         params = data.get("params") or {}
         if isinstance(params, BaseModel):
             params = params.model_dump(by_alias=True)
-        return {**data, "params": klass.Params.model_validate(params)}
+        try:
+            return {**data, "params": klass.Params.model_validate(params)}
+        except ValidationError as exc:
+            # name the field as the YAML spells it: allocator.params.<field>
+            raise ValueError(_first_error(exc, prefix="params")) from None
 
 
 class RecordConfig(Strict):

@@ -113,7 +113,7 @@ def test_page_size_must_match_the_geometry(name):
         machine(name=name, page_size="4KiB")
     with pytest.raises(ValueError, match=r"machine.page_size: .*8xx16k needs 16KiB pages, got 64KiB"):
         machine(name=name, geometry="8xx16k")
-    with pytest.raises(ConfigError, match="geometry: Input should be .hash64k., .radix64k. or .8xx16k."):
+    with pytest.raises(ConfigError, match="allocator.params.geometry: Input should be .hash64k., .radix64k. or .8xx16k."):
         machine(name=name, geometry="radix4k")
 
 
