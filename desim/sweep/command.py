@@ -152,7 +152,7 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
         runs_dir.mkdir(parents=True, exist_ok=True)
         (outdir / "experiment.yaml").write_bytes(Path(experiment).read_bytes())
         todo, done = split(specs, runs_dir)
-        where = f"Dask {dask}" if dask else f"{jobs} job(s)" if jobs > 1 else "serially"
+        where = f"on Dask {dask}" if dask else f"on {jobs} jobs" if jobs > 1 else "serially"
         err.print(f"{exp.name}: {len(specs)} runs, {len(done)} already done, "
                   f"{len(todo)} to run {where}"
                   + (f" ({stale} unfinished temporary dir(s) removed)" if stale else ""))
