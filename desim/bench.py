@@ -55,11 +55,14 @@ class _BareLock:
             self.busy = False
 
 
-class _Cpu:
-    __slots__ = ("debt",)
+class BareCpu:
+    """The least a lock holder needs: somewhere to charge lock costs, and no tracer."""
+
+    __slots__ = ("debt", "trace")
 
     def __init__(self) -> None:
         self.debt = 0
+        self.trace = None
 
 
 def _closed_queue(kind: str, tasks: int, sim_ns: int) -> tuple[int, float]:
@@ -99,7 +102,7 @@ def _closed_queue(kind: str, tasks: int, sim_ns: int) -> tuple[int, float]:
                 yield env.timeout(THINK)
 
     for _ in range(tasks):
-        env.process(worker(_Cpu()))
+        env.process(worker(BareCpu()))
     t0 = time.perf_counter()
     env.run(until=sim_ns)
     return done[0], time.perf_counter() - t0

@@ -232,7 +232,7 @@ def test_mm_freed_twice():
 
 
 def test_design_invariant_hook_and_audit_of_the_memory_books():
-    m, mm, _ = machine_with_table()
+    m, mm, _ = machine_with_table(**{"safety.audit_interval": "1ms"})
     m.env.run(until=m.env.now + 5_000_000)
     assert m.safety.total == 0                       # books balance at every audit
     m.allocator.account.live += 8                    # a design losing track of 8 bytes

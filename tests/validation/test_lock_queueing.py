@@ -15,17 +15,11 @@ import simpy
 from queueing import md1_wq, mm1_wq, repairman_wq
 from scipy import stats
 
+from desim.bench import BareCpu
 from desim.model.lock import SpinLock
 from desim.model.stats import LockClassStats
 
 MU = 1.0 / 1000  # service rate: mean hold 1 us (ns units)
-
-
-class _Cpu:
-    __slots__ = ("debt",)
-
-    def __init__(self):
-        self.debt = 0
 
 
 def _ci(waits, batches=20, level=0.99):
@@ -45,7 +39,7 @@ def _open_queue(rho, service, n, seed):
     waits = []
 
     def customer(hold):
-        cpu = _Cpu()
+        cpu = BareCpu()
         t0 = env.now
         ev = lock.acquire(cpu)
         if ev is not None:
@@ -88,7 +82,7 @@ def test_finite_source_mean_wait(n, think_over_hold):
     cycles = 12_000
 
     def source():
-        cpu = _Cpu()
+        cpu = BareCpu()
         thinks = deque(rng.exponential(1 / lam, cycles).tolist())
         holds = deque(rng.exponential(1 / MU, cycles).tolist())
         while thinks:
