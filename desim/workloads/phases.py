@@ -5,12 +5,15 @@ element). Elements read the multiplier from the machine's shared ``WorkloadState
 they draw (see ``desim.workloads.base``), so a phase change re-creates no process: the mm
 population, its tables and the RCU backlog carry over from one phase to the next, as they do
 on a real machine whose load changes. After the last phase its mix stays in force, unless
-``repeat`` cycles the list.
+``repeat`` cycles the list. YAML: ``phases: [{duration: 100ms, mix: {faults: 0.5}}, ...]``,
+or ``phases: {phases: [...], repeat: true}``.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
 from simpy.events import Timeout
 
 from desim.config import PositiveDuration
@@ -42,6 +45,12 @@ class Phase(Params):
 class PhasesParams(Params):
     phases: list[Phase] = Field(min_length=1, description="(duration, mix) in order")
     repeat: bool = Field(False, description="start again after the last phase")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list(cls, data: Any) -> Any:
+        # ``phases: [{duration: ..., mix: ...}, ...]`` is short for ``phases: {phases: [...]}``
+        return {"phases": data} if isinstance(data, list) else data
 
 
 @ELEMENTS.register("phases")
