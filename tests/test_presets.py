@@ -1,0 +1,94 @@
+"""Every preset runs with every allocator through ``desim run``, and shows what it promises."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from desim.allocators import ALLOCATORS
+from desim.cli import main
+from desim.config import ConfigError, load_config
+from desim.engine import build, simulate
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = ["kernel-build", "shmem-thp-db", "fork-server", "lockstress"]
+# shortened: the structure of each preset is kept, its run is cut to a few ms and its
+# populations shrunk so 4 presets x every design stay within a few seconds
+SHORT = ["duration=8ms", "warmup=1ms"]
+SHRINK = {"kernel-build": ["machine.cpus=8", "workload.processes.initial=8"],
+          "shmem-thp-db": ["workload.processes.tables=16", "machine.cpus=8"],
+          "fork-server": [], "lockstress": []}
+
+
+@pytest.mark.parametrize("allocator", ALLOCATORS.names())
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_runs_with_every_allocator(preset, allocator, tmp_path):
+    path = CONFIGS / f"{preset}.yaml"
+    sets = [*SHORT, *SHRINK[preset], f"allocator.name={allocator}"]
+    try:
+        build(load_config(path, sets))
+    except (ConfigError, ValueError) as exc:
+        # a design for another page size (powerpc 64 KiB, sparc64 8 KiB) runs at its own size
+        need = re.search(r"needs (\d+KiB) pages", str(exc))
+        if need is None:
+            pytest.skip(f"{allocator} refuses {preset}: {exc}")
+        sets.append(f"machine.page_size={need.group(1)}")
+        build(load_config(path, sets))
+    args = ["run", str(path), "--quiet", "--out", str(tmp_path / "r")]
+    for s in sets:
+        args += ["--set", s]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r" / "DONE").exists()
+
+
+def test_presets_are_commented_and_listed():
+    r = CliRunner().invoke(main, ["list"])
+    assert r.exit_code == 0
+    for p in PRESETS:
+        first = (CONFIGS / f"{p}.yaml").read_text().splitlines()[0]
+        assert first.startswith(f"# {p}: ")
+        assert p in r.output
+    for element in ("lockstress", "gup_fast", "madv_collapse", "memory_pressure", "phases"):
+        assert element in r.output
+
+
+def _run(preset, sets):
+    return simulate(load_config(CONFIGS / f"{preset}.yaml", sets)).summary
+
+
+def test_kernel_build_churns_thousands_of_mms():
+    # faults and munmap are left out: they do not change the churn, and cost most of the time
+    data = yaml.safe_load((CONFIGS / "kernel-build.yaml").read_text())
+    wl = {k: v for k, v in data["workload"].items() if k == "processes"}
+    s = _run("kernel-build", ["duration=2.6s", "warmup=100ms", "record.enabled=true",
+                              f"workload={yaml.safe_dump(wl, default_flow_style=True).strip()}"])
+    # 800/s for 2.5 s: 2000 forks expected; Poisson sd ~45
+    assert s["count.mm.created"] >= 1800
+    assert s["count.mm.exited"] >= 1500
+    assert s["count.tables.gathered"] > 10 * s.get("count.tables.deferred", 0)
+    assert s["safety.violations"] == 0
+
+
+def test_shmem_thp_db_defers_many_tables():
+    s = _run("shmem-thp-db", ["duration=60ms", "warmup=10ms", "workload.processes.tables=64"])
+    # 8 ranges per 10 ms wake-up x up to 32 mappers: thousands of deferrals per second
+    assert s["count.tables.deferred"] >= 500
+    assert s["count.khugepaged.collapses"] >= 30
+    assert s["rcu.callbacks_invoked"] > 0 and s["mem.pending.peak_bytes"] > 0
+    assert s["count.gup_fast.walks"] > 0
+    assert s["safety.violations"] == 0
+
+
+def test_fork_server_forks_a_worker_per_request():
+    s = _run("fork-server", ["duration=150ms", "warmup=0ms", "workload.faults.rate=1000/s"])
+    assert 200 <= s["count.mm.created"] - 8 <= 420  # 2000/s x 0.15 s, Poisson
+    assert s["count.mm.exited"] > 150 and s["mm.alive_end"] >= 8
+
+
+def test_lockstress_preset_saturates_its_lock():
+    s = _run("lockstress", ["duration=20ms", "warmup=2ms"])
+    assert s["lock.lockstress.contention_ratio"] > 0.9
+    assert s.get("count.tables.allocated", 0) == 0
