@@ -48,13 +48,13 @@ def _run(env, until: int, progress) -> int:
     """
     n = 0
     step = env.step
-    peek = env.peek
+    queue = env._queue  # SimPy's event heap of (time, priority, id, event): read, never written
     if progress is None:
-        while peek() < until:
+        while queue and queue[0][0] < until:
             step()
             n += 1
     else:
-        while peek() < until:
+        while queue and queue[0][0] < until:
             step()
             n += 1
             if not n & 0x3FFF:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
+from simpy.events import Timeout
 
 from desim.distributions import Interarrival, TimeDist
 from desim.model import mm_ops
@@ -58,8 +59,14 @@ class Faults(Element):
         u = self.uniform(f"pick.cpu{cpu.id}")
         task = object()
         fault = mm_ops.handle_fault
+        env = self.env
+        mult = self.state.mult
+        name = self.name
         while True:
-            yield from self.wait(think())
+            if mult.get(name, 1.0) == 1.0:
+                yield Timeout(env, think())  # the common case of wait(), without a generator
+            else:
+                yield from self.wait(think())
             mms = m.mms
             if not mms:
                 continue
