@@ -9,7 +9,7 @@ machine, so a noisy or slow host shifts both sides alike:
   machine with 16, 32 and 64 CPUs (cost per fault should stay flat as CPUs grow);
 * overhead: wall time with statistics and the safety checker on, against both off;
 * memory: peak RSS of a run of about ten million events (in a child process);
-* sweep: ``--jobs 2`` against ``--jobs 1`` on a sweep of equal runs, when desim.sweep exists.
+* sweep: ``--jobs 2`` against ``--jobs 1`` on a sweep of equal runs of the default config.
 """
 
 from __future__ import annotations
@@ -179,23 +179,29 @@ def bench_memory(config: str, events: int) -> dict:
     return {"memory.events": int(ev), "memory.peak_rss_mb": int(rss_kb) / 1024}
 
 
-def bench_sweep(experiment: str | None) -> dict:
+def bench_sweep(config: str, duration: str, runs: int) -> dict:
+    """``--jobs 2`` against ``--jobs 1`` on a sweep of ``runs`` equal runs of ``config``."""
     try:
         from desim.sweep import runner  # noqa: F401
     except ImportError:
         return {}
-    if experiment is None or not Path(experiment).exists():
-        return {}
     import tempfile
 
+    import yaml
+
     walls = {}
-    for jobs in (1, 2):
-        with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d:
+        exp = Path(d) / "equal.yaml"
+        exp.write_text(yaml.safe_dump({"base": str(Path(config).resolve()),
+                                       "set": {"duration": duration, "warmup": 0},
+                                       "replications": runs}))
+        for jobs in (1, 2):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "desim.cli", "sweep", experiment, "--jobs",
-                            str(jobs), "--out", d], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "desim.cli", "sweep", str(exp), "--jobs",
+                            str(jobs), "--out", str(Path(d) / f"out{jobs}")],
+                           check=True, capture_output=True)
             walls[jobs] = time.perf_counter() - t0
-    return {"sweep.jobs1_s": walls[1], "sweep.jobs2_s": walls[2],
+    return {"sweep.runs": runs, "sweep.jobs1_s": walls[1], "sweep.jobs2_s": walls[2],
             "sweep.speedup": walls[1] / walls[2]}
 
 
@@ -203,7 +209,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_all(quick: bool = False, config: str = str(REPO / "configs" / "default.yaml"),
-            experiment: str | None = str(REPO / "experiments" / "quick.yaml"),
             progress=print) -> dict:
     results: dict = {"host.python": sys.version.split()[0]}
     steps = [
@@ -213,7 +218,7 @@ def run_all(quick: bool = False, config: str = str(REPO / "configs" / "default.y
         ("overhead", lambda: bench_overhead(config, "100ms" if quick else "500ms",
                                             1 if quick else 3)),
         ("memory", lambda: bench_memory(config, 1_000_000 if quick else 10_000_000)),
-        ("sweep", lambda: bench_sweep(None if quick else experiment)),
+        ("sweep", lambda: bench_sweep(config, "100ms" if quick else "2s", 4 if quick else 8)),
     ]
     for name, fn in steps:
         progress(f"bench: {name} ...")
