@@ -40,29 +40,33 @@ class RunResult:
     samples: dict[str, list] | None = field(default=None, repr=False)
 
 
-def _run(env, until: int, progress) -> int:
-    """Process events up to ``until``; returns how many. ``progress(now)`` is called now and then.
+def _run(env, until: int, progress) -> tuple[int, str | None]:
+    """Process events up to ``until``; returns how many, and why the run stopped early if it did.
 
     Stepping here rather than in ``env.run`` counts events exactly, whether or not progress is
-    shown, so the count is a deterministic figure of the run.
+    shown, so the count is a deterministic figure of the run. ``progress(now)`` is called now
+    and then.
     """
     n = 0
     step = env.step
     queue = env._queue  # SimPy's event heap of (time, priority, id, event): read, never written
-    if progress is None:
-        while queue and queue[0][0] < until:
-            step()
-            n += 1
-    else:
-        while queue and queue[0][0] < until:
-            step()
-            n += 1
-            if not n & 0x3FFF:
-                progress(env._now)
+    try:
+        if progress is None:
+            while queue and queue[0][0] < until:
+                step()
+                n += 1
+        else:
+            while queue and queue[0][0] < until:
+                step()
+                n += 1
+                if not n & 0x3FFF:
+                    progress(env._now)
+    except SafetyStop as exc:
+        return n + 1, str(exc)  # the event that hit the violation was processed too
     env.run(until=until)  # only advances the clock: nothing is left before ``until``
     if progress is not None:
         progress(until)
-    return n
+    return n, None
 
 
 def _sampler(m: Machine, interval: int, series: dict[str, list]):
@@ -110,12 +114,7 @@ def simulate(config: Config, streams: Streams | None = None, progress=None,
             for v in series.values():
                 v.clear()
         env.process(_warm())
-    stopped = None
-    events = 0
-    try:
-        events = _run(env, config.duration, progress)
-    except SafetyStop as exc:
-        stopped = str(exc)
+    events, stopped = _run(env, config.duration, progress)
     wall = time.perf_counter() - wall0
     return collect(m, series, events, wall, stopped)
 
