@@ -145,6 +145,7 @@ def load(root: str | Path) -> Results:
         cfg_keys = [k for k in flatten(next(iter(configs.values()))) if k not in IGNORED_KEYS]
         swept = {k: None for k in cfg_keys if k in df and df[k].nunique(dropna=False) > 1}
     params = [k for k in swept if k in df]
+    _label_variants(df, params)
     exp_text = None
     exp = None
     ep = root / "experiment.yaml"
@@ -157,6 +158,26 @@ def load(root: str | Path) -> Results:
     return Results(root=root, is_sweep=is_sweep, runs=runs, params=params, configs=configs,
                    manifests=manifests, dirs=ids, violations=violations, experiment=exp,
                    experiment_text=exp_text, failed=failed)
+
+
+def _label_variants(df: pd.DataFrame, params: list[str]) -> None:
+    """Tell apart variants of one design swept over its own parameters.
+
+    ``s390-hh`` with three ``mm_lifetime`` choices is three designs to a reader: their label
+    gains the swept ``allocator.params.*`` values (``s390-hh mm_lifetime=rcu_barrier``), so
+    figures and tables do not average them together.
+    """
+    if not any(k == "allocator.params" or k.startswith("allocator.params.") for k in params):
+        return
+    keys = [c for c in df.columns if c.startswith("allocator.params.")]
+
+    def label(row) -> str:
+        parts = [f"{k.rsplit('.', 1)[1]}={row[k]}" for k in keys
+                 if isinstance(row[k], str | int | float | bool) and row[k] == row[k]
+                 and df.loc[df[DESIGN] == row[DESIGN], k].nunique(dropna=True) > 1]
+        return " ".join([row[DESIGN], *parts])
+
+    df[DESIGN] = df.apply(label, axis=1)
 
 
 def flatten_keys(configs: dict[str, dict]) -> set[str]:
