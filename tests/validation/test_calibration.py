@@ -64,3 +64,20 @@ def test_server64_synchronize_rcu_median_about_37ms():
     s = run("server-64")
     assert 0.75 * 37 * MS <= s["rcu.synchronize.p50_ns"] <= 1.25 * 37 * MS  # cited median 37
     assert s["rcu.synchronize.max_ns"] <= 64 * MS * 1.25                    # cited range 8-64
+
+
+@pytest.mark.parametrize("name", ["powerpc-hash64k", "s390-lpar"])
+def test_hz100_servers_wait_one_jiffy_fqs(name):
+    s = run(name)
+    assert s["rcu.gp.p50_ns"] == 10 * MS                            # 1-jiffy FQS at HZ=100
+    assert 10 * MS <= s["rcu.synchronize.mean_ns"] <= 30 * MS        # GP + a jiffy either side
+    assert s["rcu.synchronize.max_ns"] <= 40 * MS
+    assert 0.75 * US <= s["fault.p50_ns"] <= 1.25 * US
+    assert s["safety.violations"] == 0
+
+
+def test_powerpc_profile_strands_fragments_and_s390_pairs_halves():
+    ppc = run("powerpc-hash64k")
+    assert ppc["mem.stranded.mean_bytes"] > 0                        # holes are never reused
+    s390 = run("s390-lpar")
+    assert s390["mem.held.mean_bytes"] < 2 * s390["mem.live.mean_bytes"]   # halves pair up
