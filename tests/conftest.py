@@ -62,6 +62,24 @@ def settle(m: Machine, ns: int = 50_000_000) -> None:
         m.env.run(until=min(end, m.env.now + 1_000_000))
 
 
+def check(m: Machine, violations: int = 0) -> None:
+    """An allocator's books agree with its pages, its invariants hold, no (or N) violations."""
+    a = m.allocator
+    assert a.account.as_tuple() == a.audit().as_tuple()
+    assert a.account.held == len(a.held_pages) * a.page_size
+    assert m.pages.pages_held("pgtable") == len(a.held_pages)
+    if not violations:
+        assert a.invariant_errors() == []
+    assert m.safety.total == violations
+
+
+def split(m: Machine) -> dict:
+    """The allocator's non-zero memory kinds, in bytes."""
+    acc = m.allocator.account
+    return {k: v for k, v in zip(("live", "pending", "stranded", "spare", "internal"),
+                                 acc.as_tuple(), strict=True) if v}
+
+
 @pytest.fixture
 def machine():
     return make_machine()

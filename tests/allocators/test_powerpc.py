@@ -9,7 +9,7 @@ step that the kept memory split equals the one recomputed from the pages.
 from pathlib import Path
 
 import pytest
-from conftest import make_machine, run_task, settle
+from conftest import check, make_machine, run_task, settle, split
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -26,21 +26,6 @@ PAGE = 64 * KB
 def machine(name="powerpc", geometry="hash64k", page_size="64KiB", cpus=2) -> Machine:
     return make_machine({"machine.cpus": cpus, "machine.page_size": page_size,
                          "allocator.name": name, "allocator.params.geometry": geometry})
-
-
-def check(m: Machine) -> None:
-    a = m.allocator
-    assert a.account.as_tuple() == a.audit().as_tuple()
-    assert a.account.held == len(a.held_pages) * a.page_size
-    assert m.pages.pages_held("pgtable") == len(a.held_pages)
-    assert a.invariant_errors() == []
-    assert m.safety.total == 0
-
-
-def split(m: Machine) -> dict:
-    acc = m.allocator.account
-    return {k: v for k, v in zip(("live", "pending", "stranded", "spare", "internal"),
-                                 acc.as_tuple(), strict=True) if v}
 
 
 def alloc(m, mm, cpu=0):

@@ -7,7 +7,7 @@ that the kept memory split equals the one recomputed from the pages.
 """
 
 import pytest
-from conftest import make_machine, run_task, settle
+from conftest import check, make_machine, run_task, settle, split
 
 from desim.allocators.s390_base import FREEING, PGSTE
 from desim.config import ConfigError
@@ -25,22 +25,6 @@ def machine(name="s390", cpus=2, **params) -> Machine:
     for k, v in params.items():
         over[f"allocator.params.{k}"] = v
     return make_machine(over)
-
-
-def check(m: Machine, violations: int = 0) -> None:
-    a = m.allocator
-    assert a.account.as_tuple() == a.audit().as_tuple()
-    assert a.account.held == len(a.held_pages) * a.page_size
-    assert m.pages.pages_held("pgtable") == len(a.held_pages)
-    if not violations:
-        assert a.invariant_errors() == []
-    assert m.safety.total == violations
-
-
-def split(m: Machine) -> dict:
-    acc = m.allocator.account
-    return {k: v for k, v in zip(("live", "pending", "stranded", "spare", "internal"),
-                                 acc.as_tuple(), strict=True) if v}
 
 
 def alloc(m, mm, cpu=0):
