@@ -19,7 +19,7 @@ mapping takes units too (``median: 50ms``, ``values: [1us, 3us]``). Kinds:
   ``interpolate: false`` (default) resamples the given values (bootstrap: every draw is one of
   them); ``true`` draws from the piecewise-linear inverse CDF through the sorted samples.
 
-Samplers draw from the run's named streams in vectorised blocks (``desim.rng.Buffered``).
+Samplers draw from the run's named streams in vectorised blocks (``desim.rng.buffered``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
-from desim.rng import Buffered
+from desim.rng import buffered
 from desim.units import parse_rate_per_ns, parse_time_ns
 
 # z such that P(N(0,1) <= z) = 0.99 (scipy-free: numpy has no ppf)
@@ -64,11 +64,11 @@ class _Dist(BaseModel):
 
     def sampler(self, rng: np.random.Generator):
         """A zero-argument callable returning one sample (float)."""
-        return Buffered(lambda n: self.draw(rng, n))
+        return buffered(lambda n: self.draw(rng, n))
 
     def ns_sampler(self, rng: np.random.Generator):
         """Like ``sampler``, rounded to whole nanoseconds (simulated time is integer ns)."""
-        return Buffered(lambda n: np.rint(self.draw(rng, n)).astype(np.int64))
+        return buffered(lambda n: np.rint(self.draw(rng, n)).astype(np.int64))
 
 
 class Constant(_Dist):

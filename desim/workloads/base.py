@@ -16,13 +16,14 @@ Two things every element shares live here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from simpy.events import Event, Timeout
 
-from desim.rng import Buffered
+from desim.rng import buffered
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -147,10 +148,10 @@ class Element:
     def rng(self, stream: str) -> np.random.Generator:
         return self.m.streams.get(f"{self.name}.{stream}")
 
-    def uniform(self, stream: str) -> Buffered:
+    def uniform(self, stream: str) -> Callable[[], float]:
         """Buffered U[0,1) draws from a named stream."""
         rng = self.rng(stream)
-        return Buffered(rng.random)
+        return buffered(rng.random)
 
     def placer(self, placement: Placement, stream: str = "placement") -> Placer:
         return Placer(self.m, placement, self.uniform(stream), f"workload.{self.name}.placement")
