@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import count
 
-from simpy.events import Timeout
+from simpy.core import URGENT
+from simpy.events import Event, Timeout
 
 from desim import __version__
 from desim.config import Config
@@ -40,32 +42,52 @@ class RunResult:
     samples: dict[str, list] | None = field(default=None, repr=False)
 
 
-def _run(env, until: int, progress) -> tuple[int, str | None]:
+class _Checkpoint(Exception):
+    """Raised by a checkpoint event: hands control from SimPy back to the run loop."""
+
+
+def _raise_checkpoint(_event) -> None:
+    raise _Checkpoint
+
+
+CHECKPOINTS = 256           # per run, at least: progress updates and statistics flushes
+MAX_CHECKPOINT_SPAN = 10 * 1_000_000  # ns of simulated time between two checkpoints, at most
+
+
+def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
     """Process events up to ``until``; returns how many, and why the run stopped early if it did.
 
-    Stepping here rather than in ``env.run`` counts events exactly, whether or not progress is
-    shown, so the count is a deterministic figure of the run. ``progress(now)`` is called now
-    and then.
+    The run is cut into spans by checkpoint events: at each, the machine bins the latency
+    samples recorded since the last one (so their memory stays bounded) and ``progress(now)``
+    is called. A checkpoint runs first among the events of its instant and changes nothing in
+    the model, so the model's events keep their order; it is not counted among them. Between
+    checkpoints SimPy's own ``step`` runs with no test per event: the count of model events
+    stepped is exact, a deterministic figure of the run.
     """
-    n = 0
+    env = m.env
     step = env.step
-    queue = env._queue  # SimPy's event heap of (time, priority, id, event): read, never written
-    try:
-        if progress is None:
-            while queue and queue[0][0] < until:
+    span = max(1, min(until // CHECKPOINTS, MAX_CHECKPOINT_SPAN))
+    n = 0
+    t = env._now
+    while t < until:
+        t = min(until, t + span)
+        cp = Event(env)
+        cp._ok = True
+        cp._value = None
+        cp.callbacks.append(_raise_checkpoint)
+        # URGENT: before the events of instant ``t``, so a span covers times below ``t`` only.
+        env.schedule(cp, URGENT, t - env._now)
+        i = 0
+        try:
+            for i in count():  # noqa: B007 - ``i`` is read after the loop ends by an exception
                 step()
-                n += 1
-        else:
-            while queue and queue[0][0] < until:
-                step()
-                n += 1
-                if not n & 0x3FFF:
-                    progress(env._now)
-    except SafetyStop as exc:
-        return n + 1, str(exc)  # the event that hit the violation was processed too
-    env.run(until=until)  # only advances the clock: nothing is left before ``until``
-    if progress is not None:
-        progress(until)
+        except _Checkpoint:
+            n += i
+        except SafetyStop as exc:
+            return n + i + 1, str(exc)  # the event that hit the violation was processed too
+        m.flush_stats()
+        if progress is not None:
+            progress(t)
     return n, None
 
 
@@ -96,7 +118,7 @@ def simulate(config: Config, streams: Streams | None = None, progress=None,
              trace=None) -> RunResult:
     """Run one simulation to ``config.duration`` and collect its results.
 
-    ``progress``, if given, is called as ``progress(sim_now_ns)`` every 16k events.
+    ``progress``, if given, is called as ``progress(sim_now_ns)`` at each of the run's checkpoints.
     ``trace``, a ``desim.trace.Tracer``, is attached to the machine before it runs.
     """
     wall0 = time.perf_counter()
@@ -114,7 +136,7 @@ def simulate(config: Config, streams: Streams | None = None, progress=None,
             for v in series.values():
                 v.clear()
         env.process(_warm())
-    events, stopped = _run(env, config.duration, progress)
+    events, stopped = _run(m, config.duration, progress)
     wall = time.perf_counter() - wall0
     return collect(m, series, events, wall, stopped)
 

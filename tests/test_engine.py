@@ -4,6 +4,7 @@ import json
 
 from conftest import make_config
 
+from desim import engine
 from desim.engine import build, simulate
 
 WORKLOAD = {
@@ -55,3 +56,39 @@ def test_memory_series_conserves_bytes_at_every_sample():
     for i in range(len(s["t_ns"])):
         parts = s["live"][i] + s["pending"][i] + s["stranded"][i] + s["spare"][i] + s["internal"][i]
         assert parts == s["held"][i] == s["pgtable_pages"][i] * cfg.machine.page_size
+
+
+def _step_below(env, until):
+    """The plain loop: every event before ``until``, one at a time, counted."""
+    n = 0
+    while env._queue and env._queue[0][0] < until:
+        env.step()
+        n += 1
+    return n
+
+
+def test_checkpointed_run_steps_exactly_the_events_before_the_end(monkeypatch):
+    cfg = make_config({"duration": "20ms"}, workload=WORKLOAD)
+    plain = build(cfg)
+    n_plain = _step_below(plain.env, cfg.duration)
+    monkeypatch.setattr(engine, "MAX_CHECKPOINT_SPAN", 77_777)  # many checkpoints, odd instants
+    seen = []
+    cut = build(cfg)
+    n_cut, stopped = engine._run(cut, cfg.duration, seen.append)
+    assert stopped is None and n_cut == n_plain
+    assert len(seen) == -(-cfg.duration // 77_777) and seen[-1] == cfg.duration
+    assert cut.env.now == cfg.duration
+    # what is left is the same queue of model events (checkpoints leave nothing behind)
+    left = [(t, p, type(e).__name__) for t, p, _, e in sorted(cut.env._queue)]
+    assert left == [(t, p, type(e).__name__) for t, p, _, e in sorted(plain.env._queue)]
+    assert cut.latency["fault"].n == plain.latency["fault"].n > 0
+    assert cut.counters == plain.counters
+
+
+def test_latency_samples_are_binned_at_checkpoints():
+    cfg = make_config({"duration": "5ms"}, workload=WORKLOAD)
+    m = build(cfg)
+    pending = []
+    engine._run(m, cfg.duration, lambda now: pending.append(len(m.latency["fault"]._pending)))
+    assert pending and max(pending) == 0  # nothing is left unbinned after a checkpoint
+    assert m.latency["fault"].n > 0

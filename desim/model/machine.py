@@ -8,6 +8,7 @@ imports pandas: results leave as plain Python structures (``desim.engine``).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import simpy
 from simpy.events import AllOf, Event, Timeout
@@ -25,8 +26,15 @@ LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "ret
                "free_to_reuse")
 
 
-def _no_record(op: str, ns: int) -> None:
+def _no_record(ns: int) -> None:
     pass
+
+
+def _both(add, append):
+    def record(ns: int) -> None:
+        add(ns)
+        append(ns)
+    return record
 
 
 def _rcu_head_cb(cpu: CPU, arg):
@@ -59,8 +67,15 @@ class Machine:
         self.samples: dict[str, list] | None = (
             {op: [] for op in LATENCY_OPS} if config.record.latency_samples else None
         )
+        # op -> the one-argument callable that records a latency of that op (hot paths hold it)
+        self.recorders: dict[str, Callable[[int], None]]
         if not config.record.enabled:
-            self.record = _no_record  # type: ignore[method-assign]
+            self.recorders = dict.fromkeys(LATENCY_OPS, _no_record)
+        elif self.samples is None:
+            self.recorders = {op: h.add for op, h in self.latency.items()}
+        else:
+            self.recorders = {op: _both(h.add, self.samples[op].append)
+                              for op, h in self.latency.items()}
         self.mms: list[MM] = []
         self.i_mmap_lock = RWSem(self.env)  # the shared file's i_mmap_rwsem
         self.next_mm_id = 0
@@ -79,9 +94,15 @@ class Machine:
         return SpinLock(self.env, self.lock_class(class_name), c.lock_uncontended, c.lock_handoff)
 
     def record(self, op: str, ns: int) -> None:
-        self.latency[op].add(ns)
-        if self.samples is not None:
-            self.samples[op].append(ns)
+        self.recorders[op](ns)
+
+    def flush_stats(self) -> None:
+        """Bin the latency samples recorded since the last flush (bounds their memory)."""
+        for h in self.latency.values():
+            h.flush()
+        for st in self.lock_classes.values():
+            st.wait.flush()
+        self.rcu.flush_stats()
 
     def clear_stats(self) -> None:
         """End of warm-up: forget what was measured so far (state is kept)."""

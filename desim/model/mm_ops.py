@@ -124,7 +124,7 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         cpu.rcu_read_unlock()
         break
     sem.up_read()
-    m.record("fault", env._now - t0)
+    m.recorders["fault"](env._now - t0)
 
 
 def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, PageTable]],

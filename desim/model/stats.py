@@ -8,48 +8,80 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 BINS_PER_DECADE = 100
 _NBINS = 13 * BINS_PER_DECADE  # up to 1e13 ns
-_LOG = math.log10
 
 
 class LogHistogram:
     """Counts of non-negative samples in logarithmic bins, with exact moments.
 
-    Bins live in a flat list (index 0 holds samples below 1 ns; the last bin everything past
-    ~3 hours): a list index is several times cheaper than a dict update on this hot path.
+    ``add(x)`` only appends to a pending list (one C call: it runs on the hottest paths, several
+    times per simulated fault); the pending samples are binned with numpy in batches, when the
+    histogram is read or ``flush`` is called (the engine does so now and then, which bounds the
+    memory). Index 0 of the bins holds samples below 1 ns; the last, everything past ~3 hours.
     """
 
-    __slots__ = ("bins", "n", "total", "lo", "hi")
+    __slots__ = ("add", "_pending", "_bins", "_n", "_total", "_lo", "_hi")
 
     def __init__(self) -> None:
-        self.bins = [0] * (_NBINS + 1)
-        self.n = 0
-        self.total = 0.0
-        self.lo = math.inf
-        self.hi = -math.inf
+        self._pending: list = []
+        self.add = self._pending.append
+        self._reset()
 
-    def add(self, x: float) -> None:
-        if x >= 1:
-            i = int(_LOG(x) * BINS_PER_DECADE) + 1
-            self.bins[i if i <= _NBINS else _NBINS] += 1
-        else:
-            self.bins[0] += 1
-        self.n += 1
-        self.total += x
-        if x < self.lo:
-            self.lo = x
-        if x > self.hi:
-            self.hi = x
+    def _reset(self) -> None:
+        self._bins = np.zeros(_NBINS + 1, dtype=np.int64)
+        self._n = 0
+        self._total = 0.0
+        self._lo = math.inf
+        self._hi = -math.inf
+
+    def flush(self) -> None:
+        p = self._pending
+        if not p:
+            return
+        x = np.asarray(p, dtype=np.float64)
+        idx = np.zeros(len(p), dtype=np.int64)
+        big = x >= 1
+        idx[big] = np.minimum((np.log10(x[big]) * BINS_PER_DECADE).astype(np.int64) + 1, _NBINS)
+        self._bins += np.bincount(idx, minlength=_NBINS + 1)
+        self._n += len(p)
+        self._total = sum(p, self._total)  # left to right, as if added one by one
+        self._lo = min(self._lo, min(p))
+        self._hi = max(self._hi, max(p))
+        p.clear()  # the same list: ``add`` stays bound to it
 
     def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        self._pending.clear()
+        self._reset()
+
+    @property
+    def n(self) -> int:
+        self.flush()
+        return self._n
+
+    @property
+    def total(self) -> float:
+        self.flush()
+        return self._total
+
+    @property
+    def lo(self) -> float:
+        self.flush()
+        return self._lo
+
+    @property
+    def hi(self) -> float:
+        self.flush()
+        return self._hi
 
     def items(self):
         """(bin index, count) of the non-empty bins, in order; index -1 is below 1 ns."""
-        for i, c in enumerate(self.bins):
-            if c:
-                yield i - 1, c
+        self.flush()
+        bins = self._bins
+        for i in np.flatnonzero(bins).tolist():
+            yield i - 1, int(bins[i])
 
     @property
     def counts(self) -> dict[int, int]:
@@ -57,20 +89,20 @@ class LogHistogram:
 
     @property
     def mean(self) -> float:
-        return self.total / self.n if self.n else math.nan
+        n = self.n
+        return self._total / n if n else math.nan
 
     def quantile(self, q: float) -> float:
         """The q-quantile, read at the geometric middle of its bin and clamped to [min, max]."""
-        if not self.n:
+        n = self.n
+        if not n:
             return math.nan
-        rank = q * (self.n - 1)
-        seen = 0
-        for idx, c in self.items():
-            seen += c
-            if seen > rank:
-                mid = 0.0 if idx < 0 else 10 ** ((idx + 0.5) / BINS_PER_DECADE)
-                return min(max(mid, self.lo), self.hi)
-        return self.hi
+        rank = q * (n - 1)
+        i = int(np.searchsorted(np.cumsum(self._bins), rank, side="right"))
+        if i > _NBINS:
+            return self._hi
+        mid = 0.0 if i == 0 else 10 ** ((i - 0.5) / BINS_PER_DECADE)
+        return min(max(mid, self._lo), self._hi)
 
     @staticmethod
     def bin_edges(idx: int) -> tuple[float, float]:
@@ -79,12 +111,13 @@ class LogHistogram:
         return 10 ** (idx / BINS_PER_DECADE), 10 ** ((idx + 1) / BINS_PER_DECADE)
 
     def summary(self, prefix: str) -> dict[str, float]:
+        n = self.n
         return {
-            f"{prefix}.count": self.n,
+            f"{prefix}.count": n,
             f"{prefix}.mean_ns": self.mean,
             f"{prefix}.p50_ns": self.quantile(0.5),
             f"{prefix}.p99_ns": self.quantile(0.99),
-            f"{prefix}.max_ns": self.hi if self.n else math.nan,
+            f"{prefix}.max_ns": self._hi if n else math.nan,
         }
 
 
@@ -101,7 +134,10 @@ class LockClassStats:
         self.acquisitions = 0
         self.contended = 0
         self.handoffs = 0  # acquisitions whose cache line came from another CPU
-        self.wait = LogHistogram()  # contended acquisitions only
+        if hasattr(self, "wait"):
+            self.wait.clear()  # in place: a holder of ``wait.add`` keeps recording here
+        else:
+            self.wait = LogHistogram()  # contended acquisitions only
         self.hold_total = 0
         self.hold_max = 0
 
