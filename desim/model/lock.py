@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from simpy.core import NORMAL
 from simpy.events import Event
 
 from desim.model.stats import LockClassStats
@@ -36,19 +37,19 @@ class SpinLock:
 
     def acquire(self, cpu: CPU) -> Event | None:
         """Take the lock for ``cpu``; ``None`` if taken at once, else an event to wait on."""
-        st = self.stats
-        st.acquisitions += 1
         if self.holder is None:
             self.holder = cpu
             self.t_acquired = self.env._now
+            st = self.stats
+            st.uncontended += 1
             last = self.last_cpu
-            if last is not None and last is not cpu:
-                st.handoffs += 1
-                cpu.debt += self.cost + self.handoff
-            else:
+            if last is cpu or last is None:
                 cpu.debt += self.cost
+            else:
+                st.free_handoffs += 1
+                cpu.debt += self.cost + self.handoff
             return None
-        st.contended += 1
+        self.stats.contended += 1
         ev = Event(self.env)
         self.waiters.append((cpu, ev, self.env._now))
         if cpu.trace is not None:
@@ -61,27 +62,27 @@ class SpinLock:
         env = self.env
         now = env._now
         st = self.stats
-        hold = now - self.t_acquired
-        st.hold_total += hold
-        if hold > st.hold_max:
-            st.hold_max = hold
+        st.hold_add(now - self.t_acquired)
         self.last_cpu = cpu
         if not self.waiters:
             self.holder = None
             return
+        # The first waiter gets the lock: its cache line moves (unless it spun on this same CPU)
+        # and it pays the acquire cost; it holds the lock from ``grant`` on.
         nxt, ev, t_wait = self.waiters.popleft()
-        delay = self.handoff if nxt is not cpu else 0
-        if delay:
-            st.handoffs += 1
-        grant = now + delay + self.cost
+        if nxt is cpu:
+            st.regrants += 1
+            delay = self.cost
+        else:
+            delay = self.handoff + self.cost
         self.holder = nxt
-        self.t_acquired = grant
-        st.wait.add(grant - t_wait)
+        self.t_acquired = grant = now + delay
+        st.wait_add(grant - t_wait)
         if nxt.trace is not None:
             nxt.trace.handoff(self, cpu, nxt, ev, t_wait, grant)
         ev._ok = True
         ev._value = None
-        env.schedule(ev, delay=delay + self.cost)
+        env.schedule(ev, NORMAL, delay)
 
     @property
     def queue_length(self) -> int:

@@ -7,6 +7,7 @@ decade (2.3% relative width), while count, sum, min and max stay exact.
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 
@@ -15,9 +16,9 @@ _NBINS = 13 * BINS_PER_DECADE  # up to 1e13 ns
 
 
 class LogHistogram:
-    """Counts of non-negative samples in logarithmic bins, with exact moments.
+    """Counts of non-negative integer samples (ns) in logarithmic bins, with exact moments.
 
-    ``add(x)`` only appends to a pending list (one C call: it runs on the hottest paths, several
+    ``add(x)`` only appends to a pending buffer (one C call: it runs on the hottest paths, several
     times per simulated fault); the pending samples are binned with numpy in batches, when the
     histogram is read or ``flush`` is called (the engine does so now and then, which bounds the
     memory). Index 0 of the bins holds samples below 1 ns; the last, everything past ~3 hours.
@@ -26,7 +27,7 @@ class LogHistogram:
     __slots__ = ("add", "_pending", "_bins", "_n", "_total", "_lo", "_hi")
 
     def __init__(self) -> None:
-        self._pending: list = []
+        self._pending = array("q")  # machine integers: no Python object kept per sample
         self.add = self._pending.append
         self._reset()
 
@@ -41,19 +42,20 @@ class LogHistogram:
         p = self._pending
         if not p:
             return
-        x = np.asarray(p, dtype=np.float64)
-        idx = np.zeros(len(p), dtype=np.int64)
+        x = np.frombuffer(p, dtype=np.int64)  # a view of the pending samples, no copy
+        idx = np.zeros(len(x), dtype=np.int64)
         big = x >= 1
         idx[big] = np.minimum((np.log10(x[big]) * BINS_PER_DECADE).astype(np.int64) + 1, _NBINS)
         self._bins += np.bincount(idx, minlength=_NBINS + 1)
-        self._n += len(p)
-        self._total = sum(p, self._total)  # left to right, as if added one by one
-        self._lo = min(self._lo, min(p))
-        self._hi = max(self._hi, max(p))
-        p.clear()  # the same list: ``add`` stays bound to it
+        self._n += len(x)
+        self._total += int(x.sum())  # integers: exact in any order
+        self._lo = min(self._lo, int(x.min()))
+        self._hi = max(self._hi, int(x.max()))
+        del x, big
+        del p[:]  # the same buffer: ``add`` stays bound to it
 
     def clear(self) -> None:
-        self._pending.clear()
+        del self._pending[:]
         self._reset()
 
     @property
@@ -124,22 +126,43 @@ class LogHistogram:
 class LockClassStats:
     """Per lock class (all ``ptl`` locks share one): what lockstat would report."""
 
-    __slots__ = ("name", "acquisitions", "contended", "handoffs", "wait", "hold_total", "hold_max")
+    __slots__ = ("name", "uncontended", "contended", "free_handoffs", "regrants", "wait", "hold",
+                 "wait_add", "hold_add")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.wait = LogHistogram()  # contended acquisitions only
+        self.hold = LogHistogram()  # every acquisition, from grant to release
+        self.wait_add = self.wait.add
+        self.hold_add = self.hold.add
         self.clear()
 
     def clear(self) -> None:
-        self.acquisitions = 0
+        self.uncontended = 0
         self.contended = 0
-        self.handoffs = 0  # acquisitions whose cache line came from another CPU
-        if hasattr(self, "wait"):
-            self.wait.clear()  # in place: a holder of ``wait.add`` keeps recording here
-        else:
-            self.wait = LogHistogram()  # contended acquisitions only
-        self.hold_total = 0
-        self.hold_max = 0
+        # Handoffs (acquisitions whose cache line came from another CPU) are counted from their
+        # exceptions on the contended path, the common one under load: a waiter gets the line
+        # from the releasing CPU unless it is that CPU (a regrant).
+        self.free_handoffs = 0  # uncontended acquisitions after another CPU's release
+        self.regrants = 0
+        self.wait.clear()  # in place: holders of ``wait.add`` keep recording here
+        self.hold.clear()
+
+    @property
+    def acquisitions(self) -> int:
+        return self.uncontended + self.contended
+
+    @property
+    def handoffs(self) -> int:
+        return self.free_handoffs + self.contended - self.regrants
+
+    @property
+    def hold_total(self) -> float:
+        return self.hold.total
+
+    @property
+    def hold_max(self) -> float:
+        return self.hold.hi if self.hold.n else 0
 
     def summary(self) -> dict[str, float]:
         p = f"lock.{self.name}"

@@ -4,7 +4,8 @@ Lock costs are set to zero so the lock is a pure FIFO single server (their effec
 exactly in tests/test_lock.py). Tolerance: each run's mean wait gets a 99% confidence interval
 from 20 batch means (batching absorbs the strong autocorrelation of waits near saturation);
 the closed form must fall inside it, widened by 2% for the bias of starting empty. Seeds are
-fixed, so the outcome is deterministic: a model error of a few percent fails it.
+fixed, so the outcome is deterministic: a model error of a few percent fails it. Times are
+drawn in whole nanoseconds, as everywhere in desim (a 1 us mean makes the rounding negligible).
 """
 
 from collections import deque
@@ -22,6 +23,10 @@ from desim.model.stats import LockClassStats
 MU = 1.0 / 1000  # service rate: mean hold 1 us (ns units)
 
 
+def _ns(x):
+    return np.rint(x).astype(np.int64).tolist()
+
+
 def _ci(waits, batches=20, level=0.99):
     w = np.asarray(waits[len(waits) // 20:], dtype=float)  # drop the first 5% (empty start)
     m = len(w) // batches
@@ -34,8 +39,8 @@ def _open_queue(rho, service, n, seed):
     rng = np.random.default_rng(seed)
     env = simpy.Environment()
     lock = SpinLock(env, LockClassStats("q"), 0, 0)
-    gaps = rng.exponential(1 / (rho * MU), n)
-    holds = rng.exponential(1 / MU, n) if service == "exp" else np.full(n, 1 / MU)
+    gaps = _ns(rng.exponential(1 / (rho * MU), n))
+    holds = _ns(rng.exponential(1 / MU, n)) if service == "exp" else [round(1 / MU)] * n
     waits = []
 
     def customer(hold):
@@ -83,8 +88,8 @@ def test_finite_source_mean_wait(n, think_over_hold):
 
     def source():
         cpu = BareCpu()
-        thinks = deque(rng.exponential(1 / lam, cycles).tolist())
-        holds = deque(rng.exponential(1 / MU, cycles).tolist())
+        thinks = deque(_ns(rng.exponential(1 / lam, cycles)))
+        holds = deque(_ns(rng.exponential(1 / MU, cycles)))
         while thinks:
             yield env.timeout(thinks.popleft())
             t0 = env.now
