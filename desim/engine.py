@@ -6,6 +6,7 @@ is ``desim.results``' job. Failed runs raise; the CLI and the sweep runner recor
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from itertools import count
@@ -52,13 +53,15 @@ def _raise_checkpoint(_event) -> None:
 
 CHECKPOINTS = 256           # per run, at least: progress updates and statistics flushes
 MAX_CHECKPOINT_SPAN = 10 * 1_000_000  # ns of simulated time between two checkpoints, at most
+FLUSH_BATCH = 2048          # a checkpoint bins a histogram's pending samples from this many on
 
 
 def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
     """Process events up to ``until``; returns how many, and why the run stopped early if it did.
 
     The run is cut into spans by checkpoint events: at each, the machine bins the latency
-    samples recorded since the last one (so their memory stays bounded) and ``progress(now)``
+    samples pending in any histogram holding ``FLUSH_BATCH`` or more (so their memory stays
+    bounded, and numpy works on batches worth its call) and ``progress(now)``
     is called. A checkpoint runs first among the events of its instant and changes nothing in
     the model, so the model's events keep their order; it is not counted among them. Between
     checkpoints SimPy's own ``step`` runs with no test per event: the count of model events
@@ -85,7 +88,7 @@ def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
             n += i
         except SafetyStop as exc:
             return n + i + 1, str(exc)  # the event that hit the violation was processed too
-        m.flush_stats()
+        m.flush_stats(FLUSH_BATCH)
         if progress is not None:
             progress(t)
     return n, None
@@ -136,7 +139,14 @@ def simulate(config: Config, streams: Streams | None = None, progress=None,
             for v in series.values():
                 v.clear()
         env.process(_warm())
-    events, stopped = _run(m, config.duration, progress)
+    # Everything alive before the run (imported libraries, the config, the built machine)
+    # outlives it: frozen, the collector's full passes during the run skip it (~4% fewer
+    # instructions on default.yaml). Unfrozen after, so nothing is kept from collection.
+    gc.freeze()
+    try:
+        events, stopped = _run(m, config.duration, progress)
+    finally:
+        gc.unfreeze()
     wall = time.perf_counter() - wall0
     return collect(m, series, events, wall, stopped)
 

@@ -96,13 +96,21 @@ class Machine:
     def record(self, op: str, ns: int) -> None:
         self.recorders[op](ns)
 
-    def flush_stats(self) -> None:
-        """Bin the latency samples recorded since the last flush (bounds their memory)."""
-        for h in self.latency.values():
-            h.flush()
+    def flush_stats(self, min_batch: int = 0) -> None:
+        """Bin the latency samples pending in each histogram, if at least ``min_batch``.
+
+        The engine calls this at its checkpoints to bound the memory of pending samples; a
+        histogram is binned whenever it is read in any case.
+        """
+        for h in self.histograms():
+            if len(h._pending) >= min_batch:
+                h.flush()
+
+    def histograms(self) -> list[LogHistogram]:
+        hs = list(self.latency.values())
         for st in self.lock_classes.values():
-            st.wait.flush()
-        self.rcu.flush_stats()
+            hs += (st.wait, st.hold)
+        return hs + list(self.rcu.histograms())
 
     def clear_stats(self) -> None:
         """End of warm-up: forget what was measured so far (state is kept)."""

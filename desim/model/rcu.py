@@ -190,15 +190,11 @@ class RCU:
         env.process(self._gp_kthread())
         env.process(self._ticker())
 
-    def _histograms(self):
+    def histograms(self) -> tuple[LogHistogram, ...]:
         return self.gp_length, self.sync_latency, self.exp_latency, self.barrier_latency
 
-    def flush_stats(self) -> None:
-        for h in self._histograms():
-            h.flush()
-
     def clear_stats(self) -> None:
-        for h in self._histograms():
+        for h in self.histograms():
             h.clear()
         self.gp_spans.clear()
         self.queued = self.invoked = 0
