@@ -7,7 +7,6 @@ decade (2.3% relative width), while count, sum, min and max stay exact.
 from __future__ import annotations
 
 import math
-from array import array
 
 import numpy as np
 
@@ -18,16 +17,16 @@ _NBINS = 13 * BINS_PER_DECADE  # up to 1e13 ns
 class LogHistogram:
     """Counts of non-negative integer samples (ns) in logarithmic bins, with exact moments.
 
-    ``add(x)`` only appends to a pending buffer (one C call: it runs on the hottest paths, several
+    ``add(x)`` only appends to a pending list (one C call: it runs on the hottest paths, several
     times per simulated fault); the pending samples are binned with numpy in batches, when the
-    histogram is read or ``flush`` is called (the engine does so now and then, which bounds the
-    memory). Index 0 of the bins holds samples below 1 ns; the last, everything past ~3 hours.
+    histogram is read or ``flush`` is called (the engine does so at its checkpoints, which
+    bounds the memory). Index 0 of the bins holds samples below 1 ns; the last, everything past ~3 hours.
     """
 
     __slots__ = ("add", "_pending", "_bins", "_n", "_total", "_lo", "_hi")
 
     def __init__(self) -> None:
-        self._pending = array("q")  # machine integers: no Python object kept per sample
+        self._pending: list[int] = []
         self.add = self._pending.append
         self._reset()
 
@@ -42,7 +41,9 @@ class LogHistogram:
         p = self._pending
         if not p:
             return
-        x = np.frombuffer(p, dtype=np.int64)  # a view of the pending samples, no copy
+        x = np.asarray(p)
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"latency samples are integer ns, got {x.dtype} ({p[:3]}...)")
         idx = np.zeros(len(x), dtype=np.int64)
         big = x >= 1
         idx[big] = np.minimum((np.log10(x[big]) * BINS_PER_DECADE).astype(np.int64) + 1, _NBINS)
@@ -51,11 +52,10 @@ class LogHistogram:
         self._total += int(x.sum())  # integers: exact in any order
         self._lo = min(self._lo, int(x.min()))
         self._hi = max(self._hi, int(x.max()))
-        del x, big
-        del p[:]  # the same buffer: ``add`` stays bound to it
+        p.clear()  # the same list: ``add`` stays bound to it
 
     def clear(self) -> None:
-        del self._pending[:]
+        self._pending.clear()
         self._reset()
 
     @property
