@@ -168,6 +168,18 @@ class Element:
             k = st.mult.get(self.name, 1.0)
         yield Timeout(self.env, gap if k == 1.0 else round(gap / k))
 
+    def on_arrivals(self, gap, u, start) -> None:
+        """Start a process: every ``gap()`` ns (phase-scaled), pick a live mm with the uniform
+        sampler ``u`` and call ``start(mm)``; an arrival finding no mm alive is dropped."""
+        def arrivals():
+            m = self.m
+            while True:
+                yield from self.wait(gap())
+                mms = m.mms
+                if mms:
+                    start(mms[int(u() * len(mms))])
+        self.env.process(arrivals())
+
     def start(self) -> None:
         raise NotImplementedError
 

@@ -62,24 +62,16 @@ class GupFast(Element):
     summary = "GUP-fast walkers: lockless walk with IRQs off, blocking the table-free IPI"
 
     def start(self) -> None:
-        self.env.process(self._arrivals())
-
-    def _arrivals(self):
         m = self.m
-        env = self.env
         p = self.p
-        gap = p.rate.ns_sampler(self.rng("arrivals"))
         count = p.pages.sampler(self.rng("pages"))
         u = self.uniform("pick")
         placer = self.placer(p.placement)
-        state = self.state
-        while True:
-            yield from self.wait(gap())
-            mms = m.mms
-            if not mms:
-                continue
-            mm = mms[int(u() * len(mms))]
-            cpu = state.cpu_of(mm) or placer.home()
+
+        def walk(mm):
+            cpu = self.state.cpu_of(mm) or placer.home()
             n = max(1, round(count()))
             body = gup_fast_walk(m, cpu, mm, u(), n, p.setup + n * p.per_page)
-            env.process(self.run_on(m, cpu, object(), body))
+            self.env.process(self.run_on(m, cpu, object(), body))
+
+        self.on_arrivals(p.rate.ns_sampler(self.rng("arrivals")), u, walk)

@@ -33,27 +33,19 @@ class MadvCollapse(Element):
     summary = "madvise(MADV_COLLAPSE): collapse_pte_mapped_thp under mmap_read_lock"
 
     def start(self) -> None:
-        self.env.process(self._arrivals())
-
-    def _arrivals(self):
         m = self.m
-        env = self.env
-        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
         u = self.uniform("pick")
         placer = self.placer(self.p.placement)
-        state = self.state
-        while True:
-            yield from self.wait(gap())
-            mms = m.mms
-            if not mms:
-                continue
-            mm = mms[int(u() * len(mms))]
+
+        def collapse(mm):
             shmem = [t for t in mm.tables if t.shmem]
             if not shmem:
                 m.counters["collapse.no_shmem_range"] += 1
-                continue
+                return
             table = shmem[int(u() * len(shmem))]
-            cpu = state.cpu_of(mm) or placer.home()
+            cpu = self.state.cpu_of(mm) or placer.home()
             task = object()
             body = mm_ops.collapse_pte_mapped_thp(m, cpu, task, mm, table, self.p.cost)
-            env.process(self.run_on(m, cpu, task, body))
+            self.env.process(self.run_on(m, cpu, task, body))
+
+        self.on_arrivals(self.p.rate.ns_sampler(self.rng("arrivals")), u, collapse)

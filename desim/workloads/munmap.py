@@ -25,20 +25,14 @@ class Munmap(Element):
     summary = "munmap of ranges: mmap_lock for write, tables freed via mmu_gather"
 
     def start(self) -> None:
-        self.env.process(self._arrivals())
-
-    def _arrivals(self):
         m = self.m
-        env = self.env
-        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
         count = self.p.tables.sampler(self.rng("tables"))
         u = self.uniform("pick")
-        while True:
-            yield from self.wait(gap())
-            if not m.mms:
-                continue
-            mm = m.mms[int(u() * len(m.mms))]
+
+        def munmap(mm):
             cpu = self.state.cpu_of(mm) or m.cpus[int(u() * len(m.cpus))]
             n = max(1, round(count()))
             task = object()
-            env.process(self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n)))
+            self.env.process(self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n)))
+
+        self.on_arrivals(self.p.rate.ns_sampler(self.rng("arrivals")), u, munmap)
