@@ -26,9 +26,9 @@ import numpy as np
 import simpy
 from simpy.events import Timeout
 
+from desim.distributions import Exponential
 from desim.model.lock import SpinLock
 from desim.model.stats import LockClassStats
-from desim.rng import buffered
 
 HOLD = 100
 THINK = 500
@@ -77,7 +77,6 @@ def _closed_queue(kind: str, tasks: int, sim_ns: int, think: int = THINK) -> tup
     """
     env = simpy.Environment()
     done = [0]
-    waited = [0]
     if kind == "resource":
         res = simpy.Resource(env, capacity=1)
 
@@ -113,8 +112,7 @@ def _closed_queue(kind: str, tasks: int, sim_ns: int, think: int = THINK) -> tup
                 yield env.timeout(pause())
 
     for i in range(tasks):
-        rng = np.random.default_rng(i)
-        pause = buffered(lambda n, rng=rng: np.rint(rng.exponential(think, n)).astype(np.int64))
+        pause = Exponential(mean=think).ns_sampler(np.random.default_rng(i))
         env.process(worker(BareCpu(), pause))
     t0 = time.perf_counter()
     # In 1 ms spans, like the engine's checkpoints: the spinlock's statistics are binned at each.
@@ -124,9 +122,8 @@ def _closed_queue(kind: str, tasks: int, sim_ns: int, think: int = THINK) -> tup
             stats.wait.flush()
             stats.hold.flush()
     wall = time.perf_counter() - t0
-    if kind == "spinlock":
-        waited[0] = stats.contended / max(stats.acquisitions, 1)
-    return done[0], wall, waited[0]
+    waited = stats.contended / max(stats.acquisitions, 1) if kind == "spinlock" else 0.0
+    return done[0], wall, waited
 
 
 def bench_lock(sim_ns: int, tasks: int = 64, repeat: int = 3) -> dict:

@@ -62,7 +62,7 @@ class SpinLock:
         env = self.env
         now = env._now
         st = self.stats
-        st.hold_add(now - self.t_acquired)
+        st.hold.add(now - self.t_acquired)
         self.last_cpu = cpu
         if not self.waiters:
             self.holder = None
@@ -77,7 +77,7 @@ class SpinLock:
             delay = self.handoff + self.cost
         self.holder = nxt
         self.t_acquired = grant = now + delay
-        st.wait_add(grant - t_wait)
+        st.wait.add(grant - t_wait)
         if nxt.trace is not None:
             nxt.trace.handoff(self, cpu, nxt, ev, t_wait, grant)
         ev._ok = True
@@ -101,7 +101,7 @@ class SpinLock:
         last = self.last_cpu
         if last is not cpu and last is not None:
             st.free_handoffs += 1
-        st.hold_add(t_release - t_acquire)
+        st.hold.add(t_release - t_acquire)
         self.t_acquired = t_acquire
         self.last_cpu = cpu
 

@@ -96,15 +96,14 @@ class Machine:
     def record(self, op: str, ns: int) -> None:
         self.recorders[op](ns)
 
-    def flush_stats(self, min_batch: int = 0) -> None:
+    def flush_stats(self, min_batch: int = 1) -> None:
         """Bin the latency samples pending in each histogram, if at least ``min_batch``.
 
         The engine calls this at its checkpoints to bound the memory of pending samples; a
         histogram is binned whenever it is read in any case.
         """
         for h in self.histograms():
-            if len(h._pending) >= min_batch:
-                h.flush()
+            h.flush(min_batch)
 
     def histograms(self) -> list[LogHistogram]:
         hs = list(self.latency.values())

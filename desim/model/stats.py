@@ -20,7 +20,8 @@ class LogHistogram:
     ``add(x)`` only appends to a pending list (one C call: it runs on the hottest paths, several
     times per simulated fault); the pending samples are binned with numpy in batches, when the
     histogram is read or ``flush`` is called (the engine does so at its checkpoints, which
-    bounds the memory). Index 0 of the bins holds samples below 1 ns; the last, everything past ~3 hours.
+    bounds the memory). Index 0 of the bins holds samples below 1 ns; the last, everything
+    past ~3 hours.
     """
 
     __slots__ = ("add", "_pending", "_bins", "_n", "_total", "_lo", "_hi")
@@ -37,9 +38,10 @@ class LogHistogram:
         self._lo = math.inf
         self._hi = -math.inf
 
-    def flush(self) -> None:
+    def flush(self, min_batch: int = 1) -> None:
+        """Bin the pending samples, if there are at least ``min_batch`` of them."""
         p = self._pending
-        if not p:
+        if not p or len(p) < min_batch:
             return
         x = np.asarray(p)
         if x.dtype.kind not in "iu":
@@ -126,15 +128,12 @@ class LogHistogram:
 class LockClassStats:
     """Per lock class (all ``ptl`` locks share one): what lockstat would report."""
 
-    __slots__ = ("name", "uncontended", "contended", "free_handoffs", "regrants", "wait", "hold",
-                 "wait_add", "hold_add")
+    __slots__ = ("name", "uncontended", "contended", "free_handoffs", "regrants", "wait", "hold")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.wait = LogHistogram()  # contended acquisitions only
         self.hold = LogHistogram()  # every acquisition, from grant to release
-        self.wait_add = self.wait.add
-        self.hold_add = self.hold.add
         self.clear()
 
     def clear(self) -> None:
