@@ -1,8 +1,9 @@
 """The fault's lookahead path (one event when nothing else is due) changes no outcome.
 
-A fault whose walk, ptl section and unlock would all end before the next event anywhere is
-taken in one step. Only an event can schedule another, so nothing can interleave: every figure
-of the run (summary, series, histograms, lock statistics, grace periods, violations) must be
+A fault whose walk would end before the next event anywhere takes the ptl as of the walk's end
+and sleeps once, to the end of its critical section. Only an event can schedule another, so
+nothing can interleave with the walk, and from its end on other CPUs see the ptl held: every
+figure of the run (summary, series, histograms, lock statistics, grace periods, violations) must be
 the same with the path off, and only the count of SimPy events may drop.
 """
 
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_machine, run_task
 
 from desim.config import load_config
 from desim.engine import simulate
@@ -46,7 +48,7 @@ def test_lookahead_changes_nothing_but_the_event_count(monkeypatch, name, overri
 
 
 def test_lookahead_saves_events_on_a_quiet_machine():
-    # 2 CPUs faulting every ~20 us: most faults end before anything else is due.
+    # 2 CPUs faulting every ~20 us: most walks end before anything else is due.
     cfg = load_config(CONFIGS / "default.yaml", ["duration=20ms", "warmup=0", "machine.cpus=2"])
     r = simulate(cfg)
     faults = r.summary["fault.count"]
@@ -68,3 +70,37 @@ def test_lookahead_leaves_the_trace_unchanged(monkeypatch, tmp_path):
         t.write(out)
         traces.append(out.read_text())
     assert traces[0] == traces[1]
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_an_event_due_when_the_walk_ends_runs_first(monkeypatch, on):
+    """An event already queued for the very ns the walk ends is older than the walk's own end,
+    so it runs first: here it takes the ptl, and the fault must wait for it, lookahead or not."""
+    monkeypatch.setattr(mm_ops, "LOOKAHEAD", on)
+    m = make_machine()
+    c = m.costs
+    mm = m.new_mm(1)
+    table = run_task(m, 0, lambda cpu, t: mm_ops.populate(m, cpu, t, mm, True))
+    env, ptl = m.env, table.page.ptl
+    t0 = env.now
+    start, hold = 1000, 500
+    done = {}
+
+    def rival(cpu):  # cpu0 takes the ptl at exactly the walk's end, from an event queued first
+        yield env.timeout(start + c.pte_walk)
+        assert ptl.acquire(cpu) is None
+        yield env.timeout(hold)
+        ptl.release(cpu)
+
+    def faulter(cpu):
+        yield env.timeout(start)
+        assert cpu.acquire("task") is None
+        yield from mm_ops.handle_fault(m, cpu, "task", mm, 0.0, True)
+        cpu.release()
+        done["t"] = env.now - t0 - start
+
+    env.process(rival(m.cpus[0]))
+    p = env.process(faulter(m.cpus[1]))
+    env.run(until=p)
+    assert ptl.stats.contended == 1
+    assert done["t"] == c.pte_walk + hold + c.lock_handoff + c.lock_uncontended + c.fault_work

@@ -38,16 +38,7 @@ class SpinLock:
     def acquire(self, cpu: CPU) -> Event | None:
         """Take the lock for ``cpu``; ``None`` if taken at once, else an event to wait on."""
         if self.holder is None:
-            self.holder = cpu
-            self.t_acquired = self.env._now
-            st = self.stats
-            st.uncontended += 1
-            last = self.last_cpu
-            if last is cpu or last is None:
-                cpu.debt += self.cost
-            else:
-                st.free_handoffs += 1
-                cpu.debt += self.cost + self.handoff
+            self.acquire_at(cpu, self.env._now)
             return None
         self.stats.contended += 1
         ev = Event(self.env)
@@ -84,26 +75,23 @@ class SpinLock:
         ev._value = None
         env.schedule(ev, NORMAL, delay)
 
-    def acquire_cost(self, cpu: CPU) -> int:
-        """The CPU time an uncontended ``acquire`` by ``cpu`` would charge now."""
-        last = self.last_cpu
-        return self.cost if last is cpu or last is None else self.cost + self.handoff
+    def acquire_at(self, cpu: CPU, t: int) -> None:
+        """Take the free lock for ``cpu`` as of time ``t`` (now or later), with no event.
 
-    def book_section(self, cpu: CPU, t_acquire: int, t_release: int) -> None:
-        """Book an uncontended critical section of ``cpu`` over [t_acquire, t_release], now past.
-
-        For a caller that made sure no other CPU could touch the lock in between and spent
-        ``acquire_cost`` itself: statistics and state end as ``acquire`` at ``t_acquire`` and
-        ``release`` at ``t_release`` would leave them, with no event in between.
+        ``t`` later than now is for a caller that made sure no event runs before ``t``: nobody
+        can look at the lock in between, so holding it from now on is holding it from ``t``.
+        The acquire's cost goes to the CPU's debt, as for ``acquire``.
         """
+        self.holder = cpu
+        self.t_acquired = t
         st = self.stats
         st.uncontended += 1
         last = self.last_cpu
-        if last is not cpu and last is not None:
+        if last is cpu or last is None:
+            cpu.debt += self.cost
+        else:
             st.free_handoffs += 1
-        st.hold.add(t_release - t_acquire)
-        self.t_acquired = t_acquire
-        self.last_cpu = cpu
+            cpu.debt += self.cost + self.handoff
 
     @property
     def queue_length(self) -> int:

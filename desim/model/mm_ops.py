@@ -109,18 +109,21 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         if LOOKAHEAD and lock.holder is None and page.gen == gen and page.allocated \
                 and table.state == LIVE:
             t2 = env._now + d
-            t3 = t2 + lock.acquire_cost(cpu) + costs.fault_work
             queue = env._queue
-            if not queue or queue[0][0] > t3:
-                # Lookahead: no event is due anywhere before this fault would end, and only an
-                # event can schedule another, so no CPU can take the ptl, retract the table or
-                # look at this reader before then. The walk, the ptl taken at t2, the work and
-                # the unlock at t3 are one step: one event instead of two, the same outcome.
-                yield Timeout(env, t3 - env._now)
+            if not queue or queue[0][0] > t2:
+                # Lookahead: no event is due anywhere before the walk ends at t2, and only an
+                # event can schedule another, so nothing can change the table, its page or the
+                # ptl before then: the checks the walk's end would make pass now, and the ptl
+                # is ours from t2. The walk and the ptl section are one event instead of two;
+                # from t2 on, other CPUs see the ptl held, as they would.
+                lock.acquire_at(cpu, t2)
+                d += costs.fault_work + cpu.debt
+                cpu.debt = 0
+                yield Timeout(env, d)
                 if safety is not None:
-                    safety.table_access(cpu, table, gen, "pte read")
+                    safety.table_access(cpu, table, gen, "pte read")  # true since t2, as above
                     safety.table_access(cpu, table, gen, "pte write")
-                lock.book_section(cpu, t2, t3)
+                lock.release(cpu)
                 cpu.rcu_read_unlock()
                 break
         yield Timeout(env, d)
