@@ -104,3 +104,20 @@ def test_an_event_due_when_the_walk_ends_runs_first(monkeypatch, on):
     env.run(until=p)
     assert ptl.stats.contended == 1
     assert done["t"] == c.pte_walk + hold + c.lock_handoff + c.lock_uncontended + c.fault_work
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_walk_starting_on_a_reused_page_is_reported_on_either_path(monkeypatch, on):
+    """A buggy design left a live table whose page was freed and reused as a page table: the
+    fault's walk reads it and writes it, two use-after-free reports, lookahead or not."""
+    monkeypatch.setattr(mm_ops, "LOOKAHEAD", on)
+    m = make_machine({"allocator.name": "unsafe-immediate"})
+    mm = m.new_mm(1)
+    table = run_task(m, 0, lambda cpu, t: mm_ops.populate(m, cpu, t, mm, True))
+    cpu0 = m.cpus[0]
+    m.allocator.release_table_page(cpu0, table.page)  # freed behind the table's back ...
+    assert m.allocator.new_table_page(cpu0) is table.page  # ... and reused at once
+    run_task(m, 1, lambda cpu, t: mm_ops.handle_fault(m, cpu, t, mm, 0.0, True))
+    what = [r["message"].split(" of ")[0] for r in m.safety.records]
+    assert what == ["cpu1 pte read", "cpu1 pte write"]
+    assert m.safety.counts["use_after_free"] == 2

@@ -120,8 +120,9 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
                 d += costs.fault_work + cpu.debt
                 cpu.debt = 0
                 yield Timeout(env, d)
+                # The walk's read at t2 was checked above (the page is still ``gen``); the
+                # write at the end is checked now.
                 if safety is not None:
-                    safety.table_access(cpu, table, gen, "pte read")  # true since t2, as above
                     safety.table_access(cpu, table, gen, "pte write")
                 lock.release(cpu)
                 cpu.rcu_read_unlock()
