@@ -64,7 +64,8 @@ class Generic(Allocator):
         self.account.live -= table.size
         self.account.pending += table.size
 
-    def _release(self, cpu: CPU, table: PageTable) -> None:
+    def _retire(self, cpu: CPU, table: PageTable) -> None:
+        """``table`` is freed: its bytes leave the live (or, after a grace period, pending) books."""
         was_live = table.state != PENDING   # LIVE, or DETACHED (audit counts both live)
         self.table_freed(cpu, table)
         acc = self.account
@@ -73,7 +74,15 @@ class Generic(Allocator):
         else:
             acc.pending -= table.size
             self.reusable(table)
-        acc.internal -= self.page_size - table.size
+
+    def _release(self, cpu: CPU, table: PageTable) -> None:
+        """Every free path ends here: retire the table, and with it its page (one table each).
+
+        A design whose pages hold several tables overrides this to free the page only with its
+        last table.
+        """
+        self._retire(cpu, table)
+        self.account.internal -= self.page_size - table.size
         self.release_table_page(cpu, table.page)
 
     def pte_free(self, cpu: CPU, mm: MM, table: PageTable):

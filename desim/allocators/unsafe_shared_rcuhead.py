@@ -8,6 +8,11 @@ makes it a control: ``pte_free_defer`` of each fragment calls ``call_rcu`` on th
 ``rcu_head`` is queued twice, corrupting the callback list in a real kernel: the reason the
 merged powerpc code marks the page instead and defers only the page's final free, and the
 reason Hugh's v2 counted deferrals. The safety checker must catch it (rcu_head_reuse).
+
+The free paths are ``generic``'s: ``pte_free_defer`` is generic's ``call_rcu`` on the table's
+page, which is sound only while a page holds one table. What this design adds is the geometry:
+a freed fragment is retired as generic retires a table, but the page goes back only with its
+last fragment.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
-from desim.allocators.base import Allocator
+from desim.allocators.generic import Generic, GenericParams
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -42,17 +47,20 @@ class _Frag:
 
 
 @ALLOCATORS.register("unsafe-shared-rcuhead")
-class UnsafeSharedRcuHead(Allocator):
+class UnsafeSharedRcuHead(Generic):
     Params = SharedParams
     summary = "UNSAFE control: fragments share a page; each deferral queues the page's one rcu_head"
 
     def __init__(self, machine, params: SharedParams) -> None:
-        super().__init__(machine, params)
-        self.n = params.fragments
-        if self.page_size % self.n:
-            raise ValueError(f"allocator.params.fragments: {self.n} does not divide the page "
-                             f"size {self.page_size}")
-        self.fs = self.page_size // self.n
+        page_size = machine.config.machine.page_size
+        n = params.fragments
+        if page_size % n:
+            raise ValueError(f"allocator.params.fragments: {n} does not divide the page "
+                             f"size {page_size}")
+        super().__init__(machine, GenericParams(table_size=page_size // n))
+        self.params = params
+        self.n = n
+        self.fs = self.table_size   # one fragment
 
     # -- allocation ---------------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):
@@ -83,17 +91,11 @@ class UnsafeSharedRcuHead(Allocator):
         lock.release(cpu)
         return table
 
-    # -- freeing ------------------------------------------------------------------------------
+    # -- freeing: generic's paths, which end in _release ---------------------------------------
     def _free_fragment(self, cpu: CPU, table: PageTable) -> None:
-        was_live = table.state in (LIVE, DETACHED)
-        self.table_freed(cpu, table)
-        acc = self.account
-        if was_live:
-            acc.live -= self.fs
-        else:
-            acc.pending -= self.fs
-            self.reusable(table)
-        acc.stranded += self.fs   # a freed fragment is never handed out again
+        """``pte_fragment_free``: the page goes back with its last fragment."""
+        self._retire(cpu, table)
+        self.account.stranded += self.fs   # a freed fragment is never handed out again
         page = table.page
         st: _Frag = page.data
         st.freed += 1
@@ -101,30 +103,15 @@ class UnsafeSharedRcuHead(Allocator):
         if page.frag_refcount == 0 and st.cached_by is None:
             self._free_page(cpu, page)
 
+    _release = _free_fragment   # what generic's pte_free, pte_free_tlb, tlb_table_free call
+
     def _free_page(self, cpu: CPU, page: Page) -> None:
         st: _Frag = page.data
         self.account.stranded -= (st.freed + self.n - st.handed) * self.fs
         self.release_table_page(cpu, page)
 
-    def _to_pending(self, table: PageTable) -> None:
-        table.state = PENDING
-        table.t_freed = self.env._now
-        self.account.live -= self.fs
-        self.account.pending += self.fs
-
-    def pte_free(self, cpu: CPU, mm: MM, table: PageTable):
-        self._free_fragment(cpu, table)
-        return
-        yield
-
-    def pte_free_tlb(self, cpu: CPU, tlb, table: PageTable):
-        self._to_pending(table)
-        yield from tlb.remove_table(table)
-
-    def tlb_table_free(self, cpu: CPU, table: PageTable):
-        self._free_fragment(cpu, table)
-
     def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
+        """Generic's, restated to show the bug (and to name the fragment callback in traces)."""
         self._to_pending(table)
         # The bug: one rcu_head per page, queued once per fragment.
         self.m.page_call_rcu(cpu, table.page, self._free_fragment, table)
