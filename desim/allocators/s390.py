@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.s390_base import (
-    AA,
     FREEING,
+    HALF,
     PGSTE,
     HalfPageAllocator,
     S390PageState,
@@ -62,26 +62,17 @@ class S390(HalfPageAllocator):
         if st.bits & PGSTE:
             if deferred:
                 self._deferral_locked(page)
-            old = self._split(page)
-            st.bits ^= AA
-            self.free_slot(cpu, page, 0)
-            self.commit(page, old)
+            self.free_pgste(cpu, page)
         else:
-            half = table.offset // 2048
+            half = table.offset // HALF
             lock = mm.context_lock
-            ev = lock.acquire(cpu)
-            if ev is not None:
-                yield ev
-            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+            yield from self.spin_lock(cpu, lock)
             if deferred:
                 self._deferral_locked(page)
             old = self._split(page)
             st.bits ^= a_bit(half) | p_bit(half)
             self.free_slot(cpu, page, half)
-            if st.bits & 0x03 and not page.flags & PG_ACTIVE:
-                self.list_add(cpu, mm, page)            # head: reusable at once
-            else:
-                self.list_del_init(cpu, page)
+            self._relist(cpu, mm, page, tail=False)     # head: reusable at once
             self.commit(page, old)
             self.check(cpu, page, "page_table_free")
             lock.release(cpu)
@@ -92,6 +83,14 @@ class S390(HalfPageAllocator):
             if st.bits:
                 return
         self._last_half_gone(cpu, page)
+
+    def _relist(self, cpu: CPU, mm: MM, page: Page, tail: bool) -> None:
+        """After a half went A→P: a page whose other half is allocated goes on the list, unless
+        Active (never reused); any other page comes off it."""
+        if page.data.bits & 0x03 and not page.flags & PG_ACTIVE:
+            self.list_add(cpu, mm, page, tail=tail)
+        else:
+            self.list_del_init(cpu, page)
 
     def _deferral_locked(self, page: Page) -> None:
         n = self.deferring.get(page, 0)
@@ -133,47 +132,19 @@ class S390(HalfPageAllocator):
         yield from self._page_table_free(cpu, mm, table, deferred=True)
 
     # -- mmu_gather ---------------------------------------------------------------------------
-    def pte_free_tlb(self, cpu: CPU, tlb, table: PageTable):
-        """``page_table_free_rcu``."""
-        page = table.page
-        st: S390PageState = page.data
-        if st.bits & PGSTE:
-            old = self._split(page)
-            self.to_pending(table)
-            self.commit(page, old)
-        else:
-            half = table.offset // 2048
-            mm = tlb.mm
-            lock = mm.context_lock
-            ev = lock.acquire(cpu)
-            if ev is not None:
-                yield ev
-            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
-            old = self._split(page)
-            self.to_pending(table)
-            st.bits ^= a_bit(half) | p_bit(half)
-            if st.bits & 0x03 and not page.flags & PG_ACTIVE:
-                self.list_add(cpu, mm, page, tail=True)  # reusable once P is cleared
-            else:
-                self.list_del_init(cpu, page)
-            self.commit(page, old)
-            self.check(cpu, page, "page_table_free_rcu")
-            lock.release(cpu)
-        yield from tlb.remove_table(table)
+    def list_after_free_rcu(self, cpu: CPU, mm: MM, page: Page, half: int) -> None:
+        """``page_table_free_rcu`` (shared path in ``s390_base``): as ``page_table_free``, but at
+        the list's TAIL: the gathered half stays P until the batch's grace period."""
+        self._relist(cpu, mm, page, tail=True)
 
     def tlb_table_free(self, cpu: CPU, table: PageTable):
         """``__tlb_remove_table``: lockless, never touches the mm."""
         page = table.page
         st: S390PageState = page.data
-        old = self._split(page)
         if st.bits & PGSTE:
-            st.bits ^= AA
-            self.free_slot(cpu, page, 0)
+            self.free_pgste(cpu, page)
         else:
-            half = table.offset // 2048
-            st.bits ^= p_bit(half)
-            self.free_slot(cpu, page, half)
-        self.commit(page, old)
+            self.clear_p(cpu, page, table.offset // HALF)
         self.check(cpu, page, "__tlb_remove_table")
         if not st.bits & 0x3F:
             self._last_half_gone(cpu, page)

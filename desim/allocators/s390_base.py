@@ -77,7 +77,9 @@ class S390PageState:
 
 
 class HalfPageAllocator(Allocator):
-    """Shared half-page machinery; subclasses give the free paths and the list lock."""
+    """Shared half-page machinery: ``page_table_alloc``, the per-mm list, the accounting, and
+    ``page_table_free_rcu``. Subclasses give the list lock, the other free paths, and where a
+    gathered half leaves its page on the list (``list_after_free_rcu``)."""
 
     def __init__(self, machine, params) -> None:
         super().__init__(machine, params)
@@ -96,6 +98,10 @@ class HalfPageAllocator(Allocator):
     def busy(self, bits: int) -> int:
         """Halves ``page_table_alloc`` must not hand out: allocated or pending."""
         return (bits | (bits >> 4)) & 0x03
+
+    def list_after_free_rcu(self, cpu: CPU, mm: MM, page: Page, half: int) -> None:
+        """Where ``page_table_free_rcu`` leaves ``page`` once ``half`` went A→P (lock held)."""
+        raise NotImplementedError
 
     def check(self, cpu: CPU | None, page: Page, where: str) -> None:
         """Run the design's invariants on ``page`` after a transition; report breaks."""
@@ -225,15 +231,45 @@ class HalfPageAllocator(Allocator):
         page.tables[half] = None
         page.data.t_freed[half] = self.env._now
 
+    def spin_lock(self, cpu: CPU, lock):
+        """Take ``lock`` (a generator): its cost, and any hand-off, is paid while holding it."""
+        ev = lock.acquire(cpu)
+        if ev is not None:
+            yield ev
+        yield cpu.compute(0)
+
+    # -- transitions the free paths share ---------------------------------------------------
+    def to_pending(self, table: PageTable) -> None:
+        table.state = PENDING
+        table.t_freed = self.env._now
+
+    def pgste_to_pending(self, table: PageTable) -> None:
+        """A PGSTE table waits for a grace period: no bits move, its page's class follows it."""
+        page = table.page
+        old = self._split(page)
+        self.to_pending(table)
+        self.commit(page, old)
+
+    def free_pgste(self, cpu: CPU, page: Page) -> None:
+        """A PGSTE full-page table is gone: clear both A bits and free its slot."""
+        old = self._split(page)
+        page.data.bits ^= AA
+        self.free_slot(cpu, page, 0)
+        self.commit(page, old)
+
+    def clear_p(self, cpu: CPU, page: Page, half: int) -> None:
+        """``__tlb_remove_table``'s atomic xor: the gathered ``half`` leaves P, its table is freed."""
+        old = self._split(page)
+        page.data.bits ^= p_bit(half)
+        self.free_slot(cpu, page, half)
+        self.commit(page, old)
+
     # -- page_table_alloc ---------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):
         """``page_table_alloc``: reuse the free half of the list's first page, else a fresh page."""
         if not mm.pgste:
             lock = self.list_lock(mm)
-            ev = lock.acquire(cpu)
-            if ev is not None:
-                yield ev
-            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+            yield from self.spin_lock(cpu, lock)
             table = None
             lst = self.pgtable_list(mm)
             if lst:
@@ -270,10 +306,7 @@ class HalfPageAllocator(Allocator):
         # while this CPU waits for the list lock): invariants allow it only for such pages.
         self.in_transit.add(page)
         lock = self.list_lock(mm)
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
-        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+        yield from self.spin_lock(cpu, lock)
         old = self._split(page)
         self.list_add(cpu, mm, page)
         self.in_transit.discard(page)
@@ -283,9 +316,28 @@ class HalfPageAllocator(Allocator):
         self.m.counters["s390.fresh_pages"] += 1
         return table
 
-    def to_pending(self, table: PageTable) -> None:
-        table.state = PENDING
-        table.t_freed = self.env._now
+    # -- page_table_free_rcu -------------------------------------------------------------------
+    def pte_free_tlb(self, cpu: CPU, tlb, table: PageTable):
+        """``page_table_free_rcu``: under the list lock flip the half A→P and let the design place
+        the page on (or off) the list; then the table joins the gather batch. A PGSTE table just
+        joins the batch."""
+        page = table.page
+        st: S390PageState = page.data
+        if st.bits & PGSTE:
+            self.pgste_to_pending(table)
+        else:
+            half = table.offset // HALF
+            mm = tlb.mm
+            lock = self.list_lock(mm)
+            yield from self.spin_lock(cpu, lock)
+            old = self._split(page)
+            self.to_pending(table)
+            st.bits ^= a_bit(half) | p_bit(half)
+            self.list_after_free_rcu(cpu, mm, page, half)
+            self.commit(page, old)
+            self.check(cpu, page, "page_table_free_rcu")
+            lock.release(cpu)
+        yield from tlb.remove_table(table)
 
     # -- checking -----------------------------------------------------------------------------
     def audit(self) -> MemoryAccount:

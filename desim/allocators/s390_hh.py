@@ -41,7 +41,7 @@ from simpy.events import Timeout
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.s390_base import (
-    AA,
+    HALF,
     PGSTE,
     HalfPageAllocator,
     S390PageState,
@@ -106,31 +106,31 @@ class S390HH(HalfPageAllocator):
             return
         self.list_del_init(cpu, page)
 
+    def _unlink_if_idle(self, cpu: CPU, page: Page, half: int, where: str) -> None:
+        """v2's rule once ``half`` is freed or pending: with the other half neither allocated nor
+        pending, the page leaves the list (its rcu_head, under the links, may be needed)."""
+        other = half ^ 1
+        if not page.data.bits & (a_bit(other) | self._pending(other)):
+            self._list_del(cpu, page, where)
+
     # -- page_table_free ----------------------------------------------------------------------
     def pte_free(self, cpu: CPU, mm: MM, table: PageTable):
         page = table.page
         st: S390PageState = page.data
         if st.bits & PGSTE:
-            old = self._split(page)
-            st.bits ^= AA
-            self.free_slot(cpu, page, 0)
-            self.commit(page, old)
-            self.release(cpu, page)
+            self._pte_free_pgste(cpu, page)
             return
-        half = table.offset // 2048
+        half = table.offset // HALF
         other = half ^ 1
         lock = self.list_lock(mm)
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
-        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+        yield from self.spin_lock(cpu, lock)
         old = self._split(page)
         st.bits ^= a_bit(half)
         self.free_slot(cpu, page, half)
         if st.bits & a_bit(other):
             self.list_add(cpu, mm, page)
-        elif not st.bits & self._pending(other):
-            self._list_del(cpu, page, "page_table_free")
+        else:
+            self._unlink_if_idle(cpu, page, half, "page_table_free")
         self.commit(page, old)
         self.check(cpu, page, "page_table_free")
         lock.release(cpu)
@@ -138,58 +138,26 @@ class S390HH(HalfPageAllocator):
             self.release(cpu, page)
 
     # -- mmu_gather ---------------------------------------------------------------------------
-    def pte_free_tlb(self, cpu: CPU, tlb, table: PageTable):
-        """``page_table_free_rcu``: A→P, unlink if the other half is free, batch the table."""
-        page = table.page
-        st: S390PageState = page.data
-        if st.bits & PGSTE:
-            old = self._split(page)
-            self.to_pending(table)
-            self.commit(page, old)
-        else:
-            half = table.offset // 2048
-            other = half ^ 1
-            lock = self.list_lock(tlb.mm)
-            ev = lock.acquire(cpu)
-            if ev is not None:
-                yield ev
-            yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
-            old = self._split(page)
-            self.to_pending(table)
-            st.bits ^= a_bit(half) | p_bit(half)
-            if not st.bits & a_bit(other) and not st.bits & self._pending(other):
-                self._list_del(cpu, page, "page_table_free_rcu")
-            self.commit(page, old)
-            self.check(cpu, page, "page_table_free_rcu")
-            lock.release(cpu)
-        yield from tlb.remove_table(table)
+    def list_after_free_rcu(self, cpu: CPU, mm: MM, page: Page, half: int) -> None:
+        """``page_table_free_rcu`` (shared path in ``s390_base``) never lists a page: it only
+        unlinks one left with no allocated or pending half."""
+        self._unlink_if_idle(cpu, page, half, "page_table_free_rcu")
 
     def tlb_table_free(self, cpu: CPU, table: PageTable):
         """``__tlb_remove_table``; returns a generator when it must take the list lock."""
         page = table.page
         st: S390PageState = page.data
         if st.bits & PGSTE:
-            old = self._split(page)
-            st.bits ^= AA
-            self.free_slot(cpu, page, 0)
-            self.commit(page, old)
-            self.release(cpu, page)
+            self._pte_free_pgste(cpu, page)
             return None
-        half = table.offset // 2048
+        half = table.offset // HALF
         if st.bits & a_bit(half ^ 1):
             return self._relink(cpu, page, half)
-        self._clear_p(cpu, page, half)
-        return None
-
-    def _clear_p(self, cpu: CPU, page: Page, half: int) -> None:
-        st: S390PageState = page.data
-        old = self._split(page)
-        st.bits ^= p_bit(half)
-        self.free_slot(cpu, page, half)
-        self.commit(page, old)
+        self.clear_p(cpu, page, half)
         self.check(cpu, page, "__tlb_remove_table")
         if not st.bits & 0x3F:
             self.release(cpu, page)
+        return None
 
     def _relink(self, cpu: CPU, page: Page, half: int):
         """The other half looked allocated: relink the page on ``pt_mm``'s list under the lock."""
@@ -203,10 +171,7 @@ class S390HH(HalfPageAllocator):
             lock = mm.context_lock
         else:
             lock = self.global_lock
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
-        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+        yield from self.spin_lock(cpu, lock)
         old = self._split(page)
         st.bits ^= p_bit(half)
         self.free_slot(cpu, page, half)
@@ -227,27 +192,21 @@ class S390HH(HalfPageAllocator):
         page = table.page
         st: S390PageState = page.data
         if st.bits & PGSTE:
-            old = self._split(page)
-            self.to_pending(table)
-            self.commit(page, old)
+            self.pgste_to_pending(table)
             self.m.counters["s390.pgste_defer"] += 1
             self.m.page_call_rcu(cpu, page, self._pte_free_pgste, page)
             return
-        half = table.offset // 2048
+        half = table.offset // HALF
         other = half ^ 1
         lock = self.list_lock(mm)
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
-        yield cpu.compute(0)          # the lock's cost (and hand-off) is paid holding it
+        yield from self.spin_lock(cpu, lock)
         old = self._split(page)
         self.to_pending(table)
         flip = a_bit(half) | h_bit(half)
         if not self.one_bit:
             flip |= p_bit(half)                 # v2 as posted: 0x15 << bit
         st.bits ^= flip
-        if not st.bits & a_bit(other) and not st.bits & self._pending(other):
-            self._list_del(cpu, page, "pte_free_defer")
+        self._unlink_if_idle(cpu, page, half, "pte_free_defer")
         self.commit(page, old)
         lock.release(cpu)
         if self.params.mm_lifetime == "mmdrop_async":
@@ -260,10 +219,8 @@ class S390HH(HalfPageAllocator):
         self.check(cpu, page, "pte_free_defer")   # after call_rcu: H implies a queued rcu_head
 
     def _pte_free_pgste(self, cpu: CPU, page: Page) -> None:
-        old = self._split(page)
-        page.data.bits ^= AA
-        self.free_slot(cpu, page, 0)
-        self.commit(page, old)
+        """A PGSTE table is freed whole (also the rcu_head callback of its deferral)."""
+        self.free_pgste(cpu, page)
         self.release(cpu, page)
 
     def _pte_free_half(self, cpu: CPU, arg):
