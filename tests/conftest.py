@@ -33,26 +33,45 @@ def make_machine(overrides: dict | None = None, **sections) -> Machine:
     return Machine(make_config(overrides, **sections))
 
 
+def start_task(m: Machine, cpu_id: int, body_fn, *args):
+    """Start ``body_fn(cpu, task, *args)`` as a task owning CPU ``cpu_id``; returns its process.
+
+    Nothing runs until the caller runs the environment; the process's value is the generator's
+    return value. Tasks started before one ``env.run`` begin at the same instant, in order.
+    """
+    cpu = m.cpus[cpu_id]
+    task = object()
+
+    def proc():
+        ev = cpu.acquire(task)
+        if ev is not None:
+            yield ev
+        value = yield from body_fn(cpu, task, *args)
+        cpu.release()
+        return value
+
+    return m.env.process(proc())
+
+
 def run_task(m: Machine, cpu_id: int, body_fn, *args):
     """Run ``body_fn(cpu, task, *args)`` as a task owning CPU ``cpu_id`` until it finishes.
 
     Returns the generator's return value. The clock advances only as far as the task needs,
     plus whatever other processes do meanwhile.
     """
-    cpu = m.cpus[cpu_id]
-    task = object()
-    out = {}
-
-    def proc():
-        ev = cpu.acquire(task)
-        if ev is not None:
-            yield ev
-        out["value"] = yield from body_fn(cpu, task, *args)
-        cpu.release()
-
-    p = m.env.process(proc())
+    p = start_task(m, cpu_id, body_fn, *args)
     m.env.run(until=p)
-    return out.get("value")
+    return p.value
+
+
+def run_together(m: Machine, *jobs) -> list:
+    """Start ``(cpu_id, body_fn)`` tasks at the same instant and run until all have finished.
+
+    ``body_fn(cpu, task)`` as for ``run_task``; returns their return values, in order.
+    """
+    procs = [start_task(m, cpu_id, body_fn) for cpu_id, body_fn in jobs]
+    m.env.run(until=m.env.all_of(procs))
+    return [p.value for p in procs]
 
 
 def settle(m: Machine, ns: int = 50_000_000) -> None:
@@ -70,7 +89,7 @@ def check(m: Machine, violations: int = 0) -> None:
     assert m.pages.pages_held("pgtable") == len(a.held_pages)
     if not violations:
         assert a.invariant_errors() == []
-    assert m.safety.total == violations
+    assert m.safety.total == violations, m.safety.records[:2]
 
 
 def split(m: Machine) -> dict:

@@ -9,14 +9,14 @@ step that the kept memory split equals the one recomputed from the pages.
 from pathlib import Path
 
 import pytest
-from conftest import check, make_machine, run_task, settle, split
+from conftest import check, make_machine, run_task, run_together, settle, split
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from steps import alloc, defer, gather, pte_free
 
 from desim.config import ConfigError
 from desim.model.machine import Machine
 from desim.model.memory import DETACHED, FREE, LIVE, PENDING, PG_ACTIVE
-from desim.model.mmu_gather import MMUGather
 
 KB = 1024
 F = 4 * KB          # hash64k fragment
@@ -26,35 +26,6 @@ PAGE = 64 * KB
 def machine(name="powerpc", geometry="hash64k", page_size="64KiB", cpus=2) -> Machine:
     return make_machine({"machine.cpus": cpus, "machine.page_size": page_size,
                          "allocator.name": name, "allocator.params.geometry": geometry})
-
-
-def alloc(m, mm, cpu=0):
-    t = run_task(m, cpu, lambda c, task: m.allocator.pte_alloc_one(c, mm))
-    check(m)
-    return t
-
-
-def pte_free(m, mm, t, cpu=0):
-    run_task(m, cpu, lambda c, task: m.allocator.pte_free(c, mm, t))
-    check(m)
-
-
-def defer(m, mm, t, cpu=0):
-    t.state = DETACHED                      # retract_page_tables cleared the PMD first
-    run_task(m, cpu, lambda c, task: m.allocator.pte_free_defer(c, mm, t))
-    check(m)
-
-
-def gather(m, mm, tables, cpu=0):
-    """munmap/exit: the tables go through one mmu_gather batch (one call_rcu)."""
-    def body(c, task):
-        tlb = MMUGather(m, c, mm)
-        for t in tables:
-            t.state = DETACHED
-            yield from m.allocator.pte_free_tlb(c, tlb, t)
-        yield from tlb.finish()
-    run_task(m, cpu, body)
-    check(m)
 
 
 def teardown(m, mm, cpu=0):
@@ -210,19 +181,7 @@ def test_v66_teardown_frees_a_marked_page_at_once_and_counts_it():
 
 def _concurrently(m, *bodies):
     """Run ``(cpu_id, body_fn)`` tasks from the same instant; return their results in order."""
-    out = [None] * len(bodies)
-
-    def proc(i, cpu_id, fn):
-        cpu = m.cpus[cpu_id]
-        task = object()
-        ev = cpu.acquire(task)
-        if ev is not None:
-            yield ev
-        out[i] = yield from fn(cpu, task)
-        cpu.release()
-
-    procs = [m.env.process(proc(i, c, fn)) for i, (c, fn) in enumerate(bodies)]
-    m.env.run(until=m.env.all_of(procs))
+    out = run_together(m, *bodies)
     check(m)
     return out
 

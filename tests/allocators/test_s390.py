@@ -7,14 +7,14 @@ that the kept memory split equals the one recomputed from the pages.
 """
 
 import pytest
-from conftest import check, make_machine, run_task, settle, split
+from conftest import check, make_machine, run_task, run_together, settle, split, start_task
+from steps import alloc, defer, gather, pte_free
 
 from desim.allocators.s390_base import FREEING, PGSTE
 from desim.config import ConfigError
 from desim.model import mm_ops
 from desim.model.machine import Machine
 from desim.model.memory import DETACHED, PG_ACTIVE
-from desim.model.mmu_gather import MMUGather
 
 KB = 1024
 H = 2 * KB
@@ -25,35 +25,6 @@ def machine(name="s390", cpus=2, **params) -> Machine:
     for k, v in params.items():
         over[f"allocator.params.{k}"] = v
     return make_machine(over)
-
-
-def alloc(m, mm, cpu=0):
-    t = run_task(m, cpu, lambda c, task: m.allocator.pte_alloc_one(c, mm))
-    check(m)
-    return t
-
-
-def pte_free(m, mm, t, cpu=0):
-    run_task(m, cpu, lambda c, task: m.allocator.pte_free(c, mm, t))
-    check(m)
-
-
-def defer(m, mm, t, cpu=0, violations=0):
-    t.state = DETACHED                      # retract_page_tables cleared the PMD first
-    run_task(m, cpu, lambda c, task: m.allocator.pte_free_defer(c, mm, t))
-    check(m, violations)
-
-
-def gather(m, mm, tables, cpu=0):
-    """munmap/exit: the tables go through one mmu_gather batch (one call_rcu)."""
-    def body(c, task):
-        tlb = MMUGather(m, c, mm)
-        for t in tables:
-            t.state = DETACHED
-            yield from m.allocator.pte_free_tlb(c, tlb, t)
-        yield from tlb.finish()
-    run_task(m, cpu, body)
-    check(m)
 
 
 def pages_list(mm):
@@ -193,25 +164,10 @@ def test_active_page_still_listed_while_deferrer_waits_its_free_half_goes_out():
     t0 = alloc(m, mm)
     page = t0.page
     t0.state = DETACHED
-    got = {}
-
-    def start(cpu_id, body):
-        cpu = m.cpus[cpu_id]
-        task = object()
-
-        def proc():
-            ev = cpu.acquire(task)
-            if ev is not None:
-                yield ev
-            got[cpu_id] = yield from body(cpu)
-            cpu.release()
-        return m.env.process(proc())
-
-    p1 = start(1, lambda c: m.allocator.pte_alloc_one(c, mm))     # takes the lock first
-    p0 = start(0, lambda c: m.allocator.pte_free_defer(c, mm, t0))
-    m.env.run(until=m.env.all_of([p0, p1]))
+    t1, _ = run_together(
+        m, (1, lambda c, task: m.allocator.pte_alloc_one(c, mm)),      # takes the lock first
+        (0, lambda c, task: m.allocator.pte_free_defer(c, mm, t0)))
     check(m)
-    t1 = got[1]
     assert t1.page is page and t1.offset == H          # the Active page's free half went out
     assert m.lock_classes["context.lock"].contended == 1
     assert page.flags & PG_ACTIVE and page.data.bits == 0x02 and pages_list(mm) == []
@@ -412,17 +368,10 @@ def test_concurrent_rcu_barriers_share_one_barrier_as_in_the_kernel():
         m.rcu.call_rcu(c, cb, None)
 
     def barrier(cpu_id):
-        cpu = m.cpus[cpu_id]
-        task = object()
-
-        def proc():
-            ev = cpu.acquire(task)
-            if ev is not None:
-                yield ev
+        def body(cpu, task):
             yield from m.rcu.barrier(cpu, task)
             done.append(m.env.now)
-            cpu.release()
-        return m.env.process(proc())
+        return start_task(m, cpu_id, body)
 
     first = barrier(0)
     m.env.run(until=m.env.now + 10)

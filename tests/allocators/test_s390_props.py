@@ -9,9 +9,10 @@ freed (whatever the mm-lifetime rule). KVM (PGSTE) mms are mixed in.
 from __future__ import annotations
 
 import pytest
-from conftest import make_machine, run_task, settle
+from conftest import check, make_machine, run_task, run_together, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from steps import gather
 
 from desim.model.memory import DETACHED
 from desim.model.mmu_gather import MMUGather
@@ -38,15 +39,6 @@ OPS = st.lists(st.one_of(
 ), max_size=40)
 
 
-def check(m) -> None:
-    a = m.allocator
-    assert a.account.as_tuple() == a.audit().as_tuple()
-    assert a.account.held == len(a.held_pages) * 4096
-    assert m.pages.pages_held("pgtable") == len(a.held_pages)
-    assert a.invariant_errors() == []
-    assert m.safety.total == 0, m.safety.records[:2]
-
-
 def _exit(m, cpu, task, mm):
     m.unlink_mm(mm)
     tables, mm.tables = mm.tables, []
@@ -61,36 +53,21 @@ def _exit(m, cpu, task, mm):
 
 def _race(m, mm, victim, first):
     a = m.allocator
-    procs = []
 
-    def on(cpu_id, body):
-        cpu = m.cpus[cpu_id]
-        task = object()
-
-        def proc():
-            ev = cpu.acquire(task)
-            if ev is not None:
-                yield ev
-            yield from body(cpu)
-            cpu.release()
-        procs.append(m.env.process(proc()))
-
-    def alloc(cpu):
+    def alloc(cpu, task):
         t = yield from a.pte_alloc_one(cpu, mm)
         mm.tables.append(t)
 
-    def free(cpu):
+    def free(cpu, task):
         if victim is None:
-            yield from alloc(cpu)
+            yield from alloc(cpu, task)
         elif victim.page.pfn % 2:
             victim.state = DETACHED
             yield from a.pte_free_defer(cpu, mm, victim)
         else:
             yield from a.pte_free(cpu, mm, victim)
 
-    on(first, alloc)
-    on(1 - first, free)
-    m.env.run(until=m.env.all_of(procs))
+    run_together(m, (first, alloc), (1 - first, free))
 
 
 @pytest.mark.parametrize("name, params", DESIGNS, ids=lambda v: str(v))
@@ -126,14 +103,7 @@ def test_random_sequences_keep_books_and_return_every_page(name, params, ops, pg
         elif op == "gather" and mm.tables:
             victims = mm.tables[-n:]
             del mm.tables[-n:]
-
-            def gbody(cpu, task, mm=mm, victims=victims):
-                tlb = MMUGather(m, cpu, mm)
-                for t in victims:
-                    t.state = DETACHED
-                    yield from a.pte_free_tlb(cpu, tlb, t)
-                yield from tlb.finish()
-            run_task(m, c, gbody)
+            gather(m, mm, victims, cpu=c)
         elif op == "race":
             # Two CPUs at the same instant: one allocates in mm, the other frees or defers one
             # of its tables (both take the list lock: the waiter sees the holder's window).

@@ -1,13 +1,13 @@
 """sparc64: one 8 KiB table per 8 KiB page, freed by RCU on the page's own rcu_head."""
 
 import pytest
-from conftest import make_machine, run_task, settle
+from conftest import check, make_machine, run_task, settle
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from steps import alloc, defer, gather
 
 from desim.config import ConfigError
-from desim.model.memory import DETACHED, FREE, PENDING
-from desim.model.mmu_gather import MMUGather
+from desim.model.memory import FREE, PENDING
 
 PAGE = 8192
 
@@ -15,37 +15,6 @@ PAGE = 8192
 def machine(page_size="8KiB"):
     return make_machine({"machine.cpus": 2, "machine.page_size": page_size,
                          "allocator.name": "sparc64"})
-
-
-def check(m):
-    a = m.allocator
-    assert a.account.as_tuple() == a.audit().as_tuple()
-    assert a.account.held == len(a.held_pages) * PAGE
-    assert m.pages.pages_held("pgtable") == len(a.held_pages)
-    assert m.safety.total == 0
-
-
-def alloc(m, mm):
-    t = run_task(m, 0, lambda c, task: m.allocator.pte_alloc_one(c, mm))
-    check(m)
-    return t
-
-
-def defer(m, mm, t):
-    t.state = DETACHED
-    run_task(m, 0, lambda c, task: m.allocator.pte_free_defer(c, mm, t))
-    check(m)
-
-
-def gather(m, mm, tables):
-    def body(c, task):
-        tlb = MMUGather(m, c, mm)
-        for t in tables:
-            t.state = DETACHED
-            yield from m.allocator.pte_free_tlb(c, tlb, t)
-        yield from tlb.finish()
-    run_task(m, 0, body)
-    check(m)
 
 
 @pytest.mark.parametrize("size", ["4KiB", "16KiB", "64KiB"])
