@@ -51,7 +51,10 @@ class Allocator:
         self.safety = machine.safety
         self.page_size = machine.config.machine.page_size
         self.account = MemoryAccount()
-        self.held_pages: set[Page] = set()
+        # The pages the design holds, in the order it took them (a dict as an ordered set): what
+        # iterates them (audits, invariant reports) runs in the same order in every process,
+        # which a set of objects hashed by address would not.
+        self.held_pages: dict[Page, None] = {}
 
     # -- helpers for designs ------------------------------------------------------------------
     def new_table_page(self, cpu: CPU) -> Page | None:
@@ -62,12 +65,12 @@ class Allocator:
         page.flags |= PG_TABLE
         page.ptl = self.m.lock("ptl")
         cpu.debt += self.costs.table_ctor
-        self.held_pages.add(page)
+        self.held_pages[page] = None
         return page
 
     def release_table_page(self, cpu: CPU, page: Page) -> None:
         """Destruct a page-table page and give it back to the page allocator."""
-        self.held_pages.discard(page)
+        self.held_pages.pop(page, None)
         cpu.steal(self.costs.table_ctor)
         self.m.pages.free(cpu, page)
 

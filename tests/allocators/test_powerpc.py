@@ -424,7 +424,7 @@ def test_random_sequences_keep_the_split_exact_and_return_every_page(name, geome
         if alive[i]:
             _exit(m, mms[i], live[i])
     settled(m)
-    assert a.held_pages == set() and a.account.as_tuple() == (0, 0, 0, 0, 0)
+    assert a.held_pages == {} and a.account.as_tuple() == (0, 0, 0, 0, 0)
     assert m.pages.pages_held("pgtable") == 0 and m.rcu.pending == 0
 
 
@@ -445,3 +445,16 @@ def test_configs_powerpc_yaml_runs_clean_shortened(name):
     assert a.account.held == len(a.held_pages) * 64 * KB > 0
     assert a.invariant_errors() == [] and m.safety.total == 0
     assert m.counters["tables.deferred"] > 0 and m.counters["tables.gathered"] > 0
+
+
+def test_invariant_reports_follow_the_order_pages_were_taken():
+    # Held pages are iterated in the order the design took them, not by address, so the same
+    # run reports its invariant breakages in the same order in every process.
+    m = machine()
+    mms = [m.new_mm(0) for _ in range(12)]
+    pages = [alloc(m, mm).page for mm in mms]        # one page per mm: fragments are per mm
+    assert len(set(pages)) == 12
+    for p in reversed(pages):
+        p.data = None
+    errs = m.allocator.invariant_errors()
+    assert errs == [f"{p!r}: held without fragment state" for p in pages]

@@ -120,6 +120,6 @@ def test_random_sequences_keep_books_and_return_every_page(name, params, ops, pg
     m.env.run(until=m.env.now + 1_000_000)      # mmdrop_async kworkers
     settle(m)
     check(m)
-    assert a.held_pages == set() and m.pages.pages_held("pgtable") == 0
+    assert a.held_pages == {} and m.pages.pages_held("pgtable") == 0
     assert a.account.as_tuple() == (0, 0, 0, 0, 0)
     assert all(mm.freed for mm in every)

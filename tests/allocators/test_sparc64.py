@@ -84,4 +84,4 @@ def test_random_sequences_keep_the_split_and_return_every_page(ops):
     gather(m, mm, live)
     settle(m)
     check(m)
-    assert m.allocator.held_pages == set() and m.pages.pages_held("pgtable") == 0
+    assert m.allocator.held_pages == {} and m.pages.pages_held("pgtable") == 0
