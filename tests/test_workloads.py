@@ -183,3 +183,17 @@ def test_per_process_faults_follow_the_population():
         "faults": {"mode": "per_process", "rate": "2000/s"}})).summary
     expected = 10 * 2000 * 0.05
     assert abs(s["fault.count"] - expected) <= 5 * math.sqrt(expected) + 40  # + populate faults
+
+
+def test_phases_scale_rcu_callers_too():
+    cfg = make_config({"machine.cpus": 4, "duration": "80ms"}, workload={
+        "rcu_callers": {"rate": "2000/s"},
+        "phases": [{"duration": "20ms", "mix": {"rcu_callers": 0}},
+                   {"duration": "20ms", "mix": {"rcu_callers": 3}},
+                   {"duration": "40ms", "mix": {"rcu_callers": 0}}]})
+    m = build(cfg)
+    m.env.run(until=20_000_000)
+    assert m.rcu.sync_latency.n == 0               # no caller in a phase that mixes it out
+    m.env.run(until=80_000_000)                    # the second phase's calls have all returned
+    n = m.rcu.sync_latency.n
+    assert abs(n - 120) <= 5 * math.sqrt(120)      # 3 x 2000/s for 20 ms

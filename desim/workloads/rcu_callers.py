@@ -1,6 +1,6 @@
 """``rcu_callers``: tasks that wait for grace periods, so their latency can be measured.
 
-Each caller, at the given rate on a random CPU, calls ``synchronize_rcu``,
+Each caller, at the given rate (scaled by the phases' mix) on a random CPU, calls ``synchronize_rcu``,
 ``synchronize_rcu_expedited`` or ``rcu_barrier`` and sleeps until it returns (the latencies are
 ``rcu.synchronize.*``, ``rcu.expedited.*`` and ``rcu.barrier.*`` in the summary). This is how
 the calibration profiles reproduce published ``synchronize_rcu`` timings.
@@ -41,7 +41,7 @@ class RcuCallers(Element):
         wait = {"synchronize": rcu.synchronize, "expedited": rcu.synchronize_expedited,
                 "barrier": rcu.barrier}[self.p.kind]
         while True:
-            yield env.timeout(gap())
+            yield from self.wait(gap())  # phase-scaled, as every element's arrivals
             cpu = m.cpus[int(u() * len(m.cpus))]
             task = object()
             env.process(self.run_on(m, cpu, task, wait(cpu, task)))
