@@ -1,9 +1,15 @@
-"""The ``desim`` command line: run, validate, list."""
+"""The ``desim`` command line: run, validate, list, sweep, report, bench.
+
+The rest of desim (config parsing with pint and pydantic, the model, pandas) is imported inside
+the commands: ``desim --help`` stays quick, and ``desim sweep`` starts its process pool's fork
+server before importing it, so the two imports overlap.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -11,9 +17,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from desim import __version__
-from desim.config import Config, ConfigError, load_config
-from desim.registry import UnknownName
-from desim.units import format_bytes, format_ns
+
+if TYPE_CHECKING:
+    from desim.config import Config
 
 console = Console(stderr=False, highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -26,6 +32,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _load(path: str, overrides: tuple[str, ...], seed: int | None) -> Config:
+    from desim.config import ConfigError, load_config
+
     try:
         cfg = load_config(path, list(overrides), seed)
         check_buildable(cfg)
@@ -36,7 +44,9 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None) -> Config:
 
 def check_buildable(cfg: Config) -> None:
     """Build the machine without running it, turning design-level refusals into ConfigError."""
+    from desim.config import ConfigError
     from desim.engine import build
+    from desim.registry import UnknownName
 
     try:
         build(cfg)
@@ -68,6 +78,7 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
     from desim.engine import simulate
     from desim.results import write_run
     from desim.trace import tracer_for
+    from desim.units import format_ns
 
     cfg = _load(config, overrides, seed)
     outdir = Path(out) if out else Path("results") / Path(config).stem
@@ -104,6 +115,8 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def validate(config: str, overrides: tuple[str, ...]) -> None:
     """Check CONFIG without running it."""
+    from desim.units import format_ns
+
     cfg = _load(config, overrides, None)
     console.print(f"{config}: ok ({cfg.machine.cpus} CPUs, allocator {cfg.allocator.name}, "
                   f"workload {', '.join(cfg.workload) or 'none'}, {format_ns(cfg.duration)})")
@@ -165,6 +178,10 @@ def bench(quick: bool, out: str) -> None:
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
           dry_run: bool, fail_fast: bool) -> None:
     """Run every point × replication of EXPERIMENT; re-running resumes."""
+    from desim.sweep.pool import default_jobs, start_pool_server
+
+    if not dry_run and not dask and (jobs or default_jobs()) > 1:
+        start_pool_server()  # it imports desim for the workers while this process does too
     from desim.sweep.command import sweep as run_sweep
     from desim.sweep.runner import SweepError
 
@@ -196,6 +213,8 @@ def report(results: str, out: str | None, spec_file: str | None) -> None:
 
 
 def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
+    from desim.units import format_bytes, format_ns
+
     def g(k):
         return s.get(k, float("nan"))
 
@@ -247,6 +266,7 @@ def print_violations(violations: list[dict], s: dict, con: Console, shown: int =
     from rich.markup import escape
 
     from desim.model.safety import format_violation
+    from desim.units import format_ns
 
     if not violations:
         return

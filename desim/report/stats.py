@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit  # Student's t quantile, without scipy.stats' 0.7 s import
 
 CONFIDENCE = 0.95
 
@@ -18,7 +18,7 @@ def t_half_width(std: pd.Series | np.ndarray, n: pd.Series | np.ndarray,
                  confidence: float = CONFIDENCE):
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = stats.t.ppf(0.5 + confidence / 2, np.where(n > 1, n - 1, np.nan))
+        q = stdtrit(np.where(n > 1, n - 1, np.nan), 0.5 + confidence / 2)
         return q * np.asarray(std, dtype=float) / np.sqrt(n)
 
 

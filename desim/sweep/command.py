@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import heapq
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.table import Table
 
 from desim.config import ConfigError
 from desim.sweep.experiment import Experiment, RunSpec, load_experiment
+from desim.sweep.pool import default_jobs
 from desim.sweep.runner import (
     SweepError,
     clean_stale,
@@ -33,13 +33,6 @@ from desim.sweep.runner import (
 
 PROBE_FRACTION = 0.04
 PROBE_POINTS = 8
-
-
-def default_jobs() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _probe_wall(spec: RunSpec, fraction: float) -> float:
@@ -130,11 +123,11 @@ def dry_run(exp: Experiment, specs: list[RunSpec], todo: list[RunSpec], jobs: in
 
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
           dry: bool, fail_fast: bool, console: Console, err: Console) -> int:
+    jobs = jobs or default_jobs()
     try:
         exp = load_experiment(experiment)
     except ConfigError as exc:
         raise SweepError(str(exc)) from None
-    jobs = jobs or default_jobs()
     outdir = Path(out) if out else Path("results") / exp.name
     runs_dir = outdir / "runs"
     specs = exp.runs()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from desim.results import MARKER
 from desim.sweep.experiment import RunSpec
+from desim.sweep.pool import pool_context
 from desim.sweep.worker import Outcome, compute_run, run_and_write, write_outcome
 
 OnResult = Callable[[str, "str | None", float], bool]   # returns True to stop the sweep
@@ -80,19 +81,9 @@ def run_serial(todo: Iterable[RunSpec], runs_dir: Path, command: list[str], expe
             return
 
 
-def _pool_context():
-    import multiprocessing as mp
-
-    # forkserver: forking the sweep process itself would copy the progress bar's thread state;
-    # the server preloads desim once so each worker starts warm.
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["desim.sweep.worker", "desim.engine", "desim.results"])
-    return ctx
-
-
 def run_pool(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment: str,
              on_result: OnResult, jobs: int) -> None:
-    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context())
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=pool_context())
     try:
         futs = {ex.submit(run_and_write, s, str(runs_dir), command, experiment): s for s in todo}
         for f in as_completed(futs):
