@@ -46,9 +46,11 @@ class LogHistogram:
         x = np.asarray(p)
         if x.dtype.kind not in "iu":
             raise TypeError(f"latency samples are integer ns, got {x.dtype} ({p[:3]}...)")
-        idx = np.zeros(len(x), dtype=np.int64)
-        big = x >= 1
-        idx[big] = np.minimum((np.log10(x[big]) * BINS_PER_DECADE).astype(np.int64) + 1, _NBINS)
+        # bin 0 below 1 ns, else 1 + floor(log10(x) * BINS_PER_DECADE), capped (no masks: a
+        # sample below 1 takes log10(1) = 0 and adds 0 for ``x >= 1``)
+        idx = (np.log10(np.maximum(x, 1)) * BINS_PER_DECADE).astype(np.int64)
+        idx += x >= 1
+        np.minimum(idx, _NBINS, out=idx)
         self._bins += np.bincount(idx, minlength=_NBINS + 1)
         self._n += len(x)
         self._total += int(x.sum())  # integers: exact in any order
