@@ -24,7 +24,7 @@ down and RCU settled, every page-table page is back and the page allocator's boo
 from __future__ import annotations
 
 import pytest
-from conftest import make_config, run_task, settle
+from conftest import make_config, run_task, settle, start_task
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -200,19 +200,7 @@ class Driver:
 
     def _together(self, jobs):
         """Start every (cpu, body, args) at the same instant; run until all are done."""
-        procs = []
-        for cpu_id, body, args in jobs:
-            cpu = self.m.cpus[cpu_id]
-
-            def proc(cpu=cpu, body=body, args=args):
-                task = object()
-                ev = cpu.acquire(task)
-                if ev is not None:
-                    yield ev
-                yield from body(cpu, task, *args)
-                cpu.release()
-
-            procs.append(self.m.env.process(proc()))
+        procs = [start_task(self.m, cpu_id, body, *args) for cpu_id, body, args in jobs]
         self.m.env.run(until=self.m.env.all_of(procs))
 
     def apply(self, op) -> None:
