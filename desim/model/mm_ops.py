@@ -106,42 +106,35 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         # cpu.compute(), inlined on the hottest path of the model
         d = costs.pte_walk + cpu.debt
         cpu.debt = 0
+        t2 = env._now + d  # the walk ends
+        queue = env._queue
         if LOOKAHEAD and lock.holder is None and page.gen == gen and page.allocated \
-                and table.state == LIVE:
-            t2 = env._now + d
-            queue = env._queue
-            if not queue or queue[0][0] > t2:
-                # Lookahead: no event is due anywhere before the walk ends at t2, and only an
-                # event can schedule another, so nothing can change the table, its page or the
-                # ptl before then: the checks the walk's end would make pass now, and the ptl
-                # is ours from t2. The walk and the ptl section are one event instead of two;
-                # from t2 on, other CPUs see the ptl held, as they would.
-                lock.acquire_at(cpu, t2)
-                d += costs.fault_work + cpu.debt
-                cpu.debt = 0
-                yield Timeout(env, d)
-                # The walk's read at t2 was checked above (the page is still ``gen``); the
-                # write at the end is checked now.
-                if safety is not None:
-                    safety.table_access(cpu, table, gen, "pte write")
-                lock.release(cpu)
+                and table.state == LIVE and (not queue or queue[0][0] > t2):
+            # Lookahead: no event is due anywhere before the walk ends at t2, and only an event
+            # can schedule another, so nothing can change the table, its page or the ptl before
+            # then: the checks the walk's end would make (the read, pmd_same) pass now, and the
+            # ptl is ours from t2. The walk and the ptl section are one sleep instead of two;
+            # from t2 on, other CPUs see the ptl held, as they would.
+            lock.acquire_at(cpu, t2)
+            d += costs.fault_work
+        else:
+            yield Timeout(env, d)
+            if safety is not None:
+                safety.table_access(cpu, table, gen, "pte read")
+            ev = lock.acquire(cpu)
+            if ev is not None:
+                yield ev
+            if table.state != LIVE:
+                # pmd_same() failed: the table was retracted under us. Unlock and fault again.
+                lock.release(cpu)  # a ptl of a freed page is poisoned: the checker sees this
                 cpu.rcu_read_unlock()
-                break
-        yield Timeout(env, d)
-        if safety is not None:
-            safety.table_access(cpu, table, gen, "pte read")
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
-        if table.state != LIVE:
-            # pmd_same() failed: the table was retracted under us. Unlock and fault again.
-            lock.release(cpu)  # a ptl of a freed page is poisoned: the checker sees this
-            cpu.rcu_read_unlock()
-            if cpu.trace is not None:
-                cpu.trace.instant(cpu, "pmd_same failed: fault retried", {"table": repr(table)})
-            m.counters["fault.retries"] += 1
-            continue
-        d = costs.fault_work + cpu.debt
+                if cpu.trace is not None:
+                    cpu.trace.instant(cpu, "pmd_same failed: fault retried",
+                                      {"table": repr(table)})
+                m.counters["fault.retries"] += 1
+                continue
+            d = costs.fault_work
+        d += cpu.debt  # the ptl's acquire cost, and time stolen meanwhile
         cpu.debt = 0
         yield Timeout(env, d)
         if safety is not None:
