@@ -123,11 +123,11 @@ def dry_run(exp: Experiment, specs: list[RunSpec], todo: list[RunSpec], jobs: in
 
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
           dry: bool, fail_fast: bool, console: Console, err: Console) -> int:
-    jobs = jobs or default_jobs()
     try:
         exp = load_experiment(experiment)
     except ConfigError as exc:
         raise SweepError(str(exc)) from None
+    jobs = jobs or default_jobs()
     outdir = Path(out) if out else Path("results") / exp.name
     runs_dir = outdir / "runs"
     specs = exp.runs()
