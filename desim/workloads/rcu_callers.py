@@ -1,9 +1,10 @@
 """``rcu_callers``: tasks that wait for grace periods, so their latency can be measured.
 
-Each caller, at the given rate (scaled by the phases' mix) on a random CPU, calls ``synchronize_rcu``,
-``synchronize_rcu_expedited`` or ``rcu_barrier`` and sleeps until it returns (the latencies are
-``rcu.synchronize.*``, ``rcu.expedited.*`` and ``rcu.barrier.*`` in the summary). This is how
-the calibration profiles reproduce published ``synchronize_rcu`` timings.
+Each caller, at the given rate (scaled by the phases' mix) on a random CPU, calls
+``synchronize_rcu``, ``synchronize_rcu_expedited`` or ``rcu_barrier`` and sleeps until it
+returns (the latencies are ``rcu.synchronize.*``, ``rcu.expedited.*`` and ``rcu.barrier.*`` in
+the summary). This is how the calibration profiles reproduce published ``synchronize_rcu``
+timings.
 """
 
 from __future__ import annotations
