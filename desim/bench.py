@@ -120,7 +120,6 @@ def _closed_queue(kind: str, tasks: int, sim_ns: int, think: int = THINK) -> tup
         env.run(until=t)
         if kind == "spinlock":
             stats.wait.flush()
-            stats.hold.flush()
     wall = time.perf_counter() - t0
     waited = stats.contended / max(stats.acquisitions, 1) if kind == "spinlock" else 0.0
     return done[0], wall, waited

@@ -53,7 +53,10 @@ class SpinLock:
         env = self.env
         now = env._now
         st = self.stats
-        st.hold.add(now - self.t_acquired)
+        held = now - self.t_acquired
+        st.hold_total += held
+        if held > st.hold_max:
+            st.hold_max = held
         self.last_cpu = cpu
         if not self.waiters:
             self.holder = None

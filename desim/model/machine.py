@@ -108,7 +108,7 @@ class Machine:
     def histograms(self) -> list[LogHistogram]:
         hs = list(self.latency.values())
         for st in self.lock_classes.values():
-            hs += (st.wait, st.hold)
+            hs.append(st.wait)
         return hs + list(self.rcu.histograms())
 
     def clear_stats(self) -> None:

@@ -128,14 +128,18 @@ class LogHistogram:
 
 
 class LockClassStats:
-    """Per lock class (all ``ptl`` locks share one): what lockstat would report."""
+    """Per lock class (all ``ptl`` locks share one): what lockstat would report.
 
-    __slots__ = ("name", "uncontended", "contended", "free_handoffs", "regrants", "wait", "hold")
+    Waits are a histogram (their tail is what contention costs); hold times, as lockstat keeps
+    them, are an exact total and maximum, two integers updated at each release.
+    """
+
+    __slots__ = ("name", "uncontended", "contended", "free_handoffs", "regrants", "wait",
+                 "hold_total", "hold_max")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.wait = LogHistogram()  # contended acquisitions only
-        self.hold = LogHistogram()  # every acquisition, from grant to release
         self.clear()
 
     def clear(self) -> None:
@@ -147,7 +151,8 @@ class LockClassStats:
         self.free_handoffs = 0  # uncontended acquisitions after another CPU's release
         self.regrants = 0
         self.wait.clear()  # in place: holders of ``wait.add`` keep recording here
-        self.hold.clear()
+        self.hold_total = 0  # ns held, every acquisition, from grant to release
+        self.hold_max = 0
 
     @property
     def acquisitions(self) -> int:
@@ -156,14 +161,6 @@ class LockClassStats:
     @property
     def handoffs(self) -> int:
         return self.free_handoffs + self.contended - self.regrants
-
-    @property
-    def hold_total(self) -> float:
-        return self.hold.total
-
-    @property
-    def hold_max(self) -> float:
-        return self.hold.hi if self.hold.n else 0
 
     def summary(self) -> dict[str, float]:
         p = f"lock.{self.name}"
