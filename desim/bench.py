@@ -209,11 +209,15 @@ def bench_model(config: str, duration: str, cpu_counts: tuple[int, ...], repeat:
 
 
 def bench_overhead(config: str, duration: str, repeat: int = 3) -> dict:
-    def best(flags):
-        return min(_run_config(config, [f"duration={duration}", "warmup=0", *flags])[1]
-                   for _ in range(repeat))
-    on = best(["record.enabled=true", "safety.enabled=true"])
-    off = best(["record.enabled=false", "safety.enabled=false"])
+    """Best wall time with statistics and safety on, and with both off, runs interleaved (so a
+    host slowing down in between hits both alike)."""
+    walls: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(repeat):
+        for key, flag in (("on", "true"), ("off", "false")):
+            walls[key].append(_run_config(config, [f"duration={duration}", "warmup=0",
+                                                   f"record.enabled={flag}",
+                                                   f"safety.enabled={flag}"])[1])
+    on, off = min(walls["on"]), min(walls["off"])
     return {"overhead.wall_on_s": on, "overhead.wall_off_s": off, "overhead.ratio": on / off}
 
 
