@@ -7,6 +7,7 @@ server before importing it, so the two imports overlap.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,19 +67,20 @@ def main() -> None:
               help="Override a config value by dotted key, e.g. --set machine.cpus=64.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the seed.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Results directory (default: results/<config name>).")
+              help="Results directory (default: results/<config name>). desim replaces only a "
+                   "run directory it wrote from the same config.")
+@click.option("--force", is_flag=True,
+              help="Also replace a run directory of another config, or one holding other files.")
 @click.option("--quiet", is_flag=True, help="Print no progress bar or summary.")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="Also write a Chrome/Perfetto trace-event JSON timeline to this file.")
 @click.option("--trace-window", default=None, metavar="START:END",
               help="Only trace this simulated time span, e.g. 100ms:110ms (keeps files small).")
 def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | None,
-        quiet: bool, trace_file: str | None, trace_window: str | None) -> None:
+        force: bool, quiet: bool, trace_file: str | None, trace_window: str | None) -> None:
     """Run one simulation from CONFIG and write its results."""
-    from desim.engine import simulate
-    from desim.results import write_run
+    from desim.rundir import RunDirError, Staging, check_target
     from desim.trace import tracer_for
-    from desim.units import format_ns
 
     cfg = _load(config, overrides, seed)
     outdir = Path(out) if out else Path("results") / Path(config).stem
@@ -86,28 +88,82 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
         tracer = tracer_for(trace_file, trace_window)
     except ValueError as exc:
         fail(f"--trace-window: {exc}")
-    if quiet:
-        result = simulate(cfg, trace=tracer)
-    else:
-        with Progress(TextColumn("[bold]simulating"), BarColumn(),
-                      TextColumn("{task.fields[sim]}"), TimeRemainingColumn(),
-                      console=err, transient=True) as bar:
-            task = bar.add_task("run", total=cfg.duration, sim="")
-            result = simulate(cfg, trace=tracer, progress=lambda now: bar.update(
-                task, completed=now, sim=f"{format_ns(now)} simulated"))
-    write_run(result, outdir, command=["desim", *sys.argv[1:]])
-    if tracer is not None:
-        tracer.write(trace_file)
-        if not quiet:
-            console.print(f"trace: {trace_file} ({tracer.summary()}); open it in ui.perfetto.dev")
+    if trace_file is not None:
+        tdir = Path(trace_file).resolve().parent
+        if not tdir.is_dir() or not os.access(tdir, os.W_OK):
+            fail(f"--trace {trace_file}: cannot write in {tdir}")
+    source = str(Path(config).resolve())
+    try:
+        target = check_target(outdir, "run", source=source, config=config, force=force)
+        staging = Staging.begin(outdir)  # created and probed before the simulation
+    except RunDirError as exc:
+        fail(str(exc))
+    with staging:
+        result = _simulate_into(staging, cfg, tracer, quiet, source)
+        if tracer is not None:
+            try:
+                tracer.write(trace_file)
+            except OSError as exc:
+                fail(f"--trace {trace_file}: cannot write it ({exc.strerror or exc})")
     if not quiet:
         print_summary(result.summary, cfg, result.wall_s)
         print_violations(result.violations, result.summary, console)
+        if tracer is not None:
+            console.print(f"trace: {trace_file} ({tracer.summary()}); open it in ui.perfetto.dev")
     elif result.stopped_early:
         print_violations(result.violations, result.summary, err)
-        console.print(f"results: {outdir}/")
+    gone = (f" and its report ({', '.join(f'{d}/' for d in target.derived)})"
+            if target.derived else "")
+    console.print(f"results: {outdir}/" + (f", replacing the previous run{gone}"
+                                           if target.exists else ""))
     if result.summary.get("safety.violations", 0) and cfg.safety.stop_on_first:
         sys.exit(1)
+
+
+def _simulate_into(staging, cfg: Config, tracer, quiet: bool, source: str):
+    """Simulate and fill ``staging``; a failed run is committed as a FAILED directory."""
+    import traceback
+
+    import yaml
+
+    from desim import __version__
+    from desim.engine import simulate
+    from desim.results import fill_run
+    from desim.rundir import RunDirError, write_failed
+    from desim.units import format_ns
+
+    command = ["desim", *sys.argv[1:]]
+    try:
+        if quiet:
+            result = simulate(cfg, trace=tracer)
+        else:
+            with Progress(TextColumn("[bold]simulating"), BarColumn(),
+                          TextColumn("{task.fields[sim]}"), TimeRemainingColumn(),
+                          console=err, transient=True) as bar:
+                task = bar.add_task("run", total=cfg.duration, sim="")
+                result = simulate(cfg, trace=tracer, progress=lambda now: bar.update(
+                    task, completed=now, sim=f"{format_ns(now)} simulated"))
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was written", code=130)
+    except Exception:
+        tb = traceback.format_exc()
+        write_failed(staging.tmp, yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+                     {"desim_version": __version__, "seed": cfg.seed, "command": command,
+                      "source": source}, tb)
+        try:
+            staging.commit()
+        except RunDirError as exc:
+            fail(str(exc), code=1)
+        fail(f"the run failed: {tb.strip().splitlines()[-1]} (traceback: "
+             f"{staging.target / 'traceback.txt'})", code=1)
+    try:
+        fill_run(result, staging.tmp, command, source=source)
+        staging.commit()
+    except OSError as exc:
+        fail(f"{staging.target}: cannot write the results ({exc.strerror or exc})", code=1)
+    except RunDirError as exc:
+        fail(str(exc), code=1)
+    return result
 
 
 @main.command()
@@ -175,8 +231,10 @@ def bench(quick: bool, out: str) -> None:
               help="Run on an existing Dask cluster, e.g. tcp://host:8786 (needs desim[dask]).")
 @click.option("--dry-run", is_flag=True, help="List the runs and estimate the wall time.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run.")
+@click.option("--force", is_flag=True,
+              help="Replace a sweep directory holding another experiment's sweep.")
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
-          dry_run: bool, fail_fast: bool) -> None:
+          dry_run: bool, fail_fast: bool, force: bool) -> None:
     """Run every point × replication of EXPERIMENT; re-running resumes."""
     from desim.sweep.pool import default_jobs, start_pool_server
 
@@ -186,7 +244,8 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
     from desim.sweep.runner import SweepError
 
     try:
-        code = run_sweep(experiment, jobs, out, dask, dry_run, fail_fast, console, err)
+        code = run_sweep(experiment, jobs, out, dask, dry_run, fail_fast, console, err,
+                         force=force)
     except SweepError as exc:
         fail(str(exc))
     sys.exit(code)
@@ -210,6 +269,8 @@ def report(results: str, out: str | None, spec_file: str | None) -> None:
                   f"{r.seconds:.1f} s)")
     for name, reason in r.skipped:
         console.print(f"  skipped {name}: {reason}", soft_wrap=True)
+    for run_id, why in r.unreadable:
+        err.print(f"  left out {run_id}: cannot read it ({why})", soft_wrap=True)
 
 
 def print_summary(s: dict, cfg: Config, wall_s: float) -> None:

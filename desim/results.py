@@ -1,27 +1,26 @@
-"""Writing a run's results to its directory, atomically, and reading them back.
+"""Writing a run's results into its directory, and reading its summary back.
 
-Layout of a run directory::
+Layout of a run directory (file names are ``desim.rundir``'s)::
 
     config.yaml        the resolved config (loads back to the same run)
-    manifest.json      seed, desim version, command, wall time, events processed, status
+    manifest.json      seed, desim version, command, source config, wall time, events, status
     summary.json       flat {metric: number}; names are documented in README
     timeseries.parquet memory split and RCU state sampled every record.sample_interval
     latency.parquet    log-binned latency histograms: op, bin, lo_ns, hi_ns, count
     locks.parquet      one row per lock class
     gp.parquet         one row per grace period: start_ns, end_ns
+    samples.parquet    every latency sample (only with record.latency_samples)
     violations.json    safety violations with their object histories
     DONE               written last: its presence means the directory is complete
 
-Everything is first written to a hidden sibling directory and renamed into place, so an
-interrupted run never leaves a directory that looks finished.
+Where and how a directory is created, replaced or judged complete is ``desim.rundir``'s job:
+this module only fills a staging directory with a ``RunResult``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,18 +30,13 @@ import yaml
 
 from desim import __version__
 from desim.engine import RunResult
-
-MARKER = "DONE"
+from desim.rundir import DONE, Staging, write_json
 
 
 def _clean(v):
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     return v
-
-
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
 
 
 def manifest(result: RunResult, command: list[str] | None = None, **extra) -> dict:
@@ -61,14 +55,9 @@ def manifest(result: RunResult, command: list[str] | None = None, **extra) -> di
     }
 
 
-def write_run(result: RunResult, outdir: str | Path, command: list[str] | None = None,
-              **manifest_extra) -> Path:
-    out = Path(outdir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+def fill_run(result: RunResult, tmp: Path, command: list[str] | None = None,
+             **manifest_extra) -> None:
+    """Write every file of a finished run into ``tmp`` (a staging directory), ``DONE`` last."""
     (tmp / "config.yaml").write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
     write_json(tmp / "manifest.json", manifest(result, command, **manifest_extra))
     write_json(tmp / "summary.json", {k: _clean(v) for k, v in result.summary.items()})
@@ -82,15 +71,15 @@ def write_run(result: RunResult, outdir: str | Path, command: list[str] | None =
         rows = [(op, v) for op, vals in result.samples.items() for v in vals]
         pd.DataFrame(rows, columns=["op", "ns"]).to_parquet(tmp / "samples.parquet", index=False)
     write_json(tmp / "violations.json", result.violations)
-    (tmp / MARKER).write_text("ok\n")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    (tmp / DONE).write_text("ok\n")
 
 
-def is_complete(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / MARKER).exists()
+def write_run(result: RunResult, outdir: str | Path, command: list[str] | None = None,
+              **manifest_extra) -> Path:
+    """Stage the run beside ``outdir`` and swap it in (the target must have been checked)."""
+    with Staging.begin(outdir) as st:
+        fill_run(result, st.tmp, command, **manifest_extra)
+        return st.commit()
 
 
 def read_summary(run_dir: str | Path) -> dict:

@@ -33,6 +33,7 @@ from desim.report.html import render
 from desim.report.load import Results, ResultsError, load
 from desim.report.spec import ReportSpec, ReportSpecError, parse_spec
 from desim.report.style import GLOSSARY, apply_theme, design_colour
+from desim.rundir import REPORT, RunDirError, Staging, check_target
 
 BUILDERS = {
     "memory_split": memory_split, "waste_time": waste_time, "waste_vs_x": waste_vs_x,
@@ -50,6 +51,7 @@ class Report:
     html: Path
     figures: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -57,7 +59,13 @@ def _spec_for(res: Results, spec_file: str | Path | None) -> ReportSpec:
     if spec_file is not None:
         import yaml
 
-        data = yaml.safe_load(Path(spec_file).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(spec_file).read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ReportSpecError(f"{spec_file}: cannot read it "
+                                  f"({' '.join(str(exc).split())})") from None
+        if not isinstance(data, dict):
+            raise ReportSpecError(f"{spec_file}: the top level must be a mapping")
         return parse_spec(data.get("report") if "report" in data else data,
                           f"{spec_file}: report")
     if res.experiment is not None:
@@ -82,9 +90,26 @@ def make_report(results_dir: str | Path, out: str | Path | None = None,
     res = load(results_dir)
     spec = _spec_for(res, spec_file)
     outdir = Path(out) if out is not None else Path(results_dir) / "report"
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        check_target(outdir, "report")
+        staging = Staging.begin(outdir)
+    except RunDirError as exc:
+        raise ResultsError(str(exc)) from None
+    with staging:
+        report = _write(res, spec, staging.tmp, t0)
+        (staging.tmp / REPORT).write_text("desim report\n")
+        staging.commit()
+    report.out, report.html = outdir, outdir / "report.html"
+    report.unreadable = list(res.unreadable)
+    return report
+
+
+def _write(res: Results, spec: ReportSpec, outdir: Path, t0: float) -> Report:
     apply_theme()
     ctx = Context.build(res, spec)
+    for run_id, why in res.unreadable:
+        ctx.notes.append(f"Run {run_id} could not be read ({why}) and is left out of every "
+                         "figure and table.")
     report = Report(out=outdir, html=outdir / "report.html")
     figs, skipped = [], []
     for name in spec.figures:

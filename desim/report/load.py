@@ -1,6 +1,8 @@
 """Finding and reading results: a single run directory or a sweep's, never re-running anything.
 
-A *run directory* holds ``DONE`` and the files ``desim.results`` writes. A *sweep directory*
+A *run directory* holds ``DONE`` and the files ``desim.results`` writes; one that is damaged
+(``desim.rundir.check_complete``) is listed in ``Results.unreadable`` and left out, never read
+as zeros or as "off". A *sweep directory*
 (``desim sweep``) holds ``runs/<run_id>/`` run directories, ``runs.parquet``, ``points.parquet``
 and a copy of its ``experiment.yaml``. Anything else is searched for run directories (any depth),
 so a hand-made collection of ``desim run --out`` directories is a sweep too.
@@ -23,8 +25,17 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-MARKER = "DONE"          # desim.results.MARKER (not imported: that module pulls in the model)
-FAILED_MARKER = "FAILED"
+from desim.rundir import (
+    CONFIG,
+    DONE,
+    FAILED,
+    MANIFEST,
+    SUMMARY,
+    VIOLATIONS,
+    check_complete,
+    read_json,
+)
+
 DESIGN = "allocator.name"
 IGNORED_KEYS = ("seed",)  # replications differ in seed; that is not a sweep parameter
 
@@ -50,11 +61,12 @@ def _hashable(v):
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    if (root / MARKER).is_file():
+    """Every directory under ``root`` marked finished (``DONE``), complete or not."""
+    if (root / DONE).is_file():
         return [root]
     runs = root / "runs"
     base = runs if runs.is_dir() else root
-    return sorted(p.parent for p in base.rglob(MARKER)
+    return sorted(p.parent for p in base.rglob(DONE)
                   if not any(part.startswith(".") for part in p.relative_to(base).parts))
 
 
@@ -73,6 +85,7 @@ class Results:
     experiment: dict | None = None           # the sweep's experiment.yaml, if any
     experiment_text: str | None = None
     failed: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)   # (run, why), left out
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -99,11 +112,12 @@ class Results:
         return self._cache[name]
 
 
-def _read_json(p: Path, default):
+def _read_config(p: Path) -> dict | None:
     try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return default
+        data = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def load(root: str | Path) -> Results:
@@ -111,25 +125,30 @@ def load(root: str | Path) -> Results:
     if not root.is_dir():
         raise ResultsError(f"{root}: no such directory")
     dirs = find_run_dirs(root)
-    is_sweep = not (root / MARKER).is_file()
+    is_sweep = not (root / DONE).is_file()
     failed = []
     if is_sweep:
         base = root / "runs" if (root / "runs").is_dir() else root
-        failed = sorted(p.parent.name for p in base.rglob(FAILED_MARKER))
-    if not dirs:
-        raise ResultsError(f"{root}: no complete run directory (none holds {MARKER})"
-                           + (f"; {len(failed)} failed runs" if failed else ""))
+        failed = sorted(p.parent.name for p in base.rglob(FAILED))
     rows, configs, manifests, ids, violations = [], {}, {}, {}, {}
+    unreadable: list[tuple[str, str]] = []
     swept: dict[str, None] = {}
     for d in dirs:
         run_id = d.name if d != root else root.name
         if run_id in ids:  # a hand-made collection may repeat leaf names
             run_id = str(d.relative_to(root))
-        cfg = yaml.safe_load((d / "config.yaml").read_text()) or {}
-        man = _read_json(d / "manifest.json", {})
-        summ = _read_json(d / "summary.json", {})
+        # A run the report cannot read entirely is named and left out, never read as zeros.
+        why = check_complete(d)
+        cfg = _read_config(d / CONFIG) if why is None else None
+        if why is None and cfg is None:
+            why = f"{CONFIG} unreadable"
+        if why is not None:
+            unreadable.append((run_id, why))
+            continue
+        man = read_json(d / MANIFEST)
+        summ = read_json(d / SUMMARY)
         configs[run_id], manifests[run_id], ids[run_id] = cfg, man, d
-        violations[run_id] = _read_json(d / "violations.json", [])
+        violations[run_id] = read_json(d / VIOLATIONS)
         for k in (man.get("params") or {}):
             swept[k] = None
         flat = {k: _hashable(v) for k, v in flatten(cfg).items()}
@@ -138,6 +157,13 @@ def load(root: str | Path) -> Results:
                "status": man.get("status", "ok"), **flat,
                **{k: (float("nan") if v is None else v) for k, v in summ.items()}}
         rows.append(row)
+    if not rows:
+        bits = [f"{len(failed)} failed runs" if failed else "",
+                f"{len(unreadable)} unreadable ({unreadable[0][0]}: {unreadable[0][1]})"
+                if unreadable else ""]
+        extra = "; ".join(b for b in bits if b)
+        raise ResultsError(f"{root}: no complete run directory (none holds {DONE} and every "
+                           f"file a run writes)" + (f"; {extra}" if extra else ""))
     df = pd.DataFrame(rows)
     if DESIGN not in df:
         df[DESIGN] = "generic"
@@ -150,14 +176,19 @@ def load(root: str | Path) -> Results:
     exp = None
     ep = root / "experiment.yaml"
     if is_sweep and ep.is_file():
-        exp_text = ep.read_text()
-        exp = yaml.safe_load(exp_text) or {}
+        try:
+            exp_text = ep.read_text()
+            exp = yaml.safe_load(exp_text) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ResultsError(f"{ep}: cannot read it ({' '.join(str(exc).split())})") from None
+        if not isinstance(exp, dict):
+            raise ResultsError(f"{ep}: not an experiment (the top level is not a mapping)")
     keep = ["run_id", "replication", "seed", "status", DESIGN, *[p for p in params if p != DESIGN]]
     metric_cols = [c for c in df.columns if c not in keep and c not in flatten_keys(configs)]
     runs = df[keep + metric_cols].copy()
     return Results(root=root, is_sweep=is_sweep, runs=runs, params=params, configs=configs,
                    manifests=manifests, dirs=ids, violations=violations, experiment=exp,
-                   experiment_text=exp_text, failed=failed)
+                   experiment_text=exp_text, failed=failed, unreadable=unreadable)
 
 
 def _label_variants(df: pd.DataFrame, params: list[str]) -> None:

@@ -100,8 +100,11 @@ def provenance(ctx: Context) -> list[tuple[str, str]]:
     rows = [
         ("results", str(res.root.resolve())),
         ("kind", "sweep" if res.is_sweep else "single run"),
-        ("runs", f"{len(res.runs)} complete" + (f", {len(res.failed)} failed "
-                                               f"({', '.join(res.failed[:5])})" if res.failed else "")),
+        ("runs", f"{len(res.runs)} complete"
+         + (f", {len(res.failed)} failed ({', '.join(res.failed[:5])})" if res.failed else "")
+         + (f", {len(res.unreadable)} unreadable and left out ("
+            + "; ".join(f"{r}: {why}" for r, why in res.unreadable[:5]) + ")"
+            if res.unreadable else "")),
         ("designs", ", ".join(ctx.res.designs)),
         ("swept parameters", ", ".join(res.params) or "none"),
         ("desim version", ", ".join(uniq("desim_version")) or "?"),

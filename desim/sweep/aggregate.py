@@ -1,7 +1,8 @@
 """The sweep's tables, rebuilt from the run directories (so resumed runs count like any other).
 
 ``runs.parquet``: one row per planned run — ``run_id``, ``point``, ``replication``, the swept
-parameters under their dotted names, ``status`` (``ok``, ``stopped_on_violation``, ``failed``,
+parameters under their dotted names, ``status`` (``ok``, ``stopped_on_violation``, ``failed`` (a damaged
+directory counts as failed, with the reason in ``error``), ``stale`` (made from other inputs),
 ``missing``), ``seed`` / ``seed_entropy`` / ``seed_spawn_key``, ``wall_s``, ``error``, then
 every summary metric (``summary.json``) and the warm-up-deleted time-series means
 (``ts.<column>.mean`` and the cut ``ts.<column>.warmup_ns``, see ``desim.sweep.stats``).
@@ -20,10 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from desim.results import MARKER
+from desim.rundir import DONE, FAILED, SUMMARY, check_complete, manifest_of, read_json
 from desim.sweep.experiment import Experiment, RunSpec
 from desim.sweep.stats import parse_stats_options, point_table, steady_means
-from desim.sweep.worker import FAILED
 
 FIXED = ("run_id", "point", "replication", "status", "seed", "seed_entropy", "seed_spawn_key",
          "wall_s", "error")
@@ -44,20 +44,27 @@ def run_row(exp: Experiment, spec: RunSpec, runs_dir: Path, opts) -> dict:
     row.update({"status": "missing", "seed": exp.seed, "seed_entropy": str(spec.entropy),
                 "seed_spawn_key": json.dumps(list(spec.spawn_key)), "wall_s": math.nan,
                 "error": None})
-    if (d / MARKER).exists():
-        man = json.loads((d / "manifest.json").read_text())
-        row["status"] = man.get("status", "ok")
-        row["wall_s"] = man.get("wall_s", math.nan)
-        summ = json.loads((d / "summary.json").read_text())
-        row.update({k: (math.nan if v is None else v) for k, v in summ.items()})
-        ts_path = d / "timeseries.parquet"
-        if ts_path.exists():
-            row.update(steady_means(pd.read_parquet(ts_path), opts))
-    elif (d / FAILED).exists():
-        man = json.loads((d / "manifest.json").read_text())
+    if (d / FAILED).exists():
+        man = manifest_of(d)
         row["status"] = "failed"
         row["wall_s"] = man.get("wall_s", math.nan)
-        row["error"] = man.get("error")
+        row["error"] = man.get("error") or "failed (manifest unreadable)"
+    elif (d / DONE).exists():
+        why = check_complete(d)
+        if why is not None:       # a damaged directory is not a result: said, and left out
+            row["status"] = "failed"
+            row["error"] = f"run directory damaged: {why}"
+            return row
+        man = manifest_of(d)
+        if man.get("digest") != spec.digest:   # left from other inputs by an interrupted sweep
+            row["status"] = "stale"
+            row["error"] = "made from other inputs; re-run the sweep to redo it"
+            return row
+        row["status"] = man.get("status", "ok")
+        row["wall_s"] = man.get("wall_s", math.nan)
+        summ = read_json(d / SUMMARY)
+        row.update({k: (math.nan if v is None else v) for k, v in summ.items()})
+        row.update(steady_means(pd.read_parquet(d / "timeseries.parquet"), opts))
     return row
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import heapq
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -121,8 +123,23 @@ def dry_run(exp: Experiment, specs: list[RunSpec], todo: list[RunSpec], jobs: in
     return 0
 
 
+def _claim(outdir: Path, exp: Experiment, experiment: str, force: bool, dry: bool) -> None:
+    """Check the sweep directory may be used; with ``force``, put aside another experiment's."""
+    from desim.rundir import RunDirError, check_target, sweep_name
+
+    try:
+        target = check_target(outdir, "sweep", source=exp.name, config=experiment, force=force)
+    except RunDirError as exc:
+        raise SweepError(str(exc)) from None
+    if dry or not target.exists or sweep_name(outdir) in (None, exp.name):
+        return
+    old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
+    os.replace(outdir, old)          # --force: another experiment's sweep, replaced whole
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
-          dry: bool, fail_fast: bool, console: Console, err: Console) -> int:
+          dry: bool, fail_fast: bool, console: Console, err: Console, force: bool = False) -> int:
     try:
         exp = load_experiment(experiment)
     except ConfigError as exc:
@@ -130,11 +147,13 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
     jobs = jobs or default_jobs()
     outdir = Path(out) if out else Path("results") / exp.name
     runs_dir = outdir / "runs"
+    _claim(outdir, exp, experiment, force, dry)
     specs = exp.runs()
     if dry:
-        todo, _ = split(specs, runs_dir)
+        todo, _, _ = split(specs, runs_dir)
         return dry_run(exp, specs, todo, jobs, dask, console)
 
+    from desim.rundir import SWEEP, write_json
     from desim.sweep.aggregate import aggregate
 
     client = connect_dask(dask) if dask else None
@@ -142,13 +161,21 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
     command = ["desim", *sys.argv[1:]]
     with out_lock(outdir):
         stale = clean_stale(runs_dir)
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        (outdir / "experiment.yaml").write_bytes(Path(experiment).read_bytes())
-        todo, done = split(specs, runs_dir)
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            write_json(outdir / SWEEP, {"experiment": exp.name,
+                                        "path": str(Path(experiment).resolve())})
+            (outdir / "experiment.yaml").write_bytes(Path(experiment).read_bytes())
+        except OSError as exc:
+            raise SweepError(f"{outdir}: cannot write there ({exc.strerror or exc})") from None
+        todo, done, redo = split(specs, runs_dir)
         where = f"on Dask {dask}" if dask else f"on {jobs} jobs" if jobs > 1 else "serially"
         err.print(f"{exp.name}: {len(specs)} runs, {len(done)} already done, "
                   f"{len(todo)} to run {where}"
                   + (f" ({stale} unfinished temporary dir(s) removed)" if stale else ""))
+        for run_id, why in redo.items():
+            if why != "failed before":
+                err.print(f"  {run_id}: redone ({why})")
         failed: list[str] = []
         interrupted = False
         with Progress(TextColumn("[bold]sweep"), BarColumn(),
@@ -189,4 +216,4 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
     if interrupted:
         err.print("interrupted: finished runs are kept; re-run the same command to resume")
         return 130
-    return 1 if failed or counts.get("missing") or counts.get("failed") else 0
+    return 1 if failed or counts.get("missing") or counts.get("failed") or counts.get("stale") else 0

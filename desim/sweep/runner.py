@@ -1,25 +1,24 @@
 """Execute a sweep's runs: serially, on a local process pool, or on a Dask cluster; resume.
 
-Resuming is by directory state alone: ``<out>/runs/<run_id>/DONE`` with a manifest whose digest
-matches the run's inputs means finished; anything else (absent, ``FAILED``, another digest) is
-run again. Hidden temporary directories left by a killed sweep are deleted first; a lock file
+Resuming is by directory state alone: ``<out>/runs/<run_id>/`` complete and readable
+(``desim.rundir.check_complete``) with a manifest whose digest matches the run's inputs means
+finished; anything else (absent, ``FAILED``, damaged, another digest) is run again, and said so. Hidden temporary directories left by a killed sweep are deleted first; a lock file
 (``<out>/.lock``, flock) keeps two sweeps from writing the same directory at once.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import math
 import os
-import shutil
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 
-from desim.results import MARKER
+from desim import rundir
+from desim.rundir import FAILED, check_complete, manifest_of
 from desim.sweep.experiment import RunSpec
 from desim.sweep.pool import pool_context
 from desim.sweep.worker import Outcome, compute_run, run_and_write, write_outcome
@@ -31,33 +30,42 @@ class SweepError(Exception):
     """A sweep cannot start; the message is one line."""
 
 
+def redo_reason(run_dir: Path, spec: RunSpec) -> str | None:
+    """Why a run must be (re)done: ``None`` when its directory is finished, complete and of
+    these inputs; a short reason when a directory is there but cannot be trusted."""
+    if not run_dir.exists() or (run_dir / FAILED).exists():
+        return "" if not run_dir.exists() else "failed before"
+    why = check_complete(run_dir)
+    if why is not None:
+        return f"incomplete: {why}"
+    if manifest_of(run_dir).get("digest") != spec.digest:
+        return "its inputs changed"
+    return None
+
+
 def is_done(run_dir: Path, spec: RunSpec) -> bool:
-    if not (run_dir / MARKER).exists():
-        return False
-    try:
-        man = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return man.get("digest") == spec.digest
+    return redo_reason(run_dir, spec) is None
 
 
 def clean_stale(runs_dir: Path) -> int:
-    """Delete hidden ``.<run>.tmp-<pid>`` directories an interrupted sweep left behind."""
-    n = 0
-    if runs_dir.is_dir():
-        for p in runs_dir.iterdir():
-            if p.name.startswith(".") and ".tmp-" in p.name:
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
-    return n
+    """Delete hidden temporary directories an interrupted sweep left behind (the caller holds
+    the sweep's lock, so no writer of them is alive)."""
+    return rundir.clean_stale(runs_dir, all_pids=True)
 
 
-def split(specs: list[RunSpec], runs_dir: Path) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(to do, already done)."""
-    todo, done = [], []
+def split(specs: list[RunSpec], runs_dir: Path
+          ) -> tuple[list[RunSpec], list[RunSpec], dict[str, str]]:
+    """(to do, already done, {run_id: why an existing directory is redone})."""
+    todo, done, redo = [], [], {}
     for s in specs:
-        (done if is_done(runs_dir / s.run_id, s) else todo).append(s)
-    return todo, done
+        why = redo_reason(runs_dir / s.run_id, s)
+        if why is None:
+            done.append(s)
+        else:
+            todo.append(s)
+            if why:
+                redo[s.run_id] = why
+    return todo, done, redo
 
 
 @contextmanager

@@ -4,10 +4,11 @@ Split in two so each executor can put the file writing where the files live: a l
 pool computes *and* writes in the worker; on Dask the worker only computes (its result travels
 back pickled) and the client writes, so the cluster needs no shared filesystem.
 
-A finished run is a ``desim.results.write_run`` directory (``DONE`` written last) whose manifest
+A finished run is a directory filled by ``desim.results.fill_run`` (``DONE`` written last) and
+swapped into place by ``desim.rundir.Staging``, whose manifest
 also names the run, its swept parameters and its seed (``seed_entropy`` + ``seed_spawn_key``:
 ``rerun()`` rebuilds exactly that ``SeedSequence``). A failed run gets a directory too, written
-the same way (hidden temporary, then rename) and holding ``config.yaml`` (the snapshot it was
+the same way (``desim.rundir.write_failed``) and holding ``config.yaml`` (the snapshot it was
 given), ``manifest.json`` with ``status: failed``, ``traceback.txt``, and a ``FAILED`` marker
 instead of ``DONE`` — so a re-run tries it again (the fault may have been fixed meanwhile).
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import sys
 import time
@@ -27,8 +27,6 @@ from pathlib import Path
 import yaml
 
 from desim.sweep.experiment import RunSpec
-
-FAILED = "FAILED"
 
 
 @dataclass
@@ -67,40 +65,34 @@ def manifest_extra(spec: RunSpec, command: list[str], experiment: str) -> dict:
 
 def write_outcome(out: Outcome, runs_dir: str | Path, command: list[str],
                   experiment: str) -> tuple[str, str | None, float]:
-    """Write the run directory; returns (run_id, error or None, wall_s)."""
+    """Write the run directory (staged, then swapped in); returns (run_id, error or None, wall_s)."""
+    from desim.rundir import RunDirError, Staging, write_failed
+
     target = Path(runs_dir) / out.spec.run_id
     extra = manifest_extra(out.spec, command, experiment)
-    if out.result is not None:
-        from desim.results import write_run
+    try:
+        with Staging.begin(target) as st:
+            if out.result is not None:
+                from desim.results import fill_run
 
-        try:
-            extra.pop("command")
-            write_run(out.result, target, command=command, **extra)
-            return out.spec.run_id, None, out.wall_s
-        except Exception:
-            out = Outcome(out.spec, None, traceback.format_exc(), out.wall_s)
-    _write_failed(out, target, extra)
+                try:
+                    extra.pop("command")
+                    fill_run(out.result, st.tmp, command=command, **extra)
+                    st.commit()
+                    return out.spec.run_id, None, out.wall_s
+                except OSError:           # a full disk: record what happened instead
+                    shutil.rmtree(st.tmp)
+                    st.tmp.mkdir()
+                    out = Outcome(out.spec, None, traceback.format_exc(), out.wall_s)
+                    extra["command"] = command
+            write_failed(st.tmp, yaml.safe_dump(out.spec.config, sort_keys=False),
+                         {**extra, "wall_s": out.wall_s, "python": sys.version.split()[0],
+                          "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                         out.error or "")
+            st.commit()
+    except (RunDirError, OSError) as exc:
+        return out.spec.run_id, f"{out.error or ''}\ncannot write {target}: {exc}", out.wall_s
     return out.spec.run_id, out.error, out.wall_s
-
-
-def _write_failed(out: Outcome, target: Path, extra: dict) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    (tmp / "config.yaml").write_text(yaml.safe_dump(out.spec.config, sort_keys=False))
-    err = out.error or ""
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    manifest = {**extra, "status": "failed", "error": lines[-1] if lines else "",
-                "wall_s": out.wall_s, "python": sys.version.split()[0],
-                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-    (tmp / "traceback.txt").write_text(err)
-    (tmp / FAILED).write_text("failed\n")
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
 
 
 def run_and_write(spec: RunSpec, runs_dir: str, command: list[str],
