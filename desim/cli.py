@@ -222,6 +222,68 @@ def bench(quick: bool, out: str) -> None:
 
 
 @main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="results/probe",
+              show_default=True, help="Where to write probe.json (a new directory, or a probe "
+              "desim wrote).")
+@click.option("--quick", is_flag=True, help="Fewer samples: about ten seconds.")
+def probe(out: str, quick: bool) -> None:
+    """Measure this Linux host (grace periods, faults, fork/exit) as figures desim can model."""
+    from desim import probe as pr
+    from desim.rundir import RunDirError, Staging, check_target, write_json
+
+    if sys.platform != "linux":
+        fail(f"desim probe measures a Linux kernel; this is {sys.platform}")
+    try:
+        check_target(out, "probe")
+        staging = Staging.begin(out)
+    except RunDirError as exc:
+        fail(str(exc))
+    with staging:
+        facts = pr.machine_facts()
+        try:
+            dists, missing = pr.measure(pr.QUICK if quick else pr.Sizes(),
+                                        progress=lambda s: err.print(f"measuring {s}"))
+        except KeyboardInterrupt:
+            fail("interrupted: nothing was written", code=130)
+        measured = {k: d.summary() for k, d in dists.items()}
+        write_json(staging.tmp / "probe.json", {"machine": facts, "measured": measured,
+                                                "missing": facts["missing"] + missing})
+        (staging.tmp / "PROBE").write_text("desim probe\n")
+        staging.commit()
+    print_probe(facts, measured, facts["missing"] + missing)
+    console.print(f"written: {Path(out) / 'probe.json'}")
+
+
+def print_probe(facts: dict, measured: dict, missing: list[str]) -> None:
+    from desim.units import format_ns
+
+    console.print(f"[bold]{facts['release']}[/] ({facts['version']}), {facts['cpus']} CPUs, "
+                  f"HZ={facts['hz'] or '?'}, {facts['rcu_flavour']} RCU, preempt="
+                  f"{facts['preempt'] or '?'}, lazy RCU {'on' if facts['rcu_lazy'] else 'off'}, "
+                  f"{facts['page_size'] // 1024} KiB pages")
+    t = Table(title="measured on this host", title_justify="left")
+    for c in ("scenario", "n", "p50", "p90", "p99", "mean", "p50 over repeats"):
+        t.add_column(c, justify="left" if c == "scenario" else "right")
+    for name, s in measured.items():
+        spread = (f"{format_ns(s['repeat_p50_min'])} – {format_ns(s['repeat_p50_max'])}"
+                  if "repeat_p50_min" in s else "")
+        t.add_row(PROBE_NAMES.get(name, name), str(s["n"]), format_ns(s["p50"]),
+                  format_ns(s["p90"]), format_ns(s["p99"]), format_ns(s["mean"]), spread)
+    console.print(t)
+    for m in missing:
+        err.print(f"not measured: {m}", soft_wrap=True)
+
+
+PROBE_NAMES = {
+    "sync_rcu_idle": "synchronize_rcu, idle",
+    "sync_rcu_busy": "synchronize_rcu, all CPUs busy in user mode",
+    "fault": "first-touch anonymous fault (batch means)",
+    "spawn": "fork + exit + waitpid",
+    "spawn_sync": "fork + synchronize_rcu + exit + waitpid",
+}
+
+
+@main.command()
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Parallel local processes (default: the core count).")

@@ -5,7 +5,7 @@ directory's life follows one set of rules:
 
 * **What a directory is** (``classify``): a *run* holds ``DONE`` (finished) or ``FAILED`` with
   its ``manifest.json``; a *sweep* holds ``SWEEP`` (or, written by older desim, an
-  ``experiment.yaml`` beside ``runs/``); a *report* holds ``REPORT``. Anything else is the
+  ``experiment.yaml`` beside ``runs/``); a *report* holds ``REPORT``, a *probe* ``PROBE``. Anything else is the
   user's, and desim never deletes or writes into it.
 * **What may be replaced** (``check_target``): a missing or empty directory, or desim's own
   directory of the same kind and source; another source needs ``--force``; never ``.``, an
@@ -43,6 +43,7 @@ SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 VIOLATIONS = "violations.json"
 TRACEBACK = "traceback.txt"
+PROBE = "PROBE"
 PARQUETS = ("timeseries", "latency", "locks", "gp")
 OPTIONAL_PARQUETS = ("samples",)
 JSONS = (MANIFEST, SUMMARY, VIOLATIONS)
@@ -63,7 +64,8 @@ def _is_temp(name: str) -> bool:
 
 
 def classify(path: str | Path) -> str:
-    """``missing``, ``empty``, ``run``, ``failed``, ``sweep``, ``report``, ``file`` or ``other``."""
+    """``missing``, ``empty``, ``run``, ``failed``, ``sweep``, ``report``, ``probe``, ``file`` or
+    ``other``."""
     p = Path(path)
     if p.is_symlink():
         return "other"
@@ -85,6 +87,8 @@ def classify(path: str | Path) -> str:
         return "sweep"
     if REPORT in names or {"report.html", "headline.csv"} <= names:  # older desim: no marker
         return "report"
+    if PROBE in names:
+        return "probe"
     return "other"
 
 
@@ -159,7 +163,7 @@ def _extra_entries(run_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def check_target(path: str | Path, want: str, *, source: str | None = None,
                  config: str | Path | None = None, force: bool = False,
                  option: str = "--out") -> Target:
-    """Check that ``path`` may receive a new ``want`` (``run``, ``sweep`` or ``report``).
+    """Check that ``path`` may receive a new ``want`` (``run``, ``sweep``, ``report``, ``probe``).
 
     ``source`` is what the new content comes from (a config path for a run, the experiment name
     for a sweep); replacing desim's own directory of another source needs ``force``.
@@ -202,10 +206,10 @@ def check_target(path: str | Path, want: str, *, source: str | None = None,
             raise RunDirError(f"{label}: holds the sweep of experiment {old!r}, not {source!r}"
                               f"{hint} or --force to replace it")
         return Target(p, kind, True)
-    if want == "report":
-        if kind != "report":
-            raise RunDirError(f"{label}: {_describe(kind)}; desim report only replaces a "
-                              f"report it wrote{hint}")
+    if want in ("report", "probe"):
+        if kind != want:
+            raise RunDirError(f"{label}: {_describe(kind)}; desim {want} only replaces a "
+                              f"{want} it wrote{hint}")
         return Target(p, kind, True)
     raise ValueError(want)
 
@@ -213,6 +217,7 @@ def check_target(path: str | Path, want: str, *, source: str | None = None,
 def _describe(kind: str) -> str:
     return {"run": "holds a desim run", "failed": "holds a failed desim run",
             "sweep": "holds a desim sweep", "report": "holds a desim report",
+            "probe": "holds a desim probe",
             "other": "is not empty and was not written by desim"}[kind]
 
 
