@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import simpy
-from simpy.events import AllOf, Event, Timeout
+from simpy.events import AllOf, Event
 
 from desim.config import Config
 from desim.model.cpu import CPU
