@@ -8,7 +8,7 @@ YAML with ``yaml.safe_load``; ``apply_overrides`` applies ``--set a.b=value`` pa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -85,32 +85,77 @@ class CostsConfig(Strict):
 
 
 class RcuConfig(Strict):
-    fqs_jiffies: int | None = Field(
-        None, ge=1, description="jiffies_till_first_fqs; default from hz as the kernel computes it"
+    flavor: Literal["preemptible", "non-preemptible"] = Field(
+        "preemptible", description="PREEMPT_RCU (PREEMPT_DYNAMIC x86 distribution kernels) or "
+        "!PREEMPT_RCU (PREEMPT_NONE/VOLUNTARY builds: s390, powerpc defconfigs)"
     )
-    blimit: int = Field(10, ge=1, description="callbacks invoked per softirq batch")
-    qhimark: int = Field(10000, ge=1, description="queued callbacks above which blimit is lifted")
-    batch_time: PositiveDuration = Field(3_000_000, description="a batch is cut after this")
+    fqs_jiffies: int | None = Field(
+        None, ge=1, description="jiffies_till_first_fqs; default 1 + (HZ > 250) + (HZ > 500) + "
+        "cpus/256 as rcu_init_geometry computes it"
+    )
+    next_fqs_jiffies: int | None = Field(
+        None, ge=1, description="jiffies_till_next_fqs; default fqs_jiffies if set, else the "
+        "kernel's formula"
+    )
+    blimit: int = Field(10, ge=1, description="rcu_do_batch's least batch (blimit)")
+    qhimark: int = Field(
+        10000, ge=1, description="a CPU's queue growing by this much lifts its batch limit; "
+        "a lazy bypass list this long is flushed"
+    )
+    batch_time: PositiveDuration = Field(
+        3_000_000, description="rcu_resched_ns: a batch above 100 callbacks is cut after this")
     tick_qs_in_kernel: bool = Field(
-        True, description="a tick in kernel mode outside a reader reports a QS"
+        False, description="non-preemptible: a tick in kernel code outside a reader reports a "
+        "QS (the later fix counting a tick with no preempt count held, CONFIG_PREEMPT_COUNT=y)"
     )
     sched_qs_jiffies: int | None = Field(
-        None, ge=1, description="jiffies_till_sched_qs: a GP this old makes kernel-bound CPUs "
-        "report at their next tick (cond_resched); default HZ/10 as the kernel computes it"
+        None, ge=1, description="jiffies_to_sched_qs: a GP this old makes kernel-bound CPUs "
+        "report at their next tick (cond_resched); default as adjust_jiffies_till_sched_qs"
+    )
+    nocb_cpus: Literal["none", "all"] | list[int] = Field(
+        "none", description="CPUs whose callbacks are offloaded to rcuo kthreads (rcu_nocbs=)"
+    )
+    lazy: bool = Field(
+        False, description="CONFIG_RCU_LAZY: call_rcu on an offloaded CPU waits in the bypass "
+        "list (call_rcu_hurry and synchronize_rcu do not)"
+    )
+    lazy_flush: PositiveDuration = Field(
+        10_000_000_000, description="jiffies_lazy_flush: lazy callbacks wait at most this long"
     )
 
-    def effective_fqs_jiffies(self, hz: int) -> int:
-        # The kernel's default is 1 + HZ/1000 per online-CPU-scaled term, giving 3 at HZ=1000
-        # and 1 at HZ<=300 on small and medium machines (rcu_init_geometry).
+    @field_validator("nocb_cpus")
+    @classmethod
+    def _nocb(cls, v):
+        if isinstance(v, list) and any(i < 0 for i in v):
+            raise ValueError("nocb_cpus must be none, all or a list of CPU ids >= 0")
+        return v
+
+    def offloaded_cpus(self, ncpus: int) -> set[int]:
+        if self.nocb_cpus == "none":
+            return set()
+        if self.nocb_cpus == "all":
+            return set(range(ncpus))
+        return {i for i in self.nocb_cpus if i < ncpus}
+
+    def effective_fqs_jiffies(self, hz: int, ncpus: int) -> int:
+        # rcu_init_geometry(): RCU_JIFFIES_TILL_FORCE_QS + nr_cpu_ids / RCU_JIFFIES_FQS_DIV
+        # (kernel/rcu/tree.h, tree.c), i.e. 3 at HZ=1000, 2 at HZ=300, 1 at HZ <= 250 below
+        # 256 CPUs. nr_cpu_ids is the machine's CPU count here.
         if self.fqs_jiffies is not None:
             return self.fqs_jiffies
-        return 3 if hz >= 1000 else 1
+        return 1 + (hz > 250) + (hz > 500) + ncpus // 256
 
-    def effective_sched_qs_jiffies(self, hz: int) -> int:
-        # adjust_jiffies_till_sched_qs(): at least HZ/10 on machines of up to a few hundred CPUs.
+    def effective_next_fqs_jiffies(self, hz: int, ncpus: int) -> int:
+        if self.next_fqs_jiffies is not None:
+            return self.next_fqs_jiffies
+        return self.effective_fqs_jiffies(hz, ncpus)
+
+    def effective_sched_qs_jiffies(self, hz: int, ncpus: int) -> int:
+        # adjust_jiffies_till_sched_qs(): the third FQS scan, but at least HZ/10 + nr_cpu_ids/256.
         if self.sched_qs_jiffies is not None:
             return self.sched_qs_jiffies
-        return max(hz // 10, 3 * self.effective_fqs_jiffies(hz))
+        j = self.effective_fqs_jiffies(hz, ncpus) + 2 * self.effective_next_fqs_jiffies(hz, ncpus)
+        return max(j, hz // 10 + ncpus // 256)
 
 
 class AllocatorConfig(Strict):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 MS = 1_000_000
 
 
-def _reader(m, cpu, start, length, log):
+def _reader(m, cpu, start, length, log, preempt=False):
     env = m.env
     yield env.timeout(start)
     task = object()
@@ -16,9 +16,25 @@ def _reader(m, cpu, start, length, log):
         yield ev
     cpu.rcu_read_lock()
     t0 = env.now
-    yield cpu.compute(length)
+    if preempt:
+        # Halfway, a hog queued on this CPU preempts the reader (preemptible kernels only).
+        yield cpu.compute(length // 2)
+        env.process(_hog(m, cpu))
+        yield from cpu.preempt(task)
+        yield cpu.compute(length - length // 2)
+    else:
+        yield cpu.compute(length)
     cpu.rcu_read_unlock()
     log.append((cpu.id, t0, env.now))
+    cpu.release()
+
+
+def _hog(m, cpu):
+    task = object()
+    ev = cpu.acquire(task)
+    if ev is not None:
+        yield ev
+    yield cpu.compute(MS)
     cpu.release()
 
 
@@ -29,19 +45,21 @@ def _queue(m, cpu, at, log):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    readers=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20 * MS), st.integers(1, 8 * MS)),
-                     max_size=12),
+    flavor=st.sampled_from(["preemptible", "non-preemptible"]),
+    readers=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20 * MS), st.integers(1, 8 * MS),
+                               st.booleans()), max_size=12),
     cbs=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20 * MS)), min_size=1, max_size=6),
 )
-def test_no_gp_ends_inside_an_older_reader_and_callbacks_wait_a_full_gp(readers, cbs):
-    m = make_machine()
+def test_no_gp_ends_inside_an_older_reader_and_callbacks_wait_a_full_gp(flavor, readers, cbs):
+    m = make_machine({"rcu.flavor": flavor})
     rlog: list = []
     clog: list = []
-    for cpu, start, length in readers:
-        m.env.process(_reader(m, m.cpus[cpu], start, length, rlog))
+    for cpu, start, length, preempt in readers:
+        m.env.process(_reader(m, m.cpus[cpu], start, length, rlog,
+                              preempt and flavor == "preemptible"))
     for cpu, at in cbs:
         m.env.process(_queue(m, m.cpus[cpu], at, clog))
-    m.env.run(until=200 * MS)
+    m.env.run(until=300 * MS)
     spans = m.rcu.gp_spans
     assert spans, "callbacks were queued, so at least one GP must run"
     for gs, ge in spans:
@@ -52,15 +70,16 @@ def test_no_gp_ends_inside_an_older_reader_and_callbacks_wait_a_full_gp(readers,
         assert any(gs >= queued and ge <= invoked for gs, ge in spans), (queued, invoked, spans)
 
 
-def test_idle_machine_gp_is_a_few_ms_at_hz1000():
+def test_idle_machine_gp_is_two_fqs_scans_at_hz1000():
     m = make_machine({"machine.cpus": 8})
     run_task(m, 0, m.rcu.synchronize)
     gp = m.rcu.gp_length
     assert gp.n == 1
-    # Idle CPUs are caught by the first force-quiescent-state scan, 3 jiffies after GP start.
-    assert gp.hi == 3 * MS
-    # The caller also waits for its tick to request the GP and for the tick that invokes it.
-    assert 3 * MS < m.rcu.sync_latency.hi <= 6 * MS
+    # cpu0's tick at 1 ms requests the GP; the kthread's CPU (cpu7) is busy at the first scan
+    # (4 ms) and seen idle since at the second (7 ms): two FQS waits of 3 jiffies, as measured
+    # on idle v6.6 machines. cpu0 notices the end at its 8 ms tick and runs the wake-up then.
+    assert gp.hi == 6 * MS
+    assert m.rcu.sync_latency.hi == 8 * MS
 
 
 def test_synchronize_rcu_spans_a_full_gp_started_after_the_call():

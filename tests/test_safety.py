@@ -278,7 +278,7 @@ def hunt(allocator, duration, seed=3, **over):
 @pytest.mark.parametrize("allocator,kind,duration", [
     ("unsafe-immediate", "lock_in_freed_page", "3ms"),
     ("unsafe-shared-rcuhead", "rcu_head_reuse", "3ms"),
-    ("unsafe-callback-mm", "callback_freed_mm", "12ms"),
+    ("unsafe-callback-mm", "callback_freed_mm", "20ms"),
 ])
 def test_each_unsafe_control_is_caught_on_race_hunt(allocator, kind, duration):
     r = hunt(allocator, duration)

@@ -1,8 +1,8 @@
 """What every page-table allocator provides, and the helpers they share.
 
 The operations mirror the kernel hooks a design implements. Each is a generator run by a task
-that owns ``cpu``; it spends CPU time with ``yield cpu.compute(ns)`` (or by adding to
-``cpu.debt``) and takes locks:
+that owns ``cpu``; it spends CPU time with ``yield cpu.compute(ns)`` (or ``cpu.charge(ns)``,
+paid later) and takes locks with ``cpu.spin_lock`` (which pays what is owed first):
 
 * ``pte_alloc_one(cpu, mm)`` → a ``PageTable`` or ``None`` when memory runs out;
 * ``pte_free(cpu, mm, table)``: free a table no walker can have seen (a lost populate race);
@@ -64,14 +64,14 @@ class Allocator:
             return None
         page.flags |= PG_TABLE
         page.ptl = self.m.lock("ptl")
-        cpu.debt += self.costs.table_ctor
+        cpu.charge(self.costs.table_ctor)
         self.held_pages[page] = None
         return page
 
     def release_table_page(self, cpu: CPU, page: Page) -> None:
         """Destruct a page-table page and give it back to the page allocator."""
         self.held_pages.pop(page, None)
-        cpu.steal(self.costs.table_ctor)
+        cpu.charge(self.costs.table_ctor)
         self.m.pages.free(cpu, page)
 
     def table_freed(self, cpu: CPU, table: PageTable) -> None:

@@ -135,9 +135,7 @@ class PercpuPool(Allocator):
     # -- small helpers --------------------------------------------------------------------------
     @staticmethod
     def _lock(lock, cpu: CPU):
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
+        return cpu.spin_lock(lock)
 
     def _softirq_work(self, cpu: CPU, ns: int):
         """CPU time spent in the RCU callback (softirq), stolen from whoever runs on ``cpu``."""
@@ -152,7 +150,7 @@ class PercpuPool(Allocator):
         pool.armed = True
         self.call_rcus += 1
         self.m.counters["percpu_pool.call_rcu"] += 1
-        cpu.steal(self.costs.call_rcu)
+        cpu.charge(self.costs.call_rcu)
         self.m.rcu.call_rcu(cpu, self._advance, pool)
 
     # -- allocation -----------------------------------------------------------------------------

@@ -110,10 +110,8 @@ class Powerpc(Allocator):
     # -- allocation -----------------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):
         lock = mm.page_table_lock
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
-        yield cpu.compute(0)          # the lock's cost is paid while holding it
+        yield from cpu.spin_lock(lock)  # time owed is paid before the lock ...
+        yield cpu.compute(0)          # ... and the lock's own cost while holding it
         page = mm.arch.get("pte_frag")
         if page is not None:
             table = self._take(page)
@@ -151,11 +149,8 @@ class Powerpc(Allocator):
         acc.live += self.frag
         acc.stranded += rest      # until installed, no one else can take the rest
         # The allocation and constructor take time with the lock NOT held: the race window.
-        yield cpu.compute(0)
         lock = mm.page_table_lock
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
+        yield from cpu.spin_lock(lock)  # pays for the allocation first
         yield cpu.compute(0)
         if mm.arch.get("pte_frag") is None:
             page.frag_refcount = self.nr

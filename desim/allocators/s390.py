@@ -75,7 +75,7 @@ class S390(HalfPageAllocator):
             self._relist(cpu, mm, page, tail=False)     # head: reusable at once
             self.commit(page, old)
             self.check(cpu, page, "page_table_free")
-            lock.release(cpu)
+            self.spin_unlock(cpu, lock)
             old = self._split(page)
             st.bits ^= p_bit(half)
             self.commit(page, old)

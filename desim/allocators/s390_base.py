@@ -231,12 +231,21 @@ class HalfPageAllocator(Allocator):
         page.tables[half] = None
         page.data.t_freed[half] = self.env._now
 
-    def spin_lock(self, cpu: CPU, lock):
-        """Take ``lock`` (a generator): its cost, and any hand-off, is paid while holding it."""
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
+    def spin_lock(self, cpu: CPU, lock, softirq: bool = False):
+        """``spin_lock_bh(lock)`` (a generator): time owed for earlier work (a page allocation)
+        is paid before, the lock's own cost and any hand-off while holding it; softirqs stay off
+        until ``spin_unlock``. From a callback (``softirq``), bh is already off and the time
+        owed is the interrupted task's, not ours."""
+        if softirq:
+            ev = lock.acquire(cpu)
+            if ev is not None:
+                yield ev
+            return
+        yield from cpu.spin_lock(lock, bh=True)
         yield cpu.compute(0)
+
+    def spin_unlock(self, cpu: CPU, lock, softirq: bool = False) -> None:
+        cpu.spin_unlock(lock, bh=not softirq)
 
     # -- transitions the free paths share ---------------------------------------------------
     def to_pending(self, table: PageTable) -> None:
@@ -284,7 +293,7 @@ class HalfPageAllocator(Allocator):
                     table = page.tables[half] = PageTable(page, half * HALF, HALF, mm)
                     self.commit(page, old)
                     self.check(cpu, page, "page_table_alloc reuse")
-            lock.release(cpu)
+            self.spin_unlock(cpu, lock)
             if table is not None:
                 self.m.counters["s390.list_hits"] += 1
                 return table
@@ -312,7 +321,7 @@ class HalfPageAllocator(Allocator):
         self.in_transit.discard(page)
         self.commit(page, old)
         self.check(cpu, page, "page_table_alloc fresh")
-        lock.release(cpu)
+        self.spin_unlock(cpu, lock)
         self.m.counters["s390.fresh_pages"] += 1
         return table
 
@@ -336,7 +345,7 @@ class HalfPageAllocator(Allocator):
             self.list_after_free_rcu(cpu, mm, page, half)
             self.commit(page, old)
             self.check(cpu, page, "page_table_free_rcu")
-            lock.release(cpu)
+            self.spin_unlock(cpu, lock)
         yield from tlb.remove_table(table)
 
     # -- checking -----------------------------------------------------------------------------

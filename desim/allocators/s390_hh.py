@@ -133,7 +133,7 @@ class S390HH(HalfPageAllocator):
             self._unlink_if_idle(cpu, page, half, "page_table_free")
         self.commit(page, old)
         self.check(cpu, page, "page_table_free")
-        lock.release(cpu)
+        self.spin_unlock(cpu, lock)
         if not st.bits & 0x3F:
             self.release(cpu, page)
 
@@ -171,7 +171,7 @@ class S390HH(HalfPageAllocator):
             lock = mm.context_lock
         else:
             lock = self.global_lock
-        yield from self.spin_lock(cpu, lock)
+        yield from self.spin_lock(cpu, lock, softirq=True)
         old = self._split(page)
         st.bits ^= p_bit(half)
         self.free_slot(cpu, page, half)
@@ -182,7 +182,7 @@ class S390HH(HalfPageAllocator):
             self.m.counters["s390.relinked"] += 1
         self.commit(page, old)
         self.check(cpu, page, "__tlb_remove_table relink")
-        lock.release(cpu)
+        self.spin_unlock(cpu, lock, softirq=True)
         cpu.rcu_read_unlock()
         if not st.bits & 0x3F:
             self.release(cpu, page)
@@ -208,7 +208,7 @@ class S390HH(HalfPageAllocator):
         st.bits ^= flip
         self._unlink_if_idle(cpu, page, half, "pte_free_defer")
         self.commit(page, old)
-        lock.release(cpu)
+        self.spin_unlock(cpu, lock)
         if self.params.mm_lifetime == "mmdrop_async":
             mm.arch["mm_count"] = mm.arch.get("mm_count", 1) + 1      # mmgrab
         if not st.bits & h_bit(other):
@@ -279,7 +279,7 @@ class S390HH(HalfPageAllocator):
             m.free_mm(cpu, mm)
         elif rule == "rcu_barrier":
             yield from m.rcu.barrier(cpu, task)
-            cpu.debt += self.costs.call_rcu
+            cpu.charge(self.costs.call_rcu)
             m.rcu.call_rcu(cpu, _free_mm_cb, (m, mm))
         else:
             n = mm.arch["mm_count"] = mm.arch.get("mm_count", 1) - 1     # exit's mmdrop

@@ -65,9 +65,7 @@ class UnsafeSharedRcuHead(Generic):
     # -- allocation ---------------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):
         lock = mm.page_table_lock
-        ev = lock.acquire(cpu)
-        if ev is not None:
-            yield ev
+        yield from cpu.spin_lock(lock)
         page = mm.arch.get("frag_page")
         acc = self.account
         if page is None:

@@ -1,12 +1,31 @@
-"""Simulated CPUs: one task at a time, RCU read-side nesting and quiescent-state bookkeeping.
+"""Simulated CPUs: who runs where, in which mode, and how CPU time is charged.
 
-A task is a SimPy process that owns a CPU between ``acquire`` and ``release``. Releasing is a
-context switch, which notes a quiescent state (``rcu_note_context_switch``); with no other task
-queued the CPU goes idle, an extended quiescent state that the grace-period kthread's
-force-quiescent-state scan notices (dynticks snapshot), as on a NO_HZ kernel.
+A CPU is in one of three modes, as RCU sees them (kernel/rcu/tree.c, v6.6):
 
-CPU time not yet paid (lock costs, softirq work, IPI handlers) accumulates in ``debt`` and is
-added to the owner's next ``compute``: cheap, and no extra events.
+* **kernel**: a task owns it (``owner``) between ``acquire`` and ``release``;
+* **user**: no kernel owner, but a *resident* task runs user code there (``enter_user``): a
+  workload's think time. The scheduler tick keeps running and interrupts user mode, which RCU
+  counts as a quiescent state (QS), but user mode is not an extended QS (no ``nohz_full``);
+* **idle**: neither; NO_HZ idle, an extended quiescent state (EQS) that the grace-period
+  kthread's force-quiescent-state scan notices (``eqs`` counts idle entries, like the
+  dynticks counter).
+
+A resident task enters the kernel with ``syscall`` and goes back with ``to_user``: that is
+not a context switch (``rcu_note_context_switch`` is not called on return to user mode).
+``release`` is one: the owner sleeps or exits, and RCU notes a QS (``RCU.context_switch``).
+Another task taking a CPU in user mode preempts the resident task: also a context switch, and
+the time it takes is lost to the resident's think time (``user_lost``), as is interrupt and
+softirq time taken in user mode.
+
+CPU time is charged in one of four ways, each a named method:
+
+* ``compute(ns)``: the owner spends ``ns`` now (an event), plus whatever it owes;
+* ``charge(ns)``: the owner's own work accounted lazily (page allocation, constructor,
+  ``call_rcu``, a lock's acquire): owed, paid at its next ``compute`` or ``pay``;
+* ``steal(ns)``: interrupt or softirq time taken from whatever runs here: owed by a kernel
+  owner, lost by a user-mode resident, nothing when idle;
+* ``pay()``: settle what is owed, before taking a spinlock (``spin_lock``), so that time owed
+  for work done before the lock is never spent holding it.
 """
 
 from __future__ import annotations
@@ -22,8 +41,11 @@ if TYPE_CHECKING:
 
 class CPU:
     __slots__ = (
-        "id", "machine", "env", "owner", "runq", "nesting", "debt", "idle", "idle_entries",
-        "qs_pending", "passed_qs", "dyn_snap", "exp_need_qs", "cbs", "softirq_running",
+        "id", "machine", "env", "rcu", "owner", "runq", "users", "user_lost", "user_since",
+        "nesting", "debt", "idle", "eqs", "bh", "softirq_deferred",
+        "gp_seq", "core_needs_qs", "no_qs", "qs_pending", "dyn_snap", "urgent_qs",
+        "exp_need_qs", "cbs", "softirq_running", "offloaded", "bypass", "bypass_gen",
+        "blimit", "qlen_last_fqs_check",
         "busy_since", "busy_ns", "softirq_ns", "ctx_switches", "trace",
     )
 
@@ -31,18 +53,33 @@ class CPU:
         self.id = cpu_id
         self.machine = machine
         self.env = machine.env
+        self.rcu = None             # the machine's RCU, set by RCU
         self.owner: object | None = None
         self.runq: deque = deque()
-        self.nesting = 0            # rcu_read_lock() depth
+        self.users = 0              # resident tasks running user code here between syscalls
+        self.user_lost = 0          # ns taken from user mode (preemption, interrupts)
+        self.user_since = -1        # when a non-resident task took the CPU from user mode
+        self.nesting = 0            # rcu_read_lock() depth of the running task
         self.debt = 0               # ns of CPU time owed by the current owner
         self.idle = True
-        self.idle_entries = 0       # like the dynticks counter: bumps on each idle entry
-        self.qs_pending = False     # the current GP still needs a QS from this CPU
-        self.passed_qs = False      # a QS was noted (context switch) but not yet reported
-        self.dyn_snap = 0
+        self.eqs = 0                # like the dynticks counter: bumps on each idle entry
+        self.bh = 0                 # softirqs disabled (spin_lock_bh) depth
+        self.softirq_deferred = False  # RCU_SOFTIRQ raised inside a bh/IRQs-off section
+        # RCU per-CPU state (struct rcu_data), kept by desim.model.rcu
+        self.gp_seq = 0             # rdp->gp_seq: the GP state this CPU last noticed
+        self.core_needs_qs = False  # rdp->core_needs_qs
+        self.no_qs = False          # rdp->cpu_no_qs.b.norm: no QS since it noticed the GP
+        self.qs_pending = False     # the GP still waits for this CPU (its rnp->qsmask bit)
+        self.dyn_snap = 0           # rdp->dynticks_snap, taken by the first FQS scan
+        self.urgent_qs = False      # rcu_urgent_qs: the GP is old, cond_resched reports
         self.exp_need_qs = False    # an expedited GP waits for this CPU's rcu_read_unlock
         self.cbs = None             # the CPU's RCU callback list, set by RCU
         self.softirq_running = False
+        self.offloaded = False      # callbacks offloaded to rcuo kthreads (rcu_nocbs)
+        self.bypass: list = []      # nocb bypass list holding lazy callbacks
+        self.bypass_gen = 0         # bumps at each flush (a stale lazy timer does nothing)
+        self.blimit = 0             # rdp->blimit (set by RCU)
+        self.qlen_last_fqs_check = 0
         self.busy_since = 0
         self.busy_ns = 0
         self.softirq_ns = 0
@@ -54,12 +91,18 @@ class CPU:
 
     # -- ownership -------------------------------------------------------------------------
     def acquire(self, task: object) -> Event | None:
-        """Run ``task`` on this CPU: ``None`` if it runs now, else an event for its turn."""
+        """Run ``task`` here in the kernel: ``None`` if it runs now, else an event for its turn.
+
+        Taking the CPU from a user-mode resident preempts it: a context switch.
+        """
         if self.owner is None:
             self.owner = task
             if self.idle:
                 self.idle = False
                 self.busy_since = self.env._now
+            elif self.users:
+                self.user_since = self.env._now
+                self.rcu.context_switch(self)
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
             return None
@@ -70,13 +113,15 @@ class CPU:
         return ev
 
     def release(self) -> None:
-        """The owner stops running here: a context switch, so a quiescent state."""
+        """The owner sleeps or exits: a context switch, so a quiescent state."""
         self.ctx_switches += 1
-        if self.qs_pending:
-            self.passed_qs = True
+        self.rcu.context_switch(self)
         # Time still owed when the owner leaves (an unlock's cost, softirq work that arrived
         # during its last slice) is forgiven rather than charged to the next task.
         self.debt = 0
+        self._next()
+
+    def _next(self) -> None:
         if self.runq:
             task, ev = self.runq.popleft()
             self.owner = task
@@ -87,20 +132,121 @@ class CPU:
         if self.trace is not None:
             self.trace.task_switch(self, None)
         self.owner = None
+        if self.users:
+            if self.user_since >= 0:
+                self.user_lost += self.env._now - self.user_since
+                self.user_since = -1
+            return
         self.idle = True
-        self.idle_entries += 1
+        self.eqs += 1
         self.busy_ns += self.env._now - self.busy_since
 
+    # -- a resident task's user mode ---------------------------------------------------------
+    def enter_user(self) -> None:
+        """A task starts living here, running user code between its system calls."""
+        self.users += 1
+        if self.idle and self.owner is None:
+            self.idle = False
+            self.busy_since = self.env._now
+
+    def leave_user(self) -> None:
+        """The resident task stops living here (call with the CPU not owned by it)."""
+        self.users -= 1
+        if not self.users and self.owner is None:
+            self.idle = True
+            self.eqs += 1
+            self.busy_ns += self.env._now - self.busy_since
+
+    def syscall(self, task: object) -> Event | None:
+        """The resident ``task`` enters the kernel (a fault, a system call): no context switch.
+
+        ``None`` if it runs now, else an event: another task holds the CPU and the resident
+        waits its turn. Time lost to others before this point is already behind it.
+        """
+        self.user_lost = 0
+        if self.owner is None:
+            self.owner = task
+            if self.trace is not None:
+                self.trace.task_acquire(self, task, True)
+            return None
+        ev = Event(self.env)
+        self.runq.append((task, ev))
+        if self.trace is not None:
+            self.trace.task_acquire(self, task, False)
+        return ev
+
+    def to_user(self) -> None:
+        """The owner, a resident task, returns to user mode: not a context switch, unless
+        another task waits, which then preempts it on the way out (``need_resched``)."""
+        self.debt = 0
+        if self.runq:
+            self.ctx_switches += 1
+            self.rcu.context_switch(self)
+            self.user_since = self.env._now
+            self._next()
+            return
+        if self.trace is not None:
+            self.trace.task_switch(self, None)
+        self.owner = None
+
+    def user_time_lost(self) -> int:
+        """ns the resident's user code lost since it last looked (it must run that much more)."""
+        lost = self.user_lost
+        self.user_lost = 0
+        return lost
+
+    # -- charging CPU time ----------------------------------------------------------------------
     def compute(self, ns: int) -> Timeout:
-        """Spend ``ns`` of CPU time (plus any debt) as the owner."""
+        """Spend ``ns`` of CPU time now as the owner, plus whatever it owes."""
         d = ns + self.debt
         self.debt = 0
         return Timeout(self.env, d)
 
+    def charge(self, ns: int) -> None:
+        """The owner's own work, accounted lazily: paid at its next ``compute`` or ``pay``."""
+        self.debt += ns
+
+    def pay(self) -> Timeout | None:
+        """Settle what the owner owes now (an event), or ``None`` if nothing is owed."""
+        d = self.debt
+        if not d:
+            return None
+        self.debt = 0
+        return Timeout(self.env, d)
+
     def steal(self, ns: int) -> None:
-        """Charge CPU time taken by interrupts or softirq to whoever runs here."""
+        """Interrupt or softirq time taken from whatever runs here."""
         if self.owner is not None:
             self.debt += ns
+        elif self.users:
+            self.user_lost += ns
+
+    def spin_lock(self, lock, bh: bool = False):
+        """Take spinlock ``lock`` (a generator): what is owed is paid first, outside the lock.
+
+        ``bh``: ``spin_lock_bh``, softirqs stay off until ``spin_unlock``.
+        """
+        d = self.debt
+        if d:
+            self.debt = 0
+            yield Timeout(self.env, d)
+        if bh:
+            self.bh += 1
+        ev = lock.acquire(self)
+        if ev is not None:
+            yield ev
+
+    def spin_unlock(self, lock, bh: bool = False) -> None:
+        lock.release(self)
+        if bh:
+            self.local_bh_enable()
+
+    def local_bh_enable(self) -> None:
+        """Softirqs back on: one raised meanwhile runs now (``local_bh_enable``)."""
+        self.bh -= 1
+        if not self.bh and self.softirq_deferred:
+            self.softirq_deferred = False
+            self.rcu.raise_softirq(self)
 
     # -- RCU read side ----------------------------------------------------------------------
     def rcu_read_lock(self) -> None:
@@ -114,10 +260,32 @@ class CPU:
             raise RuntimeError(f"cpu{self.id}: rcu_read_unlock without rcu_read_lock")
         self.nesting = n
         if n == 0:
+            rcu = self.rcu
+            if rcu.blocked and self.owner in rcu.blocked:
+                rcu.read_unlock_special(self, self.owner)
             if self.exp_need_qs:
-                self.machine.rcu.exp.report(self)
+                rcu.exp.report(self)
             if self.trace is not None:
                 self.trace.read_unlock(self)
+
+    def preempt(self, task: object):
+        """The owner ``task`` is preempted (a generator): others queued here run first.
+
+        On a preemptible kernel a reader may be preempted; it then blocks grace periods from
+        the blocked-tasks list until its outermost ``rcu_read_unlock``. A non-preemptible
+        kernel cannot preempt a reader (``rcu_read_lock`` disables preemption).
+        """
+        n = self.nesting
+        self.rcu.preempt_task(self, task, n)
+        self.nesting = 0
+        self.ctx_switches += 1
+        self.rcu.context_switch(self)
+        self.debt = 0
+        ev = Event(self.env)
+        self.runq.append((task, ev))
+        self._next()
+        yield ev
+        self.nesting = n
 
     def busy_fraction(self, now: int) -> float:
         busy = self.busy_ns + (0 if self.idle else now - self.busy_since)

@@ -1,7 +1,8 @@
 """Queued (FIFO) spinlocks on bare SimPy events.
 
-An uncontended acquire creates no event: its cost is added to the acquiring CPU's pending time,
-paid at that CPU's next ``compute``. A contended acquire queues one plain ``Event`` which the
+An uncontended acquire creates no event: its cost is charged to the acquiring CPU
+(``CPU.charge``), paid at that CPU's next ``compute``, inside the lock. Time owed from before
+is paid before the lock is taken (``CPU.spin_lock``). A contended acquire queues one plain ``Event`` which the
 releaser schedules ``handoff`` ns later (the MCS/qspinlock hand-over costs one cache-line
 transfer). A waiter spins: the task keeps its CPU, so spinning is CPU time lost, as in the kernel.
 """
@@ -91,7 +92,7 @@ class SpinLock:
         st.uncontended += 1
         last = self.last_cpu
         if last is cpu or last is None:
-            cpu.debt += self.cost
+            cpu.debt += self.cost  # CPU.charge, inlined on the lock's hot path
         else:
             st.free_handoffs += 1
             cpu.debt += self.cost + self.handoff

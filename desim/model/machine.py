@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import simpy
-from simpy.events import AllOf, Event, Timeout
+from simpy.events import AllOf, Event
 
 from desim.config import Config
 from desim.model.cpu import CPU
@@ -151,7 +151,7 @@ class Machine:
         if self.safety is not None:
             self.safety.mm_freed(cpu, mm)  # poisons the mm's locks and lists
         mm.freed = True
-        cpu.steal(self.costs.mm_free)
+        cpu.charge(self.costs.mm_free)
         self.counters["mm.freed"] += 1
 
     # -- the page's single rcu_head -------------------------------------------------------------
@@ -160,7 +160,7 @@ class Machine:
         if self.safety is not None:
             self.safety.rcu_queue(cpu, page)
         page.rcu_queued = True
-        cpu.debt += self.costs.call_rcu
+        cpu.charge(self.costs.call_rcu)
         self.rcu.call_rcu(cpu, _rcu_head_cb, (page, func, arg), cost)
 
     # -- CPUs -----------------------------------------------------------------------------------
@@ -178,6 +178,10 @@ class Machine:
 
     def local_irq_enable(self, cpu: CPU) -> None:
         self.irqs_off.pop(cpu).succeed()
+        if cpu.softirq_deferred and not cpu.bh:
+            # A softirq raised while IRQs were off runs now.
+            cpu.softirq_deferred = False
+            self.rcu.raise_softirq(cpu)
 
     def ipi_all(self, cpu: CPU):
         """``smp_call_function(..., wait=1)`` to every other CPU: wait for all handlers.
@@ -202,5 +206,4 @@ class Machine:
                 self.counters["ipi.waited_irqs_off"] += 1
                 yield AllOf(self.env, waits)
                 latency = max(0, latency - (self.env._now - t0))
-        yield Timeout(self.env, latency + h + cpu.debt)
-        cpu.debt = 0
+        yield cpu.compute(latency + h)

@@ -217,7 +217,7 @@ class PageAllocator:
         self.held += 1
         self.held_by_kind[kind] = self.held_by_kind.get(kind, 0) + 1
         self.allocated += 1
-        cpu.steal(self.machine.costs.page_alloc)
+        cpu.charge(self.machine.costs.page_alloc)
         if self.safety is not None:
             self.safety.page_alloc(cpu, page)
         return page
@@ -234,7 +234,7 @@ class PageAllocator:
         self.held -= 1
         self.held_by_kind[page.kind] -= 1
         self.freed += 1
-        cpu.steal(self.machine.costs.page_free)
+        cpu.charge(self.machine.costs.page_free)
         self.free_pages.append(page)
 
     def pages_held(self, kind: str) -> int:

@@ -74,7 +74,7 @@ class MMUGather:
     def _flush(self) -> None:
         if self.batch:
             m = self.machine
-            self.cpu.debt += m.costs.call_rcu
+            self.cpu.charge(m.costs.call_rcu)
             m.rcu.call_rcu(self.cpu, _batch_cb, (m, self.batch, self.page))
             self.batches += 1
         self.batch = None

@@ -1,26 +1,65 @@
-"""Tree RCU for a non-preemptible kernel, at the level of detail page-table freeing needs.
+"""Tree RCU as Linux v6.6 runs it, at the level of detail page-table freeing needs.
 
-What is modelled, and after which kernel behaviour (kernel/rcu/tree.c, v6.5-v6.7):
+Two flavours (``rcu.flavor``): ``non-preemptible`` (``!PREEMPT_RCU``: PREEMPT_NONE/VOLUNTARY
+builds, the s390 and powerpc defconfigs) and ``preemptible`` (``PREEMPT_RCU``, selected by every
+PREEMPTION build, so by the PREEMPT_DYNAMIC kernels x86 distributions ship). What is modelled,
+and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree.h of v6.6):
 
-* Readers are ``CPU.rcu_read_lock/unlock``: a nesting count, no events.
-* A grace period (GP) needs a quiescent state (QS) from every CPU after it began. A context
-  switch notes a QS (``rcu_note_context_switch``), which the CPU reports at its next tick; a tick
-  taken outside a read-side section reports one directly (``rcu_sched_clock_irq``); an idle CPU
-  gets no ticks (NO_HZ) and is reported by the GP kthread's force-quiescent-state scan, which
-  runs ``fqs_jiffies`` after the GP starts and then every ``fqs_jiffies`` (``rcu_gp_fqs_loop``,
-  dynticks snapshot). The last QS wakes the kthread early. A GP older than
-  ``sched_qs_jiffies`` lets kernel-bound CPUs report at their next tick (``rcu_urgent_qs``
-  honoured by ``cond_resched``), so no CPU outside a reader holds a GP for ever.
-* ``call_rcu`` appends to the CPU's NEXT segment. At the CPU's next tick the callbacks are
-  *accelerated* (tagged with the GP number that must end first, ``rcu_accelerate_cbs``) and a GP
-  is requested; after the GP ends the CPU's next tick *advances* them to DONE and raises the
-  softirq, which invokes them in batches of ``blimit`` (no limit past ``qhimark`` queued, a batch
-  cut after ``batch_time``), charging their CPU time to the CPU that queued them
-  (``rcu_do_batch``). Callbacks queued on different CPUs are therefore not ordered.
-* ``synchronize_rcu`` is a callback that wakes the sleeping caller (``wait_rcu_gp``);
+* **Grace-period state.** ``seq`` is ``rcu_state.gp_seq`` (2 x completed, +1 while a GP runs;
+  one rcu_node, so the leaf's copy is the same). ``rcu_gp_init`` marks every CPU as owing a
+  quiescent state (QS, its ``qsmask`` bit); the GP kthread's own CPU notices the new GP there
+  (``__note_gp_changes``). Any other CPU notices it only when ``rcu_core`` runs on it
+  (``note_gp_changes``), and a QS it passed before noticing does not count: noticing sets
+  ``cpu_no_qs.b.norm`` again.
+* **The tick** (``rcu_sched_clock_irq``), one jiffy apart, on every CPU that is not NO_HZ idle
+  (an idle CPU ticks only while it holds non-offloaded callbacks, ``rcu_needs_cpu``). First the
+  flavour's rule notes a QS (``rcu_flavor_sched_clock_irq``): on both flavours a tick that
+  interrupts user mode or idle; on ``preemptible`` also one in kernel code outside a reader;
+  on ``non-preemptible`` kernel code counts only with ``tick_qs_in_kernel`` (the later fix
+  that counts a tick finding no preempt count held, ``CONFIG_PREEMPT_COUNT=y``) or once the
+  GP is older than ``jiffies_to_sched_qs`` (``rcu_urgent_qs``: the tick forces a reschedule,
+  which the task's next ``cond_resched`` honours; we place it at the tick). Then
+  ``rcu_pending`` decides whether ``rcu_core`` must run: a QS to report, callbacks ready, a GP
+  to request, or a GP state not yet noticed.
+* **rcu_core** (RCU_SOFTIRQ, on irq exit; ``rcu_check_quiescent_state``,
+  ``rcu_report_qs_rdp``, ``rcu_do_batch``): notices GP ends and starts, advancing and
+  accelerating the callbacks only then (``rcu_advance_cbs`` / ``rcu_accelerate_cbs``); reports
+  a noted QS; with no GP running, accelerates new callbacks and so requests a GP; invokes ready
+  callbacks. A softirq raised while its CPU is in a ``_bh`` or IRQs-off section runs when the
+  section ends (``local_bh_enable``).
+* **A context switch** is a QS (``rcu_note_context_switch`` → ``rcu_qs``), reported at the
+  CPU's next ``rcu_core``. Returning from a fault to user mode is not a context switch.
+* **Force-quiescent-state scans** (``rcu_gp_fqs_loop``): the GP kthread sleeps
+  ``jiffies_till_first_fqs`` (then ``jiffies_till_next_fqs``) jiffies and wakes on a tick. The
+  first scan snapshots each owing CPU's dynticks counter and reports the CPUs in an extended
+  QS at that instant (``dyntick_save_progress_counter``); later scans report the CPUs that
+  passed through one since (``rcu_implicit_dynticks_qs``), and past ``jiffies_to_sched_qs``
+  set ``rcu_urgent_qs``. The kthread itself runs on a CPU (its last one, or an idle one when
+  that one is busy: ``select_task_rq``'s idle-sibling choice): that CPU is not in an EQS while
+  a scan runs, which is why an idle machine waits two scans for the kthread's own CPU.
+* **Preemptible readers**: a reader preempted (``CPU.preempt``) goes on the blocked-tasks list
+  (``rcu_preempt_ctxt_queue``); it blocks the current GP if its CPU had not yet reported, and
+  every GP that starts while it is listed (``rcu_gp_init`` sets ``gp_tasks``). Its outermost
+  ``rcu_read_unlock`` takes it off (``rcu_read_unlock_special``), which may end the GP.
+* **Callbacks** (``rcu_segcblist``): four segments DONE / WAIT / NEXT_READY / NEXT, tagged
+  with the GP number that must complete (``rcu_seq_snap``). ``rcu_do_batch`` invokes at least
+  ``max(blimit, pending >> rcu_divisor)`` per batch and more while its CPU is idle; a batch
+  above 100 is cut after ``rcu_resched_ns`` (``batch_time``); ``__call_rcu_core`` raises a
+  CPU's ``blimit`` to ``DEFAULT_MAX_RCU_BLIMIT`` when its queue grows by ``qhimark`` during a
+  GP, ``rcu_do_batch`` restores it below ``qlowmark``. Callbacks run on the CPU that queued
+  them, so callbacks queued on different CPUs run in no guaranteed order.
+* **Offloaded CPUs and lazy RCU** (``rcu.nocb_cpus``, ``rcu.lazy``; tree_nocb.h): an offloaded
+  CPU's callbacks are handled by its rcuog/rcuo kthreads: queued callbacks request their GP at
+  once (``wake_nocb_gp``), are advanced at GP end (``rcu_nocb_gp_cleanup``) and invoked by the
+  rcuo kthread, whose CPU time is taken from that CPU; its ticks do nothing for callbacks, so
+  an idle offloaded CPU sleeps. With ``CONFIG_RCU_LAZY`` a plain ``call_rcu`` there goes to the
+  bypass list (``rcu_nocb_try_bypass``), flushed after ``jiffies_lazy_flush``, when it reaches
+  ``qhimark``, by a non-lazy request (``call_rcu_hurry``, ``synchronize_rcu``) on that CPU, or
+  by ``rcu_barrier``. The memory-pressure shrinker (``lazy_rcu_shrink_scan``) is not modelled.
+* ``synchronize_rcu`` is ``call_rcu_hurry`` of a wake-up (``wait_rcu_gp``);
   ``synchronize_rcu_expedited`` IPIs every non-idle CPU, and a CPU inside a reader reports at
   its outermost ``rcu_read_unlock``; ``rcu_barrier`` entrains a callback behind every CPU's list
-  and waits for all of them, serialised by a mutex.
+  (flushing bypass lists) and waits for all of them, serialised by a mutex.
 """
 
 from __future__ import annotations
@@ -38,6 +77,10 @@ if TYPE_CHECKING:
     from desim.model.machine import Machine
 
 MAX_GP_SPANS = 100_000
+DEFAULT_MAX_RCU_BLIMIT = 10_000   # kernel/rcu/tree.c
+QLOWMARK = 100                    # qlowmark: blimit comes back below this many queued
+RCU_DIVISOR = 7                   # rcu_divisor: a batch is at least pending >> 7
+BIG_BATCH = 100                   # rcu_do_batch applies its time limit above this batch
 
 
 class SegCBList:
@@ -155,23 +198,39 @@ class RCU:
         self.machine = machine
         self.env = env = machine.env
         cfg = machine.config
+        rc = cfg.rcu
+        hz = cfg.machine.hz
+        ncpus = cfg.machine.cpus
         self.cpus = machine.cpus
         self.jiffy = cfg.machine.jiffy_ns
-        self.fqs_wait = cfg.rcu.effective_fqs_jiffies(cfg.machine.hz) * self.jiffy
-        self.blimit = cfg.rcu.blimit
-        self.qhimark = cfg.rcu.qhimark
-        self.batch_time = cfg.rcu.batch_time
-        self.tick_qs_in_kernel = cfg.rcu.tick_qs_in_kernel
-        self.urgent_after = cfg.rcu.effective_sched_qs_jiffies(cfg.machine.hz) * self.jiffy
+        self.first_fqs = rc.effective_fqs_jiffies(hz, ncpus)
+        self.next_fqs = rc.effective_next_fqs_jiffies(hz, ncpus)
+        self.sched_qs = rc.effective_sched_qs_jiffies(hz, ncpus) * self.jiffy
+        self.preemptible = rc.flavor == "preemptible"
+        # A tick in kernel code outside a reader reports a QS (flavour rule, or the fix).
+        self.kernel_tick_qs = self.preemptible or rc.tick_qs_in_kernel
+        self.blimit = rc.blimit
+        self.qhimark = rc.qhimark
+        self.batch_time = rc.batch_time
+        self.lazy = rc.lazy
+        self.lazy_flush = rc.lazy_flush
         self.cb_overhead = cfg.costs.rcu_callback
+        offloaded = rc.offloaded_cpus(ncpus)
         for c in self.cpus:
+            c.rcu = self
             c.cbs = SegCBList()
+            c.blimit = self.blimit
+            c.offloaded = c.id in offloaded
         self.completed = 0          # number of GPs completed
         self.gp_active = False
+        self.seq = 0                # rcu_state.gp_seq: 2 * completed + gp_active
         self.requested = 0          # highest GP number some callback needs
-        self.qs_left = 0
+        self.qs_left = 0            # CPUs and blocked readers the current GP still waits for
         self.gp_start = 0
-        self.pending = 0            # callbacks queued and not yet invoked
+        self.pending = 0            # callbacks queued and not yet invoked (bypass included)
+        self.tick_cbs = 0           # of which on non-offloaded CPUs: they keep ticks running
+        self.blocked: dict[object, bool] = {}  # preempted readers -> they block the current GP
+        self.kthread_cpu = self.cpus[-1]       # where the GP kthread last ran
         self._gp_wake: Event | None = None
         self._tick_wake: Event | None = None
         self.barrier_mutex = Mutex(env)
@@ -187,6 +246,7 @@ class RCU:
         self.queued = 0
         self.invoked = 0
         self.max_pending = 0
+        self.lazy_flushes = 0
         env.process(self._gp_kthread())
         env.process(self._ticker())
 
@@ -197,20 +257,39 @@ class RCU:
         for h in self.histograms():
             h.clear()
         self.gp_spans.clear()
-        self.queued = self.invoked = 0
+        self.queued = self.invoked = self.lazy_flushes = 0
         self.max_pending = self.pending
 
     # -- update side --------------------------------------------------------------------------
-    def call_rcu(self, cpu: CPU, func, arg, cost: int = 0) -> None:
-        """Queue ``func(cpu, arg)`` to run after a grace period, on ``cpu``'s softirq."""
-        cpu.cbs.next.append((func, arg, cost, self.env._now))
+    def call_rcu(self, cpu: CPU, func, arg, cost: int = 0, lazy: bool = True) -> None:
+        """Queue ``func(cpu, arg)`` to run after a grace period, on ``cpu``.
+
+        ``lazy=True`` is ``call_rcu`` (lazy on an offloaded CPU of a ``CONFIG_RCU_LAZY``
+        kernel), ``lazy=False`` is ``call_rcu_hurry``.
+        """
+        cb = (func, arg, cost, self.env._now)
         if cpu.trace is not None:
             cpu.trace.call_rcu(cpu)
-        cpu.cbs.n += 1
         self.queued += 1
         p = self.pending = self.pending + 1
         if p > self.max_pending:
             self.max_pending = p
+        if cpu.offloaded:
+            self._nocb_enqueue(cpu, cb, lazy and self.lazy)
+            return
+        cbs = cpu.cbs
+        cbs.next.append(cb)
+        n = cbs.n = cbs.n + 1
+        self.tick_cbs += 1
+        if n > cpu.qlen_last_fqs_check + self.qhimark:
+            # __call_rcu_core: a queue grown by qhimark notices GP changes and, with no GP
+            # running, requests one at once; during a GP, lifts the CPU's batch limit.
+            self._note(cpu)
+            if not self.gp_active:
+                self._accelerate(cpu)
+            else:
+                cpu.blimit = DEFAULT_MAX_RCU_BLIMIT
+                cpu.qlen_last_fqs_check = n
         if self._tick_wake is not None:
             self._tick_wake.succeed()
             self._tick_wake = None
@@ -219,7 +298,7 @@ class RCU:
         """``synchronize_rcu``: the calling task sleeps (its CPU is freed) for a full GP."""
         t0 = self.env._now
         ev = Event(self.env)
-        self.call_rcu(cpu, _wake, ev)
+        self.call_rcu(cpu, _wake, ev, lazy=False)   # wait_rcu_gp(call_rcu_hurry)
         cpu.release()
         yield ev
         ev = cpu.acquire(task)
@@ -252,9 +331,11 @@ class RCU:
         self.barrier_seq += 1
         state = [0, Event(env)]
         for c in self.cpus:
+            if c.bypass:
+                self._flush_bypass(c)   # rcu_barrier_entrain flushes the bypass first
             if c.cbs.n:
                 state[0] += 1
-                self.call_rcu(c, _barrier_cb, state)
+                self.call_rcu(c, _barrier_cb, state, lazy=False)
         if state[0]:
             self.machine.ipis_sent += state[0]
             yield state[1]
@@ -265,27 +346,144 @@ class RCU:
             yield ev
         self.barrier_latency.add(env._now - t0)
 
+    # -- offloaded (nocb) CPUs and lazy callbacks ------------------------------------------------
+    def _nocb_enqueue(self, cpu: CPU, cb: tuple, lazy: bool) -> None:
+        """``call_rcu`` on an offloaded CPU (``rcu_nocb_try_bypass``, ``__call_rcu_nocb_wake``)."""
+        if lazy:
+            bp = cpu.bypass
+            bp.append(cb)
+            if len(bp) == 1:
+                # The rcuog kthread's lazy timer: flush after jiffies_lazy_flush.
+                gen = cpu.bypass_gen
+                Timeout(self.env, self.lazy_flush).callbacks.append(
+                    lambda _e, c=cpu, g=gen: self._lazy_timer(c, g))
+            if len(bp) >= self.qhimark:
+                self._flush_bypass(cpu)
+            return
+        if cpu.bypass:
+            self._flush_bypass(cpu)     # a non-lazy callback flushes the lazy ones with it
+        cbs = cpu.cbs
+        cbs.next.append(cb)
+        cbs.n += 1
+        self._nocb_kick(cpu)
+
+    def _lazy_timer(self, cpu: CPU, gen: int) -> None:
+        if cpu.bypass_gen == gen and cpu.bypass:
+            self._flush_bypass(cpu)
+
+    def _flush_bypass(self, cpu: CPU) -> None:
+        """``rcu_nocb_flush_bypass``: the bypass list joins the CPU's callbacks, and rcuog is
+        woken to get them a grace period."""
+        cbs = cpu.cbs
+        cbs.next.extend(cpu.bypass)
+        cbs.n += len(cpu.bypass)
+        cpu.bypass = []
+        cpu.bypass_gen += 1
+        self.lazy_flushes += 1
+        self._nocb_kick(cpu)
+
+    def _nocb_kick(self, cpu: CPU) -> None:
+        """rcuog (``nocb_gp_wait``): accelerate the offloaded CPU's callbacks, request their GP."""
+        need = cpu.cbs.accelerate(self._snap())
+        if need > self.completed:
+            self._request(need, cpu)
+
     # -- grace periods ------------------------------------------------------------------------
     def _snap(self) -> int:
-        """The GP number that must complete for a callback queued now."""
+        """The GP number that must complete for a callback queued now (``rcu_seq_snap``)."""
         return self.completed + (2 if self.gp_active else 1)
 
-    def _request(self, gp: int) -> None:
+    def _request(self, gp: int, cpu: CPU) -> None:
+        """``rcu_start_this_gp``: note the need; wake the GP kthread if no GP is running."""
         if gp > self.requested:
             self.requested = gp
             if self._gp_wake is not None and not self.gp_active:
+                self._place_kthread()
                 self._gp_wake.succeed()
                 self._gp_wake = None
 
+    def _accelerate(self, cpu: CPU) -> None:
+        need = cpu.cbs.accelerate(self._snap())
+        if need > self.completed:
+            self._request(need, cpu)
+
+    def _note(self, cpu: CPU) -> None:
+        """``__note_gp_changes``: ``cpu`` notices GP ends and starts since it last looked."""
+        old = cpu.gp_seq
+        new = self.seq
+        if old == new:
+            return
+        ended = (new >> 1) > (old >> 1)          # rcu_seq_completed_gp
+        if not cpu.offloaded and cpu.cbs.n:
+            if ended:
+                cpu.cbs.advance(self.completed)
+            self._accelerate(cpu)
+        if ended:
+            cpu.core_needs_qs = False
+        if new & 1 and ((old + 1) & ~1) < new:   # rcu_seq_new_gp: a GP this CPU has not seen
+            need = cpu.qs_pending
+            cpu.no_qs = need
+            cpu.core_needs_qs = need
+        cpu.gp_seq = new
+
+    def context_switch(self, cpu: CPU) -> None:
+        """``rcu_note_context_switch`` → ``rcu_qs``: a QS, reported at the next ``rcu_core``."""
+        cpu.no_qs = False
+
     def report_qs(self, cpu: CPU) -> None:
+        """``rcu_report_qs_rnp``: the GP no longer waits for ``cpu``."""
         if cpu.trace is not None:
             cpu.trace.qs(cpu)
         cpu.qs_pending = False
-        cpu.passed_qs = False
+        cpu.urgent_qs = False
+        self._qs_done()
+
+    def _qs_done(self) -> None:
         self.qs_left -= 1
         if self.qs_left == 0 and self._gp_wake is not None:
             self._gp_wake.succeed()
             self._gp_wake = None
+
+    # -- preemptible readers ----------------------------------------------------------------------
+    def preempt_task(self, cpu: CPU, task: object, nesting: int) -> None:
+        """``rcu_preempt_ctxt_queue``: a reader preempted joins the blocked-tasks list."""
+        if not nesting:
+            return
+        if not self.preemptible:
+            raise RuntimeError(f"{cpu!r}: a reader preempted on a non-preemptible kernel")
+        # It blocks the current GP if its CPU had not reported yet (rnp->qsmask bit set).
+        blocks = self.gp_active and cpu.qs_pending
+        self.blocked[task] = blocks
+        if blocks:
+            self.qs_left += 1
+
+    def read_unlock_special(self, cpu: CPU, task: object) -> None:
+        """``rcu_read_unlock_special``: the outermost unlock of a reader that was preempted."""
+        if self.blocked.pop(task):
+            self._qs_done()     # rcu_report_unblock_qs_rnp
+
+    # -- the GP kthread ---------------------------------------------------------------------------
+    def _place_kthread(self) -> None:
+        """Where the woken GP kthread runs: its last CPU if idle, else an idle one if any."""
+        k = self.kthread_cpu
+        if k.idle:
+            return
+        cpus = self.cpus
+        n = len(cpus)
+        for j in range(1, n):
+            c = cpus[(k.id + j) % n]
+            if c.idle:
+                self.kthread_cpu = c
+                return
+
+    def _kthread_ran(self) -> None:
+        """The kthread ran on its CPU and sleeps again: two context switches there; an idle
+        CPU left its extended QS for that while (its dynticks counter moves)."""
+        k = self.kthread_cpu
+        if k.idle:
+            k.eqs += 1
+        if k.owner is None:
+            k.no_qs = False
 
     def _fqs_timer(self, ev: Event):
         def fire(_):
@@ -298,42 +496,88 @@ class RCU:
     def _gp_kthread(self):
         env = self.env
         cpus = self.cpus
+        jiffy = self.jiffy
         while True:
             if self.requested <= self.completed:
                 self._gp_wake = Event(env)
                 yield self._gp_wake
                 continue
-            # rcu_gp_init: every CPU owes a QS from now on.
+            # rcu_gp_init: every CPU owes a QS from now on, and so does every reader on the
+            # blocked-tasks list; the kthread's own CPU notices the GP at once.
             self.gp_active = True
-            self.gp_start = env._now
+            self.seq += 1
+            self.gp_start = start = env._now
             for c in cpus:
                 c.qs_pending = True
-                c.passed_qs = False
-                c.dyn_snap = c.idle_entries
-            self.qs_left = len(cpus)
+                c.urgent_qs = False
+            blocked = self.blocked
+            for t in blocked:
+                blocked[t] = True
+            self.qs_left = len(cpus) + len(blocked)
+            self._note(self.kthread_cpu)
+            self._kthread_ran()
+            first = True
+            wait = self.first_fqs
             while self.qs_left:
                 ev = self._gp_wake = Event(env)
-                Timeout(env, self.fqs_wait).callbacks.append(self._fqs_timer(ev))
+                now = env._now
+                # schedule_timeout(j): the timer fires at the j-th jiffy boundary from now.
+                t_fqs = (now // jiffy + wait) * jiffy
+                Timeout(env, t_fqs - now).callbacks.append(self._fqs_timer(ev))
                 yield ev
                 if not self.qs_left:
                     break
+                if env._now < t_fqs:
+                    continue  # woken by a QS that did not finish the GP: wait out the timer
+                self._place_kthread()
                 if self.trace is not None:
                     self.trace.fqs()
-                # Force quiescent states: a CPU idle now, or idle at some point since the GP
-                # began, is in or has passed an extended QS.
+                k = self.kthread_cpu
+                urgent = env._now - start > self.sched_qs
                 for c in cpus:
-                    if c.qs_pending and (c.idle or c.idle_entries != c.dyn_snap):
+                    if not c.qs_pending:
+                        continue
+                    in_eqs = c.idle and c is not k
+                    if first:
+                        # dyntick_save_progress_counter
+                        c.dyn_snap = c.eqs
+                        if in_eqs:
+                            self.report_qs(c)
+                    elif in_eqs or c.eqs != c.dyn_snap:
+                        # rcu_implicit_dynticks_qs
                         self.report_qs(c)
+                    elif urgent:
+                        c.urgent_qs = True
+                self._kthread_ran()
+                first = False
+                wait = self.next_fqs
             # rcu_gp_cleanup
             self.completed += 1
             self.gp_active = False
+            self.seq += 1
             self._gp_wake = None
-            length = env._now - self.gp_start
+            length = env._now - start
             self.gp_length.add(length)
             if len(self.gp_spans) < MAX_GP_SPANS:
-                self.gp_spans.append((self.gp_start, env._now))
+                self.gp_spans.append((start, env._now))
             if self.trace is not None:
-                self.trace.gp(self.completed, self.gp_start, env._now)
+                self.trace.gp(self.completed, start, env._now)
+            self._place_kthread()
+            self._note(self.kthread_cpu)
+            for c in cpus:
+                if c.offloaded and c.cbs.n:
+                    self._nocb_gp_cleanup(c)
+
+    def _nocb_gp_cleanup(self, cpu: CPU) -> None:
+        """rcuog woken at GP end: advance; rcuo invokes what is ready (``nocb_cb_wait``)."""
+        cbs = cpu.cbs
+        cbs.advance(self.completed)
+        need = cbs.accelerate(self._snap())
+        if need > self.completed:
+            self._request(need, cpu)
+        if cbs.done and not cpu.softirq_running:
+            cpu.softirq_running = True
+            self.env.process(self._invoke(cpu))
 
     # -- the scheduler tick -------------------------------------------------------------------
     def _ticker(self):
@@ -341,7 +585,7 @@ class RCU:
         env = self.env
         jiffy = self.jiffy
         while True:
-            if not (self.gp_active or self.pending):
+            if not (self.gp_active or self.tick_cbs):
                 self._tick_wake = Event(env)
                 yield self._tick_wake
             now = env._now
@@ -349,31 +593,56 @@ class RCU:
             self._tick()
 
     def _tick(self) -> None:
-        completed = self.completed
-        snap = completed + (2 if self.gp_active else 1)
-        # Past jiffies_till_sched_qs the GP sets rcu_urgent_qs: a kernel-bound CPU then reports
-        # at its next cond_resched(), which we place at its next tick.
-        in_kernel_ok = self.tick_qs_in_kernel or (
-            self.gp_active and self.env._now - self.gp_start >= self.urgent_after)
+        """``rcu_sched_clock_irq`` on every CPU that takes the tick."""
+        seq = self.seq
+        active = self.gp_active
+        kernel_qs = self.kernel_tick_qs
         if self.trace is not None:
             self.trace.backlog(self.pending)
         for c in self.cpus:
             cbs = c.cbs
-            if c.idle and not cbs.n:
+            has_cbs = cbs.n and not c.offloaded
+            if c.idle and not has_cbs:
                 continue  # NO_HZ: an idle CPU with no callbacks takes no tick
-            if c.qs_pending and (c.passed_qs or (c.nesting == 0 and (c.idle or in_kernel_ok))):
-                self.report_qs(c)
-            if cbs.n:
-                cbs.advance(completed)
-                need = cbs.accelerate(snap)
-                if need > completed:
-                    self._request(need)
-                if cbs.done and not c.softirq_running:
-                    c.softirq_running = True
-                    self.env.process(self._softirq(c))
+            # rcu_flavor_sched_clock_irq: user mode and idle are QSes; kernel code outside a
+            # reader is one on the preemptible flavour (or with the fix), or once urged.
+            if c.no_qs and (c.owner is None or (c.nesting == 0 and (kernel_qs or c.urgent_qs))):
+                c.no_qs = False
+            # rcu_pending
+            if c.gp_seq != seq or (c.core_needs_qs and not c.no_qs and active) or (has_cbs and (
+                    cbs.done or (not active and (cbs.next or cbs.ready)))):
+                self._core(c)
 
-    def _softirq(self, cpu: CPU):
-        """RCU_SOFTIRQ on ``cpu``: invoke DONE callbacks in batches (``rcu_do_batch``)."""
+    def _core(self, c: CPU) -> None:
+        """``rcu_core`` on ``c`` (in its RCU_SOFTIRQ, here at the tick's irq exit)."""
+        self._note(c)
+        if c.core_needs_qs and not c.no_qs and self.gp_active:
+            # rcu_report_qs_rdp
+            c.core_needs_qs = False
+            if c.qs_pending:
+                if not c.offloaded and c.cbs.n:
+                    self._accelerate(c)
+                self.report_qs(c)
+        if c.offloaded:
+            return
+        cbs = c.cbs
+        if not self.gp_active and (cbs.next or cbs.ready):
+            self._accelerate(c)
+        if cbs.done:
+            self.raise_softirq(c)
+
+    def raise_softirq(self, c: CPU) -> None:
+        """Invoke ``c``'s ready callbacks now, or when its ``_bh``/IRQs-off section ends."""
+        if c.softirq_running:
+            return
+        if c.bh or c in self.machine.irqs_off:
+            c.softirq_deferred = True
+            return
+        c.softirq_running = True
+        self.env.process(self._invoke(c))
+
+    def _invoke(self, cpu: CPU):
+        """``rcu_do_batch`` (RCU_SOFTIRQ, or the rcuo kthread of an offloaded CPU)."""
         env = self.env
         cbs = cpu.cbs
         overhead = self.cb_overhead
@@ -381,18 +650,23 @@ class RCU:
         if tr is not None:
             tr.softirq_begin(cpu)
         while cbs.done:
-            limit = len(cbs.done) if cbs.n > self.qhimark else self.blimit
-            budget = self.batch_time
+            pending = cbs.n
+            bl = max(cpu.blimit, pending >> RCU_DIVISOR)
+            tlimit = self.batch_time if bl > BIG_BATCH else 0
             cost = 0
             k = 0
             done = cbs.done
-            while done and k < limit and cost < budget:
+            while done:
                 func, arg, c_cost, t_queued = done.popleft()
                 if tr is not None:
                     tr.callback(cpu, func, arg, t_queued, env._now + cost, overhead + c_cost)
                 k += 1
                 cost += overhead + c_cost
+                d0 = cpu.debt
                 r = func(cpu, arg)
+                # What the callback charged (freeing pages) is softirq time, not the owner's.
+                cost += cpu.debt - d0
+                cpu.debt = d0
                 if r is not None:
                     # A callback that must take a lock runs as a generator.
                     yield Timeout(env, cost)
@@ -400,9 +674,24 @@ class RCU:
                     cpu.softirq_ns += cost
                     cost = 0
                     yield from r
+                # Past the batch limit, stop unless the CPU is idle (nothing to hand it back
+                # to); a big batch also stops at its time limit, checked every 32 callbacks.
+                if k >= bl and not cpu.idle:
+                    break
+                if tlimit and not (k & 31) and cost >= tlimit:
+                    break
             cbs.n -= k
             self.pending -= k
+            if not cpu.offloaded:
+                self.tick_cbs -= k
             self.invoked += k
+            n = cbs.n
+            if cpu.blimit >= DEFAULT_MAX_RCU_BLIMIT and n <= QLOWMARK:
+                cpu.blimit = self.blimit
+            if n == 0:
+                cpu.qlen_last_fqs_check = 0
+            elif n < cpu.qlen_last_fqs_check - self.qhimark:
+                cpu.qlen_last_fqs_check = n
             if cost:
                 yield Timeout(env, cost)
                 cpu.steal(cost)

@@ -2,8 +2,11 @@
 
 Two shapes:
 
-* ``per_cpu`` (default): each of ``cpus`` CPUs runs a closed loop: think (user mode, the CPU
-  free), then one minor fault on a random table of a random live process;
+* ``per_cpu`` (default): each of ``cpus`` CPUs runs a closed loop: think, then one minor fault
+  on a random table of a random live process. The think time is user code by default
+  (``gaps: user``: the CPU takes ticks, is in no extended QS, and loses time to whatever
+  interrupts or preempts it; the fault returns to user mode, not a context switch); with
+  ``gaps: idle`` the CPU idles between faults (NO_HZ, an extended QS);
 * ``per_process``: each live process faults as a Poisson process at ``rate``, on the CPU its
   ``processes`` placement gives it. The superposition over the n live processes is drawn as
   one stream whose gap is a per-process gap divided by n (exact for exponential gaps, which a
@@ -32,6 +35,9 @@ class FaultsParams(Params):
         {"dist": "exponential", "mean": "20us"}, description="per_cpu: time between faults on a CPU"
     )
     cpus: int | None = Field(None, ge=1, description="per_cpu: how many CPUs fault (default: all)")
+    gaps: Literal["user", "idle"] = Field(
+        "user", description="per_cpu: the think time runs user code (the CPU ticks, no extended "
+        "QS) or leaves the CPU idle")
     rate: Interarrival = Field("2000/s", description="per_process: faults per second per process")
     placement: Placement = Field(
         Placement(policy="migrating"),
@@ -62,20 +68,32 @@ class Faults(Element):
         env = self.env
         mult = self.state.mult
         name = self.name
+        user = self.p.gaps == "user"
+        if user:
+            cpu.enter_user()
         while True:
             if mult.get(name, 1.0) == 1.0:
                 yield Timeout(env, think())  # the common case of wait(), without a generator
             else:
                 yield from self.wait(think())
+            if user:
+                # User code runs its full think time: what others took meanwhile comes on top.
+                lost = cpu.user_time_lost()
+                while lost:
+                    yield Timeout(env, lost)
+                    lost = cpu.user_time_lost()
             mms = m.mms
             if not mms:
                 continue
             mm = mms[int(u() * len(mms))]
-            ev = cpu.acquire(task)
+            ev = cpu.syscall(task) if user else cpu.acquire(task)
             if ev is not None:
                 yield ev
             yield from fault(m, cpu, task, mm, u(), u() < mm.shmem_fraction)
-            cpu.release()
+            if user:
+                cpu.to_user()   # back to user mode: not a context switch
+            else:
+                cpu.release()
 
     def _per_process(self):
         m = self.m

@@ -1,13 +1,17 @@
 """``kernel_work``: CPU-bound stretches in the kernel that hold off quiescent states.
 
 On a non-preemptible kernel a CPU executing a long system call, or softirq-heavy work, passes
-no quiescent state until it switches context or returns to user mode; with
-``rcu.tick_qs_in_kernel: false`` its ticks do not help either. This is what stretches grace
+no quiescent state until it switches context or a tick finds it in user mode (or, past
+``jiffies_to_sched_qs``, until its next ``cond_resched``); its ticks in kernel code do not help
+unless ``rcu.tick_qs_in_kernel``. Between sections the task runs user code (``gaps: user``) or
+sleeps (``gaps: idle``). This is what stretches grace
 periods on busy machines (tens of ms on a loaded 64-CPU box, DOMAIN.md section 2). Part of each
 section may run inside ``rcu_read_lock`` (``reader_fraction``), a long reader.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -24,6 +28,9 @@ class KernelWorkParams(Params):
         {"dist": "exponential", "mean": "1ms"}, description="time off the CPU between sections"
     )
     cpus: int | None = Field(None, ge=1, description="how many CPUs run sections (default: all)")
+    gaps: Literal["user", "idle"] = Field(
+        "user", description="between sections the task runs user code (ticks, no extended QS) "
+        "or sleeps, leaving the CPU idle")
     reader_fraction: float = Field(
         0.0, ge=0, le=1, description="share of each section spent inside an RCU reader"
     )
@@ -45,9 +52,17 @@ class KernelWork(Element):
         gap = self.p.gap.ns_sampler(self.rng(f"gap.cpu{cpu.id}"))
         frac = self.p.reader_fraction
         task = object()
+        user = self.p.gaps == "user"
+        if user:
+            cpu.enter_user()
         while True:
             yield env.timeout(gap())
-            ev = cpu.acquire(task)
+            if user:
+                lost = cpu.user_time_lost()
+                while lost:
+                    yield env.timeout(lost)
+                    lost = cpu.user_time_lost()
+            ev = cpu.syscall(task) if user else cpu.acquire(task)
             if ev is not None:
                 yield ev
             length = section()
@@ -57,4 +72,7 @@ class KernelWork(Element):
                 yield cpu.compute(inside)
                 cpu.rcu_read_unlock()
             yield cpu.compute(length - inside)
-            cpu.release()
+            if user:
+                cpu.to_user()
+            else:
+                cpu.release()
