@@ -41,16 +41,18 @@ def read_bytes(path: str | Path, limit: int = MAX_INPUT_BYTES) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise InputError(f"cannot read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise InputError("not a regular file")
         if st.st_size > limit:
             raise InputError(f"too large ({st.st_size:,} bytes; at most {limit:,})")
-        try:
-            data = fh.read(limit + 1)  # the file may grow after fstat
-        except OSError as exc:
-            raise InputError(f"cannot read ({exc.strerror})") from None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)  # the file may have grown since fstat
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise InputError(f"too large (more than {limit:,} bytes)")
     return data
