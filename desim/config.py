@@ -65,6 +65,7 @@ MAX_LOCKS = 65_536
 MAX_PAGE_SIZE = 256 << 10     # the largest base page Linux has (hexagon, ppc44x: 256 KiB)
 MAX_SEED = (1 << 63) - 1      # seeds are stored in int64 columns
 MAX_BATCH = 1_000_000_000     # RCU callback limits
+MAX_SAMPLES = 10_000_000      # time-series rows kept in memory per run
 
 
 class Strict(BaseModel):
@@ -259,6 +260,9 @@ class Config(Strict):
             raise ValueError(f"rcu.fqs_jiffies: at most machine.hz ({hz}), one second")
         if self.rcu.sched_qs_jiffies is not None and self.rcu.sched_qs_jiffies > 86_400 * hz:
             raise ValueError(f"rcu.sched_qs_jiffies: at most one day ({86_400 * hz} jiffies)")
+        if self.record.enabled and self.duration // self.record.sample_interval > MAX_SAMPLES:
+            raise ValueError(f"record.sample_interval: at most {MAX_SAMPLES:,} samples per run "
+                             f"(duration / sample_interval)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

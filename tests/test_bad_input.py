@@ -59,6 +59,8 @@ CASES = [
      "workload.memory_pressure.hog_pages"),
     ("seed-huge", "seed: 100000000000000000000\n", [], "seed"),
     ("blimit-huge", "rcu: {blimit: 1e12}\n", [], "rcu.blimit"),
+    ("samples-huge", "duration: 1 day\nrecord: {sample_interval: 1ns}\n", [],
+     "record.sample_interval"),
     ("fqs-above-hz", "machine: {hz: 250}\nrcu: {fqs_jiffies: 1000}\n", [], "rcu.fqs_jiffies"),
     ("page-size-huge", "machine: {page_size: 1GiB}\n", [], "machine.page_size"),
     ("memory-limit-sub-page", "machine: {memory_limit: 100}\n", [], "machine.memory_limit"),

@@ -214,7 +214,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise _err(p, f"seed: expected an integer from 0 to {MAX_SEED}")
     reps = data.get("replications", 1)
     if not isinstance(reps, int) or isinstance(reps, bool) or not 1 <= reps <= MAX_RUNS:
-        raise _err(p, f"replications: expected an integer from 1 to {MAX_RUNS:,}")
+        raise _err(p, f"replications: expected an integer >= 1 (at most {MAX_RUNS:,})")
     stats = data.get("stats") or {}
     if not isinstance(stats, dict):
         raise _err(p, "stats: expected a mapping (warmup, confidence)")
