@@ -2,15 +2,21 @@
 
 Times accept units (``25ns``, ``3ms``), sizes too (``4KiB``). Unknown keys, wrong types and
 impossible values are rejected with an error naming the dotted field. ``load_config`` reads
-YAML with ``yaml.safe_load``; ``apply_overrides`` applies ``--set a.b=value`` pairs first.
+YAML with ``desim.inputs`` (regular files of bounded size, no duplicate keys, anchors or
+aliases); ``apply_overrides`` applies ``--set a.b=value`` pairs first.
+
+Numbers are strict and bounded: ``true``/``false`` is never a number, counts are integers
+(``8.0`` is 8, ``8.5`` is refused), nothing is infinite or NaN, and every count and size has a
+generous upper bound stated in its ``Field`` (times: at most one day, see ``desim.units``), so
+that no value can make validation build a billion objects or a run overflow 64-bit time.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -21,12 +27,45 @@ from pydantic import (
     model_validator,
 )
 
+from desim.inputs import MAX_DEPTH, InputError, load_yaml, read_text
 from desim.registry import UnknownName
 from desim.units import parse_size_bytes, parse_time_ns
 
+_FLOAT_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _integer(v: Any) -> Any:
+    # pydantic's lax mode reads true as 1; YAML 1.1 reads 1e5 as a string
+    if isinstance(v, bool):
+        raise ValueError("expected an integer, not true/false")
+    if isinstance(v, str) and _FLOAT_TEXT.fullmatch(v):
+        v = float(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _real(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("expected a number, not true/false")
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_integer)]
+Real = Annotated[float, BeforeValidator(_real), Field(allow_inf_nan=False)]
 Duration = Annotated[int, BeforeValidator(parse_time_ns), Field(ge=0)]
 PositiveDuration = Annotated[int, BeforeValidator(parse_time_ns), Field(gt=0)]
 Size = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
+
+MAX_CPUS = 4096
+MAX_PROCESSES = 100_000       # processes alive at time 0 (each is a SimPy process at build)
+MAX_TABLES = 1 << 20          # page tables per process or per call: 2 TiB mapped at 4 KiB
+MAX_PAGES = 1 << 32           # pages of memory in any count (16 TiB at 4 KiB)
+MAX_LOCKS = 65_536
+MAX_PAGE_SIZE = 256 << 10     # the largest base page Linux has (hexagon, ppc44x: 256 KiB)
+MAX_SEED = (1 << 63) - 1      # seeds are stored in int64 columns
+MAX_BATCH = 1_000_000_000     # RCU callback limits
+MAX_SAMPLES = 10_000_000      # time-series rows kept in memory per run
 
 
 class Strict(BaseModel):
@@ -34,8 +73,8 @@ class Strict(BaseModel):
 
 
 class MachineConfig(Strict):
-    cpus: int = Field(8, ge=1, le=4096, description="number of CPUs")
-    hz: int = Field(1000, description="scheduler tick rate (CONFIG_HZ)")
+    cpus: Int = Field(8, ge=1, le=MAX_CPUS, description="number of CPUs")
+    hz: Int = Field(1000, description="scheduler tick rate (CONFIG_HZ)")
     page_size: Size = Field(4096, description="base page size")
     memory_limit: Size | None = Field(None, description="cap on memory held in pages")
 
@@ -49,9 +88,16 @@ class MachineConfig(Strict):
     @field_validator("page_size")
     @classmethod
     def _page_size(cls, v: int) -> int:
-        if v < 4096 or v & (v - 1):
-            raise ValueError("page_size must be a power of two of at least 4KiB")
+        if v < 4096 or v > MAX_PAGE_SIZE or v & (v - 1):
+            raise ValueError("page_size must be a power of two from 4KiB to 256KiB")
         return v
+
+    @model_validator(mode="after")
+    def _memory_limit(self):
+        if self.memory_limit is not None and self.memory_limit < self.page_size:
+            raise ValueError(f"memory_limit: {self.memory_limit} B is less than one page "
+                             f"(page_size {self.page_size} B)")
+        return self
 
     @property
     def jiffy_ns(self) -> int:
@@ -89,18 +135,18 @@ class RcuConfig(Strict):
         "preemptible", description="PREEMPT_RCU (PREEMPT_DYNAMIC x86 distribution kernels) or "
         "!PREEMPT_RCU (PREEMPT_NONE/VOLUNTARY builds: s390, powerpc defconfigs)"
     )
-    fqs_jiffies: int | None = Field(
-        None, ge=1, description="jiffies_till_first_fqs; default 1 + (HZ > 250) + (HZ > 500) + "
-        "cpus/256 as rcu_init_geometry computes it"
+    fqs_jiffies: Int | None = Field(
+        None, ge=1, description="jiffies_till_first_fqs (at most hz); default 1 + (HZ > 250) + "
+        "(HZ > 500) + cpus/256 as rcu_init_geometry computes it"
     )
-    next_fqs_jiffies: int | None = Field(
-        None, ge=1, description="jiffies_till_next_fqs; default fqs_jiffies if set, else the "
-        "kernel's formula"
+    next_fqs_jiffies: Int | None = Field(
+        None, ge=1, description="jiffies_till_next_fqs (at most hz); default fqs_jiffies if set, "
+        "else the kernel's formula"
     )
-    blimit: int = Field(10, ge=1, description="rcu_do_batch's least batch (blimit)")
-    qhimark: int = Field(
-        10000, ge=1, description="a CPU's queue growing by this much lifts its batch limit; "
-        "a lazy bypass list this long is flushed"
+    blimit: Int = Field(10, ge=1, le=MAX_BATCH, description="rcu_do_batch's least batch (blimit)")
+    qhimark: Int = Field(
+        10000, ge=1, le=MAX_BATCH, description="a CPU's queue growing by this much lifts its "
+        "batch limit; a lazy bypass list this long is flushed"
     )
     batch_time: PositiveDuration = Field(
         3_000_000, description="rcu_resched_ns: a batch above 100 callbacks is cut after this")
@@ -108,11 +154,12 @@ class RcuConfig(Strict):
         False, description="non-preemptible: a tick in kernel code outside a reader reports a "
         "QS (the later fix counting a tick with no preempt count held, CONFIG_PREEMPT_COUNT=y)"
     )
-    sched_qs_jiffies: int | None = Field(
+    sched_qs_jiffies: Int | None = Field(
         None, ge=1, description="jiffies_to_sched_qs: a GP this old makes kernel-bound CPUs "
-        "report at their next tick (cond_resched); default as adjust_jiffies_till_sched_qs"
+        "report at their next tick (cond_resched); default as adjust_jiffies_till_sched_qs; "
+        "at most one day"
     )
-    nocb_cpus: Literal["none", "all"] | list[int] = Field(
+    nocb_cpus: Literal["none", "all"] | list[Int] = Field(
         "none", description="CPUs whose callbacks are offloaded to rcuo kthreads (rcu_nocbs=)"
     )
     lazy: bool = Field(
@@ -172,6 +219,8 @@ class AllocatorConfig(Strict):
         if not isinstance(data, dict):
             raise ValueError("allocator must be a name or {name: ..., params: {...}}")
         name = data.get("name", "generic")
+        if not isinstance(name, str):
+            raise ValueError("name: expected the name of a design (see desim list)")
         try:
             klass = ALLOCATORS.get(name)
         except UnknownName as exc:
@@ -201,7 +250,7 @@ class RecordConfig(Strict):
 class SafetyConfig(Strict):
     enabled: bool = Field(True, description="keep shadow state and check for violations")
     stop_on_first: bool = Field(False, description="stop the run at the first violation")
-    history: int = Field(8, ge=1, le=1000, description="events kept per object for reports")
+    history: Int = Field(8, ge=1, le=1000, description="events kept per object for reports")
     audit_interval: Duration = Field(
         10_000_000, description="poll design invariants and memory books this often (0: never); "
         "each audit rescans every page-table page, so 1 ms costs ~10% of a run's wall time"
@@ -209,7 +258,7 @@ class SafetyConfig(Strict):
 
 
 class Config(Strict):
-    seed: int = Field(1, ge=0)
+    seed: Int = Field(1, ge=0, le=MAX_SEED)
     duration: PositiveDuration = Field(500_000_000, description="simulated time")
     warmup: Duration = Field(0, description="statistics are reset at this time")
     machine: MachineConfig = MachineConfig()
@@ -248,6 +297,17 @@ class Config(Strict):
     def _times(self):
         if self.warmup >= self.duration:
             raise ValueError("warmup must be shorter than duration")
+        hz = self.machine.hz
+        if self.rcu.fqs_jiffies is not None and self.rcu.fqs_jiffies > hz:
+            # param_set_first_fqs_jiffies (kernel/rcu/tree.c) caps it at HZ: one second
+            raise ValueError(f"rcu.fqs_jiffies: at most machine.hz ({hz}), one second")
+        if self.rcu.next_fqs_jiffies is not None and self.rcu.next_fqs_jiffies > hz:
+            raise ValueError(f"rcu.next_fqs_jiffies: at most machine.hz ({hz}), one second")
+        if self.rcu.sched_qs_jiffies is not None and self.rcu.sched_qs_jiffies > 86_400 * hz:
+            raise ValueError(f"rcu.sched_qs_jiffies: at most one day ({86_400 * hz} jiffies)")
+        if self.record.enabled and self.duration // self.record.sample_interval > MAX_SAMPLES:
+            raise ValueError(f"record.sample_interval: at most {MAX_SAMPLES:,} samples per run "
+                             f"(duration / sample_interval)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -282,6 +342,8 @@ def _first_error(exc: ValidationError, prefix: str = "") -> str:
 def set_dotted(data: dict, key: str, value: Any) -> None:
     """Set ``a.b.c`` in nested dicts, creating levels as needed."""
     parts = key.split(".")
+    if not all(p.strip() for p in parts) or len(parts) > MAX_DEPTH:
+        raise ConfigError(f"{key!r}: expected a dotted key such as machine.cpus")
     cur = data
     for p in parts[:-1]:
         nxt = cur.get(p)
@@ -295,24 +357,26 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key=value`` strings (value read as YAML) to a raw config dict."""
     for item in overrides:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
-        set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = load_yaml(raw)
+        except InputError as exc:
+            raise ConfigError(f"--set {item!r}: {exc}") from None
+        try:
+            set_dotted(data, key, value)
+        except ConfigError:
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value") from None
     return data
 
 
 def read_yaml(path: str | Path) -> dict:
-    p = Path(path)
+    """A YAML file whose top level is a mapping (``desim.inputs``: bounded, strict)."""
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} malformed YAML ({getattr(exc, 'problem', exc)})") from None
+        data = load_yaml(read_text(path))
+    except InputError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

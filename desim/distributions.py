@@ -19,6 +19,14 @@ mapping takes units too (``median: 50ms``, ``values: [1us, 3us]``). Kinds:
   ``interpolate: false`` (default) resamples the given values (bootstrap: every draw is one of
   them); ``true`` draws from the piecewise-linear inverse CDF through the sorted samples.
 
+Every distribution has a finite mean. Time quantities are at most one day (``desim.units``);
+``Gap`` and ``Interarrival`` fields need a mean of at least 1 ns (a rate of at most one per ns):
+draws are rounded to whole ns, and an element whose every gap is 0 ns would loop at one instant
+with simulated time standing still (``faults: {think: 0}``); ``count_at_most(le)``
+bounds a count: the largest value (constant, uniform, empirical) or the mean (exponential,
+lognormal) must be at most ``le``, and draws are capped at ``le``. Drawn times are capped at
+``NS_CAP`` (~146 years), so that a far tail draw never overflows 64-bit nanoseconds.
+
 Samplers draw from the run's named streams in vectorised blocks (``desim.rng.buffered``).
 """
 
@@ -27,18 +35,24 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import csv
+import io
 import math
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
+from desim.inputs import read_text
 from desim.rng import buffered
-from desim.units import parse_rate_per_ns, parse_time_ns
+from desim.units import MAX_TIME_NS, format_ns, parse_rate_per_ns, parse_time_ns
 
 # z such that P(N(0,1) <= z) = 0.99 (scipy-free: numpy has no ppf)
 Z99 = 2.3263478740408408
+# Drawn times are capped here: far beyond any run (runs are at most MAX_TIME_NS, and phases
+# scale gaps by at most 1000), so the cap changes no outcome, yet now + gap stays inside int64.
+NS_CAP = 1 << 62
 
 _BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("desim_base_dir", default=None)
 
@@ -55,20 +69,29 @@ def relative_to(directory: str | Path | None):
 
 class _Dist(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _cap: float = PrivateAttr(default=math.inf)  # set by count_at_most: draws never exceed it
 
     def mean(self) -> float:
         raise NotImplementedError
+
+    def upper(self) -> float:
+        """The largest value a draw can take (inf for unbounded kinds)."""
+        return math.inf
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         raise NotImplementedError
 
     def sampler(self, rng: np.random.Generator):
         """A zero-argument callable returning one sample (float)."""
-        return buffered(lambda n: self.draw(rng, n))
+        cap = self._cap
+        if cap == math.inf:
+            return buffered(lambda n: self.draw(rng, n))
+        return buffered(lambda n: np.minimum(self.draw(rng, n), cap))
 
     def ns_sampler(self, rng: np.random.Generator):
         """Like ``sampler``, rounded to whole nanoseconds (simulated time is integer ns)."""
-        return buffered(lambda n: np.rint(self.draw(rng, n)).astype(np.int64))
+        cap = min(self._cap, NS_CAP)
+        return buffered(lambda n: np.rint(np.minimum(self.draw(rng, n), cap)).astype(np.int64))
 
 
 class Constant(_Dist):
@@ -76,6 +99,9 @@ class Constant(_Dist):
     value: float = Field(ge=0)
 
     def mean(self) -> float:
+        return self.value
+
+    def upper(self) -> float:
         return self.value
 
     def sampler(self, rng: np.random.Generator):
@@ -114,6 +140,9 @@ class Uniform(_Dist):
 
     def mean(self) -> float:
         return (self.low + self.high) / 2
+
+    def upper(self) -> float:
+        return self.high
 
     def draw(self, rng, n):
         return rng.uniform(self.low, self.high, n)
@@ -154,7 +183,10 @@ class Lognormal(_Dist):
         return math.log(self.p99 / self.median) / Z99  # type: ignore[operator]
 
     def mean(self) -> float:
-        return math.exp(self.mu + self.sigma**2 / 2)
+        try:
+            return math.exp(self.mu + self.sigma**2 / 2)
+        except OverflowError:
+            return math.inf
 
     def draw(self, rng, n):
         return rng.lognormal(self.mu, self.sigma, n)
@@ -197,6 +229,9 @@ class Empirical(_Dist):
     def mean(self) -> float:
         return float(self._data.mean())
 
+    def upper(self) -> float:
+        return float(self._data[-1])
+
     def draw(self, rng, n):
         d = self._data
         if not self.interpolate or d.size == 1:
@@ -225,8 +260,11 @@ def _resolve(file: str) -> Path:
 
 def _read_csv(path: Path, column: str | int, parse) -> list[float]:
     out: list[float] = []
-    with path.open(newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
+    try:  # a regular file of bounded size only (desim.inputs), never /dev/zero
+        rows = [r for r in csv.reader(io.StringIO(read_text(path), newline=""))
+                if r and not r[0].lstrip().startswith("#")]
+    except (ValueError, csv.Error) as exc:
+        raise ValueError(f"empirical file {path}: {exc}") from None
     if not rows:
         return out
     idx: int
@@ -258,6 +296,7 @@ DIST_TYPES: dict[str, type[_Dist]] = {
     "empirical": Empirical,
 }
 _QUANTITY_FIELDS = ("value", "mean", "low", "high", "median", "p99")
+_PLAIN_FIELDS = ("mu", "sigma")  # lognormal's log-space parameters: plain numbers
 
 
 def _coerce(parse, value: Any) -> Any:
@@ -265,10 +304,15 @@ def _coerce(parse, value: Any) -> Any:
         return value
     if isinstance(value, dict):
         kind = value.get("dist")
-        if kind not in DIST_TYPES:
+        if not isinstance(kind, str) or kind not in DIST_TYPES:
             raise ValueError(f"unknown dist {kind!r} (allowed: {', '.join(DIST_TYPES)})")
-        out = {k: (parse(v) if k in _QUANTITY_FIELDS and v is not None else v)
-               for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            try:
+                out[k] = (parse(v) if k in _QUANTITY_FIELDS and v is not None else
+                          _number(v) if k in _PLAIN_FIELDS and v is not None else v)
+            except ValueError as exc:
+                raise ValueError(f"{k}: {exc}") from None
         if kind == "empirical":
             vals = out.get("values")
             if isinstance(vals, list | tuple):
@@ -276,27 +320,73 @@ def _coerce(parse, value: Any) -> Any:
             elif vals is not None:
                 raise ValueError("empirical values must be a list")
             if out.get("file") is not None:
-                path = _resolve(str(out["file"]))
+                if not isinstance(out["file"], str):
+                    raise ValueError("file: expected the path of a CSV file")
+                column = out.get("column", 0)
+                if not (isinstance(column, str) or type(column) is int and column >= 0):
+                    raise ValueError("column: expected a column name or an index >= 0")
+                path = _resolve(out["file"])
                 key = str(path)
                 if key not in _FILE_VALUES:
-                    _FILE_VALUES[key] = _read_csv(path, out.get("column", 0), parse)
+                    _FILE_VALUES[key] = _read_csv(path, column, parse)
                 out["file"] = key
-        return DIST_TYPES[kind].model_validate(out)
-    return Constant(value=parse(value))
+        dist = DIST_TYPES[kind].model_validate(out)
+    else:
+        dist = Constant(value=parse(value))
+    if not dist.mean() < math.inf:  # lognormal with a huge sigma; inf or nan from a list
+        raise ValueError("the distribution has no finite mean")
+    return dist
+
+
+def _bounded(dist: _Dist, le: float, show=lambda x: f"{x:,.4g}") -> _Dist:
+    """``dist`` if its values stay within ``le``: its largest value, or its mean if unbounded."""
+    up = dist.upper()
+    if up == math.inf and dist.mean() > le:
+        raise ValueError(f"at most {show(le)} (this distribution has mean {show(dist.mean())})")
+    if math.inf > up > le:
+        raise ValueError(f"at most {show(le)} (got {show(up)})")
+    return dist
+
+
+def _show_ns(ns: float) -> str:
+    return "1 day" if ns == MAX_TIME_NS else format_ns(ns)
 
 
 def _time(value: Any) -> Any:
-    return _coerce(parse_time_ns, value)
+    return _bounded(_coerce(parse_time_ns, value), MAX_TIME_NS, _show_ns)
+
+
+def _gap(value: Any) -> Any:
+    """A time between an element's iterations: it must let simulated time move on.
+
+    Draws are rounded to whole ns; a mean of at least 1 ns leaves some draw >= 1 ns, and an
+    element that waits one mean gap when idle (``faults`` per process) waits >= 1 ns.
+    """
+    dist = _time(value)
+    if not dist.mean() >= 1:
+        raise ValueError("a gap must average at least 1ns: shorter gaps round to 0 ns and "
+                         "simulated time would stand still")
+    return dist
 
 
 def _number(v: Any) -> float:
-    if isinstance(v, bool):
-        raise ValueError("a count must be a number")
-    return float(v)
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError("expected a number")
+    try:
+        x = float(v)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond float range
+        raise ValueError(f"expected a number, got {v!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"expected a finite number, got {v!r}")
+    return x
 
 
-def _count(value: Any) -> Any:
-    return _coerce(_number, value)
+def _count(value: Any, le: float = math.inf) -> Any:
+    dist = _bounded(_coerce(_number, value), le)
+    if dist._cap != le:  # a copy: a distribution given as an object may serve other fields
+        dist = dist.model_copy()
+        dist._cap = le
+    return dist
 
 
 def _rate(value: Any) -> Any:
@@ -305,11 +395,21 @@ def _rate(value: Any) -> Any:
         r = parse_rate_per_ns(value)
         if r <= 0:
             raise ValueError("a rate must be positive")
-        return Exponential(mean=1.0 / r)
-    return _time(value)
+        if r > 1.0:
+            raise ValueError(f"{value!r} is more than one per ns (1e9/s): the gaps would round "
+                             "to 0 ns and simulated time would stand still")
+        return _bounded(Exponential(mean=1.0 / r), MAX_TIME_NS, _show_ns)
+    return _gap(value)
 
 
 AnyDist = Constant | Exponential | Uniform | Lognormal | Empirical
 TimeDist = Annotated[AnyDist, BeforeValidator(_time)]
+Gap = Annotated[AnyDist, BeforeValidator(_gap)]
 CountDist = Annotated[AnyDist, BeforeValidator(_count)]
 Interarrival = Annotated[AnyDist, BeforeValidator(_rate)]
+
+
+def count_at_most(le: int) -> BeforeValidator:
+    """A count's validator bounding its values by ``le`` (see the module docstring), used as
+    ``Annotated[AnyDist, count_at_most(le)]`` in place of ``CountDist``."""
+    return BeforeValidator(partial(_count, le=le))

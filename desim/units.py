@@ -1,75 +1,129 @@
 """Quantities with units in configs: times (``25ns``), sizes (``4KiB``) and rates (``500/s``).
 
-Parsing is done by pint; desim works internally in integer nanoseconds, bytes and events per
-nanosecond. A bare number is taken in the base unit (ns, bytes, per second for rates).
+desim works internally in integer nanoseconds, bytes and events per nanosecond. A bare number
+is taken in the base unit (ns, bytes, per second for rates). A string is read as a number, an
+optional ``/`` and one unit name (``3ms``, ``1.5 s``, ``64 KiB``, ``500/s``, ``2 kHz``): the
+unit is looked up in pint's registry and converted by pint, but the text is never evaluated as
+an expression (pint would compute ``9**9**9 ns`` for ever). A unit of the wrong kind is refused,
+dimensionless ones included (``1 percent`` is not a size, ``20 ms / s`` not a time).
+
+Every value is finite and bounded: times at most ``MAX_TIME_NS`` (one day; simulated time then
+stays far inside 64-bit nanoseconds), sizes at most ``MAX_SIZE_BYTES`` (1 PiB).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from functools import lru_cache
 
 import pint
 
 _UREG = pint.UnitRegistry()
 NS_PER_S = 1_000_000_000
+MAX_TIME_NS = 86_400 * NS_PER_S
+MAX_SIZE_BYTES = 1 << 50
+_MAX_TEXT = 100
+
+# a number, an optional "/" (a rate: per unit), an optional unit name (letters first: µs works)
+_QUANTITY = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(?:(/?)\s*([^\W\d_]\w*))?\s*")
+
+# kind -> (what a value is, what its unit measures, root unit in pint, the unit desim works
+# in, units to suggest)
+_KINDS = {
+    "time": ("a duration", "time", "second", "ns", "ns, us, ms or s"),
+    "size": ("a size", "size", "bit", "B", "B, KiB or MiB"),
+    "rate": ("a rate", "rate", "1/second", "1/ns", "e.g. 500/s, 2/ms or 3 kHz"),
+}
 
 
 class UnitError(ValueError):
     """A quantity could not be read in the unit the field needs."""
 
 
-def _quantity(text: str) -> pint.Quantity:
+def _kind_of(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "nothing"
+    return f"a {type(value).__name__}"
+
+
+@lru_cache(maxsize=64)
+def _unit(name: str, kind: str) -> pint.Unit:
+    _, measures, root, _, use = _KINDS[kind]
     try:
-        return _UREG.Quantity(text.strip())
-    except Exception as exc:  # pint raises several unrelated types for bad input
-        raise UnitError(f"cannot read {text!r} as a quantity") from exc
+        unit = _UREG.parse_units(name)  # one name: nothing to evaluate
+    except (pint.UndefinedUnitError, ValueError, AttributeError, TypeError):
+        raise UnitError(f"unknown unit {name!r}; use {use}") from None
+    if _UREG.get_root_units(unit)[1] != _UREG.parse_units(root):
+        raise UnitError(f"{name!r} is not a unit of {measures}; use {use}")
+    return unit
 
 
-@lru_cache(maxsize=1024)
-def parse_time_ns(value: str | int | float) -> int:
-    """A duration in integer nanoseconds: ``25ns``, ``2us``, ``3ms``, ``1.5s``; a number is ns."""
-    if isinstance(value, bool):
-        raise UnitError("a duration must be a number or a string like '3ms'")
-    if isinstance(value, int | float):
-        return round(value)
-    q = _quantity(value)
-    if q.unitless:
-        return round(q.magnitude)
+@lru_cache(maxsize=4096)
+def _parse(text: str, kind: str) -> float:
+    """``text`` in the base unit of ``kind`` (a float; bare numbers are in the base unit)."""
+    what, _, _, base, use = _KINDS[kind]
+    m = _QUANTITY.fullmatch(text) if len(text) <= _MAX_TEXT else None
+    if m is None:
+        raise UnitError(f"cannot read {text!r} as {what}: write a number and one unit ({use})")
+    number, per, name = m.groups()
+    mag: int | float = int(number) if number.lstrip("+-").isdigit() else float(number)
+    if name is None:
+        return mag if kind != "rate" else mag / NS_PER_S
+    if per and kind != "rate":
+        raise UnitError(f"{text!r} is not {what}; use {use}")
     try:
-        return round(q.to("ns").magnitude)
-    except pint.DimensionalityError as exc:
-        raise UnitError(f"{value!r} is not a duration (use ns, us, ms or s)") from exc
+        if per:  # events per unit of time
+            q = mag / _UREG.Quantity(1, _unit(name, "time"))
+        else:
+            q = _UREG.Quantity(mag, _unit(name, kind))
+    except UnitError as exc:
+        raise UnitError(f"{text!r} is not {what} ({'after /, ' if per else ''}{exc})") from None
+    return q.to(base).magnitude
 
 
-@lru_cache(maxsize=1024)
-def parse_size_bytes(value: str | int) -> int:
-    """A size in bytes: ``4KiB``, ``64KiB``, ``2KiB``; a bare number is bytes."""
-    if isinstance(value, bool):
-        raise UnitError("a size must be a number or a string like '4KiB'")
-    if isinstance(value, int | float):
-        return round(value)
-    q = _quantity(value)
-    try:
-        mag = q.magnitude if q.unitless else q.to("B").magnitude
-    except pint.DimensionalityError as exc:
-        raise UnitError(f"{value!r} is not a size (use B, KiB, MiB)") from exc
-    return round(mag)
+def _value(value: object, kind: str) -> float:
+    what = _KINDS[kind][0]
+    if isinstance(value, str):
+        x = _parse(value, kind)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        x = value if kind != "rate" else value / NS_PER_S
+    else:
+        example = {"time": "'3ms'", "size": "'4KiB'", "rate": "'500/s'"}[kind]
+        raise UnitError(f"{what} must be a number or a string like {example}, "
+                        f"not {_kind_of(value)}")
+    if not math.isfinite(x):
+        raise UnitError(f"{value!r} is not a finite {what[2:]}")
+    return x
 
 
-@lru_cache(maxsize=1024)
-def parse_rate_per_ns(value: str | int | float) -> float:
-    """A rate in events per nanosecond: ``500/s``, ``2/ms``; a bare number is per second."""
-    if isinstance(value, bool):
-        raise UnitError("a rate must be a number or a string like '500/s'")
-    if isinstance(value, int | float):
-        return float(value) / NS_PER_S
-    q = _quantity(value)
-    if q.unitless:
-        return float(q.magnitude) / NS_PER_S
-    try:
-        return float(q.to("1/ns").magnitude)
-    except pint.DimensionalityError as exc:
-        raise UnitError(f"{value!r} is not a rate (use e.g. 500/s or 2/ms)") from exc
+def parse_time_ns(value: object) -> int:
+    """A duration in integer nanoseconds: ``25ns``, ``2us``, ``3ms``, ``1.5s``; a number is ns.
+
+    At most one day (``MAX_TIME_NS``) either way: no run is that long, and sums of such times
+    stay far inside int64.
+    """
+    ns = round(_value(value, "time"))
+    if abs(ns) > MAX_TIME_NS:
+        raise UnitError(f"{value!r} is longer than 1 day, the most desim simulates")
+    return ns
+
+
+def parse_size_bytes(value: object) -> int:
+    """A size in bytes: ``4KiB``, ``64KiB``, ``2KiB``; a bare number is bytes (at most 1 PiB)."""
+    b = round(_value(value, "size"))
+    if abs(b) > MAX_SIZE_BYTES:
+        raise UnitError(f"{value!r} is larger than 1 PiB, the most desim accepts")
+    return b
+
+
+def parse_rate_per_ns(value: object) -> float:
+    """A rate in events per nanosecond: ``500/s``, ``2/ms``, ``2 kHz``; a bare number is per second."""
+    return float(_value(value, "rate"))
 
 
 def format_ns(ns: float) -> str:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
+from desim.config import MAX_PAGE_SIZE, Int
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
 class GenericParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    table_size: int | None = Field(
-        None, gt=0, description="bytes of one PTE table; default: the page size (512 x 8 B at 4 KiB)"
+    table_size: Int | None = Field(
+        None, gt=0, le=MAX_PAGE_SIZE, description="bytes of one PTE table; default: the page size (512 x 8 B at 4 KiB)"
     )
 
 

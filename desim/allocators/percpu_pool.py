@@ -63,7 +63,7 @@ from simpy.events import Timeout
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
-from desim.config import Duration, Size
+from desim.config import MAX_PAGES, Duration, Int, Size
 from desim.model.memory import DETACHED, FREE, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class PercpuPoolParams(BaseModel):
         4096, description="bytes of one PTE table (4KiB: 512 x 8 B, 16 per 64KiB page as "
         "powerpc hash64k; 256B as radix64k; 2KiB as s390); a power of two <= the page size"
     )
-    keep_empty: int = Field(0, ge=0, description="wholly free pages each CPU keeps for reuse")
+    keep_empty: Int = Field(0, ge=0, le=MAX_PAGES, description="wholly free pages each CPU keeps for reuse")
     list_op: Duration = Field(10, description="CPU time to link or unlink one fragment")
 
 

@@ -18,13 +18,14 @@ from pydantic import Field
 from desim.allocators import ALLOCATORS
 from desim.allocators.generic import Generic, GenericParams
 from desim.allocators.s390_base import HALF
+from desim.config import MAX_PAGE_SIZE, Int
 
 if TYPE_CHECKING:
     from desim.model.memory import MM
 
 
 class S390FullPageParams(GenericParams):
-    table_size: int | None = Field(HALF, gt=0, description="bytes of one PTE table (2 KiB on s390)")
+    table_size: Int | None = Field(HALF, gt=0, le=MAX_PAGE_SIZE, description="bytes of one PTE table (2 KiB on s390)")
 
 
 @ALLOCATORS.register("s390-fullpage")

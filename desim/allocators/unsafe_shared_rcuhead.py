@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.generic import Generic, GenericParams
+from desim.config import Int
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 class SharedParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    fragments: int = Field(4, ge=2, le=256, description="page tables per page")
+    fragments: Int = Field(4, ge=2, le=256, description="page tables per page")
 
 
 class _Frag:

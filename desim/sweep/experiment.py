@@ -29,17 +29,22 @@ import copy
 import hashlib
 import itertools
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from desim.config import ConfigError, read_yaml, set_dotted, validate
+from desim.config import MAX_SEED, ConfigError, read_yaml, set_dotted, validate
 from desim.distributions import relative_to
 
 TOP_KEYS = ("name", "base", "set", "seed", "replications", "sweep", "stats", "report")
 SWEEP_KEYS = ("grid", "zip", "list")
+MAX_RUNS = 100_000  # points x replications: each run is a directory, each point a validation
+# The name is a directory under results/: no separators, no "..", no hidden names.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,14 @@ def expand(path: Path, sweep: Any) -> list[dict[str, Any]]:
     if listed is not None and (not isinstance(listed, list) or not listed
                                or not all(isinstance(p, dict) for p in listed)):
         raise _err(path, "sweep.list: expected a non-empty list of {dotted.key: value} mappings")
+    for block, keys in (("grid", grid), ("zip", zipped), ("list", [k for p in listed or [] for k in p])):
+        for k in keys:
+            if not isinstance(k, str) or not all(part.strip() for part in k.split(".")):
+                raise _err(path, f"sweep.{block}: {k!r} is not a dotted key such as machine.cpus")
+    n = (math.prod(len(v) for v in grid.values()) * (len(next(iter(zipped.values()))) if zipped
+         else 1) * (len(listed) if listed else 1))
+    if n > MAX_RUNS:  # before the product is built: it could be astronomically large
+        raise _err(path, f"sweep: {n:,} points, more than {MAX_RUNS:,}")
 
     grid_pts = [dict(zip(grid, combo, strict=True))
                 for combo in itertools.product(*grid.values())] if grid else [{}]
@@ -192,13 +205,16 @@ def load_experiment(path: str | Path) -> Experiment:
     if not isinstance(overrides, dict):
         raise _err(p, "set: expected a mapping of dotted.key to value")
     for k, v in overrides.items():
-        set_dotted(base_cfg, str(k), v)
+        try:
+            set_dotted(base_cfg, str(k), v)
+        except ConfigError as exc:
+            raise _err(p, f"set: {exc}") from None
     seed = data.get("seed", base_cfg.get("seed", 1))
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise _err(p, "seed: expected a non-negative integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise _err(p, f"seed: expected an integer from 0 to {MAX_SEED}")
     reps = data.get("replications", 1)
-    if not isinstance(reps, int) or isinstance(reps, bool) or reps < 1:
-        raise _err(p, "replications: expected an integer >= 1")
+    if not isinstance(reps, int) or isinstance(reps, bool) or not 1 <= reps <= MAX_RUNS:
+        raise _err(p, f"replications: expected an integer >= 1 (at most {MAX_RUNS:,})")
     stats = data.get("stats") or {}
     if not isinstance(stats, dict):
         raise _err(p, "stats: expected a mapping (warmup, confidence)")
@@ -211,7 +227,20 @@ def load_experiment(path: str | Path) -> Experiment:
     report = data.get("report")
     if report is not None and not isinstance(report, dict):
         raise _err(p, "report: expected a mapping")
+    name = data.get("name")
+    if name is None:
+        name = p.stem
+        if not NAME.fullmatch(name):
+            raise _err(p, f"name: the file name {name!r} is no safe directory name: give a "
+                          "name: of letters, digits, '.', '_' and '-'")
+    elif isinstance(name, bool) or not isinstance(name, str | int) or not NAME.fullmatch(str(name)):
+        raise _err(p, f"name: {name!r} is no safe directory name: use letters, digits, '.', '_' "
+                      "and '-' (starting with a letter or digit, at most 100)")
+    points = expand(p, data.get("sweep"))
+    if len(points) * reps > MAX_RUNS:
+        raise _err(p, f"replications: {len(points):,} points x {reps:,} replications is more "
+                      f"than {MAX_RUNS:,} runs")
     return Experiment(
-        name=str(data.get("name") or p.stem), path=p, base=base_cfg, base_dir=base_dir,
-        seed=seed, replications=reps, points=expand(p, data.get("sweep")), stats=stats,
+        name=str(name), path=p, base=base_cfg, base_dir=base_dir,
+        seed=seed, replications=reps, points=points, stats=stats,
         report=report)

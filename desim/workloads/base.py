@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from simpy.events import Event, Timeout
 
+from desim.config import MAX_CPUS, Int
 from desim.rng import buffered
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class Placement(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     policy: Literal["pinned", "spread", "migrating"] = "spread"
-    cpus: tuple[int, ...] | None = Field(None, description="CPU ids allowed (default: all)")
+    cpus: tuple[Int, ...] | None = Field(None, description="CPU ids allowed (default: all)")
 
     @model_validator(mode="before")
     @classmethod
@@ -48,8 +49,9 @@ class Placement(BaseModel):
 
     @model_validator(mode="after")
     def _cpus(self):
-        if self.cpus is not None and (not self.cpus or min(self.cpus) < 0):
-            raise ValueError("cpus must be a non-empty list of CPU ids >= 0")
+        if self.cpus is not None and (not self.cpus or min(self.cpus) < 0
+                                      or max(self.cpus) >= MAX_CPUS):
+            raise ValueError(f"cpus must be a non-empty list of CPU ids from 0 to {MAX_CPUS - 1}")
         return self
 
 

@@ -23,7 +23,8 @@ from typing import Literal
 from pydantic import Field
 from simpy.events import Timeout
 
-from desim.distributions import Interarrival, TimeDist
+from desim.config import MAX_CPUS, Int
+from desim.distributions import Gap, Interarrival
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
@@ -31,10 +32,11 @@ from desim.workloads.base import Element, Params, Placement
 
 class FaultsParams(Params):
     mode: Literal["per_cpu", "per_process"] = Field("per_cpu", description="who faults")
-    think: TimeDist = Field(
+    think: Gap = Field(
         {"dist": "exponential", "mean": "20us"}, description="per_cpu: time between faults on a CPU"
     )
-    cpus: int | None = Field(None, ge=1, description="per_cpu: how many CPUs fault (default: all)")
+    cpus: Int | None = Field(None, ge=1, le=MAX_CPUS,
+                             description="per_cpu: how many CPUs fault (default: all)")
     gaps: Literal["user", "idle"] = Field(
         "user", description="per_cpu: the think time runs user code (the CPU ticks, no extended "
         "QS) or leaves the CPU idle")

@@ -17,18 +17,24 @@ of setup and ~20 ns per PTE read and pinned: a page-struct refcount atomic per p
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from desim.config import Duration
-from desim.distributions import CountDist, Interarrival
+from desim.distributions import AnyDist, Interarrival, count_at_most
 from desim.model.memory import LIVE
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
 
+# A walk pins pages of one PTE table; the largest table has 8192 entries (arm64, 64 KiB pages).
+MAX_PTES = 8192
+
 
 class GupFastParams(Params):
     rate: Interarrival = Field("20000/s", description="walks per second, machine-wide")
-    pages: CountDist = Field(16, description="pages pinned by one walk (within one table)")
+    pages: Annotated[AnyDist, count_at_most(MAX_PTES)] = Field(
+        16, description="pages pinned by one walk (within one table)")
     setup: Duration = Field(100, description="CPU time of one walk besides its pages")
     per_page: Duration = Field(20, description="CPU time per PTE read and page pinned")
     placement: Placement = Field(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from desim.config import MAX_CPUS, Int, Real
 from desim.distributions import TimeDist
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
@@ -27,13 +28,22 @@ class KernelWorkParams(Params):
     gap: TimeDist = Field(
         {"dist": "exponential", "mean": "1ms"}, description="time off the CPU between sections"
     )
-    cpus: int | None = Field(None, ge=1, description="how many CPUs run sections (default: all)")
+    cpus: Int | None = Field(None, ge=1, le=MAX_CPUS,
+                             description="how many CPUs run sections (default: all)")
     gaps: Literal["user", "idle"] = Field(
         "user", description="between sections the task runs user code (ticks, no extended QS) "
         "or sleeps, leaving the CPU idle")
-    reader_fraction: float = Field(
+    reader_fraction: Real = Field(
         0.0, ge=0, le=1, description="share of each section spent inside an RCU reader"
     )
+
+    @model_validator(mode="after")
+    def _advances(self):
+        # a loop of 0 ns gaps and 0 ns sections never lets simulated time move on
+        if self.gap.mean() < 1 and self.section.mean() < 1:
+            raise ValueError("gap: gap and section cannot both average below 1ns "
+                             "(simulated time would stand still)")
+        return self
 
 
 @ELEMENTS.register("kernel_work")

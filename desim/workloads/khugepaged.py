@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from desim.config import Duration
+from desim.config import MAX_CPUS, MAX_PROCESSES, Duration, Int, PositiveDuration
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
@@ -18,11 +18,14 @@ PTRS_PER_PMD_RANGE = 512
 
 
 class KhugepagedParams(Params):
-    scan_sleep: Duration = Field(10_000_000, description="sleep between scans")
-    pages_to_scan: int = Field(4096, ge=512, description="pages scanned per wake-up")
-    mappers: int = Field(4, ge=1, description="mms mapping each collapsed range")
+    # scan_sleep 0 would rescan at one instant for ever when nothing is mapped
+    scan_sleep: PositiveDuration = Field(10_000_000, description="sleep between scans")
+    # khugepaged_pages_to_scan is an unsigned int (pages_to_scan_store, mm/khugepaged.c)
+    pages_to_scan: Int = Field(4096, ge=512, le=(1 << 32) - 1,
+                               description="pages scanned per wake-up")
+    mappers: Int = Field(4, ge=1, le=MAX_PROCESSES, description="mms mapping each collapsed range")
     collapse_cost: Duration = Field(20_000, description="CPU time to build one huge page")
-    cpu: int = Field(0, ge=0, description="CPU the kthread runs on")
+    cpu: Int = Field(0, ge=0, le=MAX_CPUS - 1, description="CPU the kthread runs on")
 
 
 @ELEMENTS.register("khugepaged")

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from desim.config import PositiveDuration
+from desim.config import MAX_PAGES, Int, PositiveDuration, Real
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
 
 
 class MemoryPressureParams(Params):
-    nowait_fail: float = Field(0.0, ge=0, le=1, description="probability a GFP_NOWAIT alloc fails")
-    min_free_pages: int | None = Field(
-        None, ge=1, description="GFP_NOWAIT fails below this many free pages (needs memory_limit)")
-    hog_pages: int = Field(0, ge=0, description="pages a hog takes and gives back in cycles")
+    nowait_fail: Real = Field(0.0, ge=0, le=1, description="probability a GFP_NOWAIT alloc fails")
+    min_free_pages: Int | None = Field(
+        None, ge=1, le=MAX_PAGES,
+        description="GFP_NOWAIT fails below this many free pages (needs memory_limit)")
+    hog_pages: Int = Field(0, ge=0, le=MAX_PAGES,
+                           description="pages a hog takes and gives back in cycles")
     hog_on: PositiveDuration = Field(50_000_000, description="how long the hog holds its pages")
     hog_off: PositiveDuration = Field(50_000_000, description="how long it leaves them free")
 

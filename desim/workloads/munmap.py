@@ -6,9 +6,12 @@ its process lives on (a random CPU if no ``processes`` element placed it).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
-from desim.distributions import CountDist, Interarrival
+from desim.config import MAX_TABLES
+from desim.distributions import AnyDist, Interarrival, count_at_most
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
@@ -16,7 +19,8 @@ from desim.workloads.base import Element, Params
 
 class MunmapParams(Params):
     rate: Interarrival = Field("1000/s", description="munmap calls per second, machine-wide")
-    tables: CountDist = Field(4, description="tables covered by one munmap")
+    tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
+        4, description="tables covered by one munmap")
 
 
 @ELEMENTS.register("munmap")

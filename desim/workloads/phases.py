@@ -16,15 +16,18 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from simpy.events import Timeout
 
-from desim.config import PositiveDuration
+from desim.config import PositiveDuration, Real
 from desim.registry import UnknownName
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
 
+MAX_MULTIPLIER = 1000
+
 
 class Phase(Params):
     duration: PositiveDuration = Field(description="how long the phase lasts")
-    mix: dict[str, float] = Field(default_factory=dict, description="element -> rate multiplier")
+    mix: dict[str, Real] = Field(default_factory=dict,
+                                 description="element -> rate multiplier (0 to 1000)")
     name: str = ""
 
     @field_validator("mix")
@@ -37,8 +40,10 @@ class Phase(Params):
                 raise ValueError(str(exc)) from None
             if name == "phases":
                 raise ValueError("phases: cannot scale itself")
-            if not k >= 0:
-                raise ValueError(f"{name}: a rate multiplier must be >= 0 (got {k})")
+            if not 0 <= k <= MAX_MULTIPLIER:
+                # a larger one divides every gap down to 0 ns: simulated time stands still
+                raise ValueError(f"{name}: a rate multiplier must be from 0 to "
+                                 f"{MAX_MULTIPLIER} (got {k})")
         return v
 
 

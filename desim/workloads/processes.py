@@ -10,23 +10,27 @@ munmap, MADV_COLLAPSE) and its exit run there (``migrating``: anywhere, op by op
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
-from desim.distributions import CountDist, Interarrival, TimeDist
+from desim.config import MAX_PROCESSES, MAX_TABLES, Int, Real
+from desim.distributions import AnyDist, Interarrival, TimeDist, count_at_most
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
 
 
 class ProcessesParams(Params):
-    initial: int = Field(16, ge=0, description="processes alive at time 0")
-    persistent: int = Field(0, ge=0, description="how many of the initial ones never exit "
-                            "(a server's long-lived parent)")
-    tables: CountDist = Field(32, description="PTE tables each process maps (2 MiB each)")
-    shmem_fraction: float = Field(
+    initial: Int = Field(16, ge=0, le=MAX_PROCESSES, description="processes alive at time 0")
+    persistent: Int = Field(0, ge=0, le=MAX_PROCESSES, description="how many of the initial "
+                            "ones never exit (a server's long-lived parent)")
+    tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
+        32, description="PTE tables each process maps (2 MiB each)")
+    shmem_fraction: Real = Field(
         0.5, ge=0, le=1, description="share of tables mapping the shared shmem file"
     )
-    pgste_fraction: float = Field(0.0, ge=0, le=1, description="share of KVM guest mms (s390)")
+    pgste_fraction: Real = Field(0.0, ge=0, le=1, description="share of KVM guest mms (s390)")
     fork_rate: Interarrival | None = Field(None, description="new processes per second")
     lifetime: TimeDist | None = Field(None, description="time from fork to exit")
     populate_on_fork: bool = Field(True, description="a new process maps all its tables at once")
