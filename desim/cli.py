@@ -53,8 +53,9 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None, command: str)
             fail(f"{path} is an experiment file (it has {', '.join(k + ':' for k in keys[:2])}),"
                  f" not a config; {'check' if command == 'validate' else 'run'} it with: {hint}")
         fail(str(exc))
-    if not cfg.workload:
-        # Not an error (an idle machine is a valid baseline), but rarely what was meant.
+    if not cfg.workload and "workload" not in read_yaml(path):
+        # Not an error (an idle machine is a valid baseline), but rarely what was meant; an
+        # explicit ``workload: {}`` says it was.
         err.print(f"note: {path} has no workload: section, so the machine runs idle "
                   "(configs/default.yaml has one to copy)", soft_wrap=True, highlight=False)
     return cfg

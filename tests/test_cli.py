@@ -176,6 +176,9 @@ def test_a_config_without_workload_says_so_and_runs(runner, tmp_path):
     good = tmp_path / "c.yaml"
     good.write_text(GOOD)
     assert "note:" not in runner.invoke(main, ["validate", str(good)]).stderr
+    chosen = tmp_path / "chosen.yaml"   # an explicit empty workload is a choice: no note
+    chosen.write_text("duration: 5ms\nworkload: {}\n")
+    assert runner.invoke(main, ["validate", str(chosen)]).stderr == ""
 
 
 def test_list_wraps_preset_descriptions_instead_of_cutting_them(runner):
