@@ -139,8 +139,9 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
         print_violations(result.violations, result.summary, err)
     gone = (f" and its report ({', '.join(f'{d}/' for d in target.derived)})"
             if target.derived else "")
+    # One line however long the path: scripts grep for it.
     console.print(f"results: {outdir}/" + (f", replacing the previous run{gone}"
-                                           if target.exists else ""))
+                                           if target.exists else ""), soft_wrap=True)
     if result.summary.get("safety.violations", 0) and cfg.safety.stop_on_first:
         sys.exit(1)
 
