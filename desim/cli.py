@@ -32,14 +32,32 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _load(path: str, overrides: tuple[str, ...], seed: int | None) -> Config:
-    from desim.config import ConfigError, load_config
+# Top-level keys only an experiment file has (desim.sweep.experiment.TOP_KEYS less the ones a
+# config shares): a config error on such a file is answered with where to check it instead.
+EXPERIMENT_KEYS = ("name", "base", "set", "replications", "sweep", "stats", "report")
+
+
+def _load(path: str, overrides: tuple[str, ...], seed: int | None, command: str) -> Config:
+    from desim.config import ConfigError, load_config, read_yaml
 
     try:
         cfg = load_config(path, list(overrides), seed)
         check_buildable(cfg)
     except ConfigError as exc:
+        try:
+            keys = [k for k in read_yaml(path) if k in EXPERIMENT_KEYS]
+        except ConfigError:
+            keys = []
+        if keys:
+            hint = f"desim sweep {path}" + (" --dry-run" if command == "validate" else "")
+            fail(f"{path} is an experiment file (it has {', '.join(k + ':' for k in keys[:2])}),"
+                 f" not a config; {'check' if command == 'validate' else 'run'} it with: {hint}")
         fail(str(exc))
+    if not cfg.workload and "workload" not in read_yaml(path):
+        # Not an error (an idle machine is a valid baseline), but rarely what was meant; an
+        # explicit ``workload: {}`` says it was.
+        err.print(f"note: {path} has no workload: section, so the machine runs idle "
+                  "(configs/default.yaml has one to copy)", soft_wrap=True, highlight=False)
     return cfg
 
 
@@ -82,12 +100,19 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
     from desim.rundir import RunDirError, Staging, check_target
     from desim.trace import tracer_for
 
-    cfg = _load(config, overrides, seed)
+    cfg = _load(config, overrides, seed, "run")
     outdir = Path(out) if out else Path("results") / Path(config).stem
     try:
         tracer = tracer_for(trace_file, trace_window)
     except ValueError as exc:
         fail(f"--trace-window: {exc}")
+    if tracer is not None and (tracer.start >= cfg.duration
+                               or tracer.end != float("inf") and tracer.end > cfg.duration):
+        from desim.units import format_ns
+
+        fail(f"--trace-window {trace_window}: reaches beyond the run, which lasts "
+             f"{format_ns(cfg.duration)} (duration); give START:END within 0:"
+             f"{format_ns(cfg.duration).replace(' ', '')}")
     if trace_file is not None:
         tdir = Path(trace_file).resolve().parent
         if not tdir.is_dir() or not os.access(tdir, os.W_OK):
@@ -114,8 +139,9 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
         print_violations(result.violations, result.summary, err)
     gone = (f" and its report ({', '.join(f'{d}/' for d in target.derived)})"
             if target.derived else "")
+    # One line however long the path: scripts grep for it.
     console.print(f"results: {outdir}/" + (f", replacing the previous run{gone}"
-                                           if target.exists else ""))
+                                           if target.exists else ""), soft_wrap=True)
     if result.summary.get("safety.violations", 0) and cfg.safety.stop_on_first:
         sys.exit(1)
 
@@ -136,6 +162,13 @@ def _simulate_into(staging, cfg: Config, tracer, quiet: bool, source: str):
     try:
         if quiet:
             result = simulate(cfg, trace=tracer)
+        elif not err.is_terminal:
+            # No terminal to redraw a bar on (nohup, CI, a log file): a line every tenth.
+            from desim.progress import ProgressLines
+
+            lines = ProgressLines(cfg.duration, lambda now: f"{format_ns(now)} of "
+                                  f"{format_ns(cfg.duration)} simulated", sys.stderr)
+            result = simulate(cfg, trace=tracer, progress=lines)
         else:
             with Progress(TextColumn("[bold]simulating"), BarColumn(),
                           TextColumn("{task.fields[sim]}"), TimeRemainingColumn(),
@@ -173,7 +206,7 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
     """Check CONFIG without running it."""
     from desim.units import format_ns
 
-    cfg = _load(config, overrides, None)
+    cfg = _load(config, overrides, None, "validate")
     console.print(f"{config}: ok ({cfg.machine.cpus} CPUs, allocator {cfg.allocator.name}, "
                   f"workload {', '.join(cfg.workload) or 'none'}, {format_ns(cfg.duration)})")
 
@@ -181,19 +214,26 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
 @main.command(name="list")
 def list_cmd() -> None:
     """Show the registered allocators, workload elements and preset configs."""
+    from rich.markup import escape
+
     from desim.allocators import ALLOCATORS
     from desim.workloads import ELEMENTS
     from desim.workloads.presets import presets
 
+    # Descriptions wrap inside their column (rich folds at word boundaries); nothing is cut.
     for title, reg in (("allocators", ALLOCATORS), ("workload elements", ELEMENTS)):
         t = Table(title=title, title_justify="left", show_header=False, box=None)
+        t.add_column(no_wrap=True)
+        t.add_column(overflow="fold")
         for name, cls in reg.items():
-            t.add_row(f"[bold]{name}[/]", cls.summary)
+            t.add_row(f"[bold]{name}[/]", escape(cls.summary))
         console.print(t)
     t = Table(title="presets (desim run <path>)", title_justify="left", show_header=False, box=None)
+    t.add_column(no_wrap=True)
+    t.add_column(overflow="fold")
     for name, path, text in presets():
-        t.add_row(f"[bold]{name}[/]", text, str(path.relative_to(Path.cwd()))
-                  if path.is_relative_to(Path.cwd()) else str(path))
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        t.add_row(f"[bold]{name}[/]", f"{escape(text)}\n[dim]{escape(str(shown))}[/]")
     console.print(t)
 
 
@@ -345,7 +385,7 @@ def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
                     f"{format_ns(g('sim.duration_ns'))} simulated", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_column("", justify="left")
+    t.add_column("detail", justify="left")
     rows = [
         ("page faults", f"{g('fault.count'):,.0f}",
          f"p50 {format_ns(g('fault.p50_ns'))}, p99 {format_ns(g('fault.p99_ns'))}"),
@@ -364,7 +404,7 @@ def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
     ]
     for kind in ("live", "pending", "stranded", "spare", "internal", "held"):
         rows.append((f"memory {kind}", format_bytes(g(f"mem.{kind}.mean_bytes")),
-                     f"peak {format_bytes(g(f'mem.{kind}.peak_bytes'))}"))
+                     f"largest sample {format_bytes(g(f'mem.{kind}.peak_bytes'))}"))
     for k in sorted(s):
         if k.startswith("lock.") and k.endswith(".acquisitions"):
             cls = k[5:-13]

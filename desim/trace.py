@@ -18,6 +18,14 @@ Layout (one trace "process" per CPU, so each CPU is one collapsible group):
 * Flow arrows: a contended lock's hand-over (releasing CPU → next waiter) and each callback
   (its ``call_rcu`` → its invocation). Instants mark fault retries, retractions and violations.
 
+Slice names are the kernel's: paths by their functions (``fault``, ``exit_mmap``), RCU callbacks
+by the function the kernel queues (``pte_free_now``, ``tlb_remove_table_rcu``,
+``wakeme_after_rcu``), tasks by what they are (``khugepaged``, ``user task``), never desim's
+Python method names (``KERNEL_TERMS``). A slice nested in another never shares an edge with it:
+viewers order slices of equal start and length arbitrarily, so where the model's instants
+coincide (a fault enters its RCU read-side section the instant it starts), the inner slice is
+drawn 1 ns inside its parent (``_nest``).
+
 Only complete events are written (no B/E pairs to mismatch); slices are clipped to the window
 and the recording stops after ``max_events`` so files stay small. Hooks in the model are guarded
 by ``cpu.trace is not None`` / ``rcu.trace is not None``: with no tracer they cost one attribute
@@ -76,11 +84,91 @@ def _us(ns: int | float) -> float:
     return round(ns / 1000.0, 3)
 
 
+# desim's Python names -> what the kernel calls the same thing (v6.6 unless noted). Callbacks
+# are keyed by function name: the one each design queues with call_rcu in its kernel version
+# (mm/pgtable-generic.c and arch/{powerpc,s390} pte_free_now, mm/mmu_gather.c
+# tlb_remove_table_rcu, kernel/rcu/update.c wakeme_after_rcu, kernel/rcu/tree.c
+# rcu_barrier_callback, kernel/fork.c __mmdrop). Tasks are keyed by the class (or function)
+# whose generator runs them.
+KERNEL_TERMS = {
+    # RCU callbacks
+    "_rcu_free": "pte_free_now",
+    "_free_now": "pte_free_now",
+    "_pte_free_now": "pte_free_now",
+    "_pte_free_half": "pte_free_half",
+    "_pte_free_pgste": "pte_free_pgste",
+    "_free_fragment": "pte_free_now (shared rcu_head)",
+    "_rcu_free_via_mm": "pte_free_now (takes mm->context.lock)",
+    "_advance": "percpu pool: advance cycle",
+    "_batch_cb": "tlb_remove_table_rcu",
+    "_wake": "wakeme_after_rcu",
+    "_barrier_cb": "rcu_barrier_callback",
+    "_free_mm_cb": "__mmdrop",
+    # tasks
+    "Faults": "user task",
+    "Processes": "process",
+    "Khugepaged": "khugepaged",
+    "KernelWork": "syscall (non-preemptible)",
+    "MemoryPressure": "memory pressure",
+    "Lockstress": "lockstress",
+    "RcuCallers": "synchronize_rcu caller",
+    "S390HH": "kworker (mmdrop_async)",
+    "_critical": "lockstress",
+    "wait": "synchronize_rcu caller",
+}
+
+
+def kernel_term(qualname: str) -> str:
+    """The kernel's name for a desim function or task (``Faults._loop`` -> ``user task``)."""
+    for key in (qualname, qualname.rsplit(".", 1)[-1], qualname.split(".", 1)[0]):
+        if key in KERNEL_TERMS:
+            return KERNEL_TERMS[key]
+    # Unknown: the owning class or function, without Python's decorations.
+    head = qualname.split(".<locals>", 1)[0].split(".", 1)[0].strip("_")
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in head).strip() or "task"
+
+
 def _callable_name(func, arg) -> str:
     # A page's rcu_head callback wraps the design's function: show the design's.
     if getattr(func, "__name__", "") == "_rcu_head_cb" and isinstance(arg, tuple) and len(arg) == 3:
         func = arg[1]
-    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return kernel_term(getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+                       or repr(func))
+
+
+def _nest(events: list[dict]) -> None:
+    """Move nested slices 1 ns inside a parent they share an edge with (see module docstring).
+
+    Per track, slices are visited parent first (by start, longer first, task before RCU section
+    before spin); an inner slice starting or ending exactly with its parent is shrunk by 1 ns at
+    that edge, when it is at least 3 ns long. ``ts``/``dur`` are in µs with ns resolution.
+    """
+    rank = {"task": 0, "rcu": 1, "lock": 2}
+    tracks: dict[tuple, list[dict]] = {}
+    moved: dict[tuple, float] = {}   # (pid, tid, old ts) -> new ts, for arrows ending there
+    for e in events:
+        if e["ph"] == "X":
+            tracks.setdefault((e["pid"], e["tid"]), []).append(e)
+    for evs in tracks.values():
+        evs.sort(key=lambda e: (e["ts"], -e["dur"], rank.get(e.get("cat"), 3)))
+        stack: list[tuple[int, int]] = []
+        for e in evs:
+            a = round(e["ts"] * 1000)
+            b = a + round(e["dur"] * 1000)
+            while stack and stack[-1][1] <= a:
+                stack.pop()
+            if stack and stack[-1][0] <= a and b <= stack[-1][1] and b - a >= 3:
+                pa, pb = stack[-1]
+                if a == pa:
+                    a += 1
+                    moved[(e["pid"], e["tid"], e["ts"])] = _us(a)
+                if b == pb:
+                    b -= 1
+                e["ts"], e["dur"] = _us(a), _us(b - a)
+            stack.append((a, b))
+    for e in events:   # an arrow's head binds to the slice around it: keep it on the moved one
+        if e["ph"] == "f" and (e["pid"], e["tid"], e["ts"]) in moved:
+            e["ts"] = moved[(e["pid"], e["tid"], e["ts"])]
 
 
 class Tracer:
@@ -199,8 +287,8 @@ class Tracer:
         if code.co_name == "run_on" and g.gi_frame is not None:
             body = g.gi_frame.f_locals.get("body")
             if hasattr(body, "gi_code"):
-                return body.gi_code.co_name
-        return code.co_qualname
+                return kernel_term(body.gi_code.co_name)
+        return kernel_term(code.co_qualname)
 
     def op(self, cpu: CPU, name: str) -> None:
         """A kernel path (``desim.model.mm_ops``) starts in the task running on ``cpu``."""
@@ -329,6 +417,7 @@ class Tracer:
 
     def to_dict(self) -> dict:
         self.finish()
+        _nest(self.events)
         # Sorted by time, longer slices first at equal times, so parents precede children.
         body = sorted(self.events, key=lambda e: (e["ts"], -e.get("dur", 0)))
         cfg = self.machine.config

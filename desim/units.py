@@ -130,7 +130,7 @@ def format_ns(ns: float) -> str:
     """A short human reading of a duration in ns (``1.23 ms``); ``-`` when there is none."""
     if ns != ns:  # NaN: nothing was measured
         return "-"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
         if abs(ns) >= scale:
             return f"{ns / scale:.3g} {unit}"
     return f"{ns:.3g} ns"

@@ -13,12 +13,20 @@ TEMPLATE = """<!DOCTYPE html>
 <title>{{ title }}</title>
 <style>
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45;
+       overflow-wrap: anywhere; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; margin-top: 2em; }
 figure { margin: 1.5em 0 2.5em 0; } figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.92em; color: #444; max-width: 60em; }
 figcaption a { color: #666; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+/* A wide table scrolls inside its own box; the page itself never scrolls sideways. */
+.scroll { overflow-x: auto; max-width: 100%; margin: 1em 0; }
+.scroll table { margin: 0; }
+table.headline td { white-space: nowrap; font-variant-numeric: tabular-nums; }
+table.headline th { min-width: 4.5em; overflow-wrap: normal; }
+table.headline th:first-child, table.headline td:first-child { position: sticky; left: 0;
+  background: #fff; } table.headline th:first-child { background: #f4f4f4; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: top; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .skip { color: #666; font-size: 0.92em; } .swatch { display: inline-block; width: 0.8em;
@@ -55,24 +63,28 @@ details { margin: 0.5em 0; }
 
 <h2>Headline metrics</h2>
 <p>Mean over replications ± half-width of the 95% confidence interval (Student t); no ± when a
-point has a single run. Latencies are as the caller sees them; memory figures are time-weighted
-means or peaks after warm-up.</p>
-<table>
+point has a single run; – where a run has no value. Each column has one unit, in its header.
+Latencies are as the caller sees them; memory figures are time-weighted means after warm-up, or
+the largest of the samples taken every record.sample_interval (not an exact peak: a spike
+between samples is missed).</p>
+<div class="scroll" id="headline-box">
+<table class="headline" id="headline">
 <tr>{% for h in head %}<th class="{{ 'l' if loop.index0 < key_cols else '' }}">{{ h }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr>{% for c in r %}<td class="{{ 'l' if loop.index0 < key_cols else '' }}">{{ c }}</td>{% endfor %}</tr>
 {% endfor %}
 </table>
-<p>All numbers: <a href="headline.csv">headline.csv</a>.</p>
+</div>
+<p>All numbers, in base units (ns, bytes): <a href="headline.csv">headline.csv</a>.</p>
 
 {% if violations %}
 <h2>Safety violations (first {{ violations|length }})</h2>
-<table>
+<div class="scroll"><table>
 <tr><th class="l">run</th><th class="l">design</th><th>time</th><th>CPU</th><th class="l">kind</th><th class="l">what happened</th></tr>
 {% for v in violations %}<tr><td class="l">{{ v.run }}</td><td class="l">{{ v.design }}</td><td>{{ v.t }}</td>
 <td>{{ v.cpu }}</td><td class="l">{{ v.kind }}</td><td class="l">{{ v.message }}
 {% if v.history %}<details><summary>history</summary><pre>{{ v.history|join('\\n') }}</pre></details>{% endif %}</td></tr>
 {% endfor %}
-</table>
+</table></div>
 {% endif %}
 
 <h2>Provenance</h2>

@@ -28,11 +28,12 @@ ALL_FIGURES = [f for fs in GROUPS.values() for f in fs]
 LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "retract",
                "free_to_reuse")
 
+# The answer to the main question (what deferring costs in memory, and is it safe) first.
 DEFAULT_METRICS = [
+    "mem.overhead.mean_bytes", "mem.overhead.peak_bytes", "safety.violations",
     "fault.p50_ns", "fault.p99_ns", "alloc.p99_ns", "defer.p99_ns", "exit.p99_ns",
     "free_to_reuse.mean_ns", "rcu.gp.mean_ns", "rcu.callbacks_pending_max",
-    "mem.held.mean_bytes", "mem.overhead.mean_bytes", "mem.overhead.peak_bytes",
-    "lock.ptl.contention_ratio", "safety.violations",
+    "mem.held.mean_bytes", "lock.ptl.contention_ratio",
 ]
 
 

@@ -111,15 +111,23 @@ def ns_label(ns: float, _pos=None) -> str:
     return f"{ns:.2g} ns"
 
 
-def log_time_axis(ax, axis: str = "x") -> None:
-    """A log time axis in ns data, labelled with units (call after plotting: ticks follow the
-    data's span, so a range inside one decade still gets labelled ticks, and a wide one does
-    not get a crowd of them)."""
+def log_time_axis(ax, axis: str = "x", min_decades: float = 1.0) -> None:
+    """A log time axis in ns data, labelled with units (call after plotting).
+
+    The axis spans at least ``min_decades`` decades around the data: a single value (all of an
+    operation's samples in one histogram bin) sits in a readable decade instead of an axis so
+    narrow that its tick labels repeat ("30 ns 30 ns 30 ns"). Ticks thin out as the span
+    grows, so labels never run together.
+    """
     getattr(ax, f"set_{axis}scale")("log")
     lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    if lo > 0 and hi > 0 and math.log10(hi / lo) < min_decades:
+        mid = math.sqrt(lo * hi)
+        half = 10 ** (min_decades / 2)
+        lo, hi = mid / half, mid * half
+        (ax.set_xlim if axis == "x" else ax.set_ylim)(lo, hi)
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
-    subs = ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1.2 else
-            (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,))
+    subs = ((1.0, 2.0, 5.0) if decades < 1.6 else (1.0, 3.0) if decades < 3.2 else (1.0,))
     a = ax.xaxis if axis == "x" else ax.yaxis
     a.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
     a.set_major_formatter(FuncFormatter(ns_label))

@@ -13,45 +13,88 @@ from desim.report.figures import Context
 from desim.report.load import DESIGN
 from desim.report.spec import DEFAULT_METRICS
 from desim.report.stats import mean_ci
+from desim.report.style import param_label
 
 MAX_VIOLATIONS = 20
 
 
-def _scaled(v: float, units: tuple[tuple[str, float], ...]) -> str:
-    # Pick the largest unit the value reaches (at 1000 of the next one down, so that 3
-    # significant digits never overflow into "1.01e+03 KiB"; 1000 KiB reads 0.977 MiB).
+TIME_UNITS = (("s", 1e9), ("ms", 1e6), ("µs", 1e3), ("ns", 1.0))
+SIZE_UNITS = (("GiB", 2.0**30), ("MiB", 2.0**20), ("KiB", 1024.0), ("B", 1.0))
+
+# Short column names for the default metrics; others read as their dotted key.
+HEADERS = {
+    "mem.overhead.mean_bytes": "waste, mean",
+    "mem.overhead.peak_bytes": "waste, largest sample",
+    "safety.violations": "safety violations",
+    "fault.p50_ns": "fault p50", "fault.p99_ns": "fault p99", "alloc.p99_ns": "alloc p99",
+    "defer.p99_ns": "defer p99", "exit.p99_ns": "exit p99",
+    "free_to_reuse.mean_ns": "free-to-reuse mean", "rcu.gp.mean_ns": "GP mean",
+    "rcu.callbacks_pending_max": "callback backlog, max", "mem.held.mean_bytes": "held, mean",
+    "lock.ptl.contention_ratio": "ptl contended",
+}
+
+
+def column_unit(metric: str, values) -> tuple[str, float]:
+    """One unit for a whole column: the largest the column's biggest value reaches (at 1000 of
+    the next one down, so a column never reads "1.01e+03 KiB"); ``("", 1)`` for counts."""
+    if metric.endswith("_ns"):
+        units = TIME_UNITS
+    elif metric.endswith("_bytes"):
+        units = SIZE_UNITS
+    elif metric.endswith("ratio") or metric.endswith("fraction"):
+        return "%", 0.01
+    else:
+        return "", 1.0
+    big = max((abs(v) for v in values if v == v), default=0.0)
     for i, (unit, scale) in enumerate(units):
-        nxt = units[i + 1][1] if i + 1 < len(units) else 0
-        if abs(v) >= min(scale, 999.5 * nxt) if nxt else abs(v) > 0:
-            return f"{v / scale:.3g} {unit}"
-    return "0"
+        nxt = units[i + 1][1] if i + 1 < len(units) else 0.0
+        if big >= (min(scale, 999.5 * nxt) if nxt else 0.0) and big > 0:
+            return unit, scale
+    return units[-1][0], 1.0
+
+
+def fmt_number(v: float, scale: float = 1.0) -> str:
+    """``v`` in the column's unit with 3 significant digits (integers in full); ``–`` if none."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    x = v / scale
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
 
 
 def fmt_value(metric: str, v: float) -> str:
+    """One value with its own unit (tables that mix metrics in a column use this)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    if metric.endswith("_ns"):
-        return _scaled(v, (("s", 1e9), ("ms", 1e6), ("µs", 1e3), ("ns", 1.0)))
-    if metric.endswith("_bytes"):
-        return _scaled(v, (("GiB", 2.0**30), ("MiB", 2.0**20), ("KiB", 1024.0), ("B", 1.0)))
-    if metric.endswith("ratio") or metric.endswith("fraction"):
-        return f"{100 * v:.3g}%"
-    return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    unit, scale = column_unit(metric, [v])
+    return fmt_number(v, scale) + (f" {unit}" if unit and unit != "%" else unit)
 
 
 def metric_header(metric: str) -> str:
-    return metric.removesuffix("_ns").removesuffix("_bytes")
+    return HEADERS.get(metric, metric.removesuffix("_ns").removesuffix("_bytes"))
+
+
+def fmt_param(key: str, v) -> str:
+    if key.endswith("page_size") and isinstance(v, int | float) and v == v:
+        unit, scale = column_unit("x_bytes", [v])
+        return f"{fmt_number(v, scale)} {unit}"
+    return str(v)
 
 
 def headline(ctx: Context) -> tuple[list[str], list[list[str]], pd.DataFrame]:
-    """(header, rows of formatted cells, the numbers as a tidy frame for CSV)."""
+    """(header, rows of formatted cells, the numbers as a tidy frame for CSV).
+
+    Each metric column has one unit, named in its header ("fault p99 (µs)"), so values in a
+    column compare at a glance; ``headline.csv`` keeps the base units (ns, bytes).
+    """
     runs = ctx.runs
     metrics = [m for m in (ctx.spec.metrics or DEFAULT_METRICS) if m in runs]
     keys = ["series"] + ([ctx.x] if ctx.x else [])
     # Any other swept parameter that moves with the design is shown too (e.g. page size).
     shown_params = [p for p in ctx.res.params if p not in (DESIGN, ctx.x) and p not in ctx.extra]
-    header = ["design", *([ctx.x_label] if ctx.x else []), *shown_params, "runs",
-              *[metric_header(m) for m in metrics]]
     tidy = []
     base = runs.groupby(keys, sort=False).agg(
         runs=("run_id", "count"), **{p: (p, "first") for p in shown_params}).reset_index()
@@ -60,20 +103,27 @@ def headline(ctx: Context) -> tuple[list[str], list[list[str]], pd.DataFrame]:
         a["metric"] = m
         tidy.append(a)
     tidy_df = pd.concat(tidy, ignore_index=True) if tidy else pd.DataFrame()
+    units = {m: column_unit(m, tidy_df.loc[tidy_df["metric"] == m, "mean"].tolist())
+             for m in metrics}
+    header = ["design", *([ctx.x_label] if ctx.x else []),
+              *[param_label(p).removesuffix(" (bytes)") for p in shown_params], "runs",
+              *[metric_header(m) + (f" ({units[m][0]})" if units[m][0] else "")
+                for m in metrics]]
     order = {s: i for i, s in enumerate(ctx.series)}
     base = base.sort_values(keys, key=lambda c: c.map(order) if c.name == "series" else c)
     rows = []
     for _, b in base.iterrows():
         cells = [b["series"], *([f"{b[ctx.x]:g}"] if ctx.x else []),
-                 *[str(b[p]) for p in shown_params], str(b["runs"])]
+                 *[fmt_param(p, b[p]) for p in shown_params], str(b["runs"])]
         for m in metrics:
             sel = tidy_df[(tidy_df["metric"] == m) & (tidy_df["series"] == b["series"])]
             if ctx.x:
                 sel = sel[sel[ctx.x] == b[ctx.x]]
             r = sel.iloc[0]
-            cell = fmt_value(m, r["mean"])
-            if not math.isnan(r["half"]):
-                cell += f" ± {fmt_value(m, r['half'])}"
+            scale = units[m][1]
+            cell = fmt_number(r["mean"], scale)
+            if not math.isnan(r["half"]) and not math.isnan(r["mean"]):
+                cell += f" ± {fmt_number(r['half'], scale)}"
             cells.append(cell)
         rows.append(cells)
     return header, rows, tidy_df

@@ -7,6 +7,14 @@ directory counts as failed, with the reason in ``error``), ``stale`` (made from 
 every summary metric (``summary.json``) and the warm-up-deleted time-series means
 (``ts.<column>.mean`` and the cut ``ts.<column>.warmup_ns``, see ``desim.sweep.stats``).
 
+Swept columns hold the value each point *ran with*, as the validated config has it: base units
+(ns, bytes), so ``64KiB`` is 65536 and a point that left the key to the base config shows the
+base's value, never a missing one; one type per column; the unit of a time or size column is in
+the parquet schema (field metadata ``unit``: ``ns``, ``bytes`` or ``1/ns``;
+``pyarrow.parquet.read_schema(path).field(name).metadata``). ``seed`` and ``seed_entropy`` are
+integers and ``seed_spawn_key`` a list of integers (``SeedSequence(seed_entropy,
+spawn_key=seed_spawn_key)`` is the run's seed sequence).
+
 ``points.parquet``: tidy, one row per (sweep point, metric): the swept parameters, ``point``,
 ``metric``, ``n`` (``ok`` replications used), ``failed``, ``mean``, ``std``, ``ci_half``,
 ``ci_low``, ``ci_high`` (Student t at ``confidence``, default 95%).
@@ -14,12 +22,15 @@ every summary metric (``summary.json``) and the warm-up-deleted time-series mean
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from desim.rundir import DONE, FAILED, SUMMARY, check_complete, manifest_of, read_json
 from desim.sweep.experiment import Experiment, RunSpec
@@ -37,12 +48,85 @@ def _cell(v):
     return json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
 
 
-def run_row(exp: Experiment, spec: RunSpec, runs_dir: Path, opts) -> dict:
+UNIT_OF_PARSER = {"parse_time_ns": "ns", "parse_size_bytes": "bytes", "parse_rate_per_ns": "1/ns"}
+
+
+def _unit_of(annotation, metadata=()) -> str | None:
+    """The unit a pydantic field's BeforeValidator parses into, looking inside Optional/Annotated."""
+    import typing
+
+    for m in (*metadata, *getattr(annotation, "__metadata__", ())):
+        func = getattr(m, "func", None)
+        name = getattr(getattr(func, "__wrapped__", func), "__name__", "")
+        if name in UNIT_OF_PARSER:
+            return UNIT_OF_PARSER[name]
+        if hasattr(m, "metadata"):           # a FieldInfo nested in Annotated
+            u = _unit_of(None, m.metadata)
+            if u:
+                return u
+    for arg in typing.get_args(annotation):
+        u = _unit_of(arg)
+        if u:
+            return u
+    return None
+
+
+def _resolved(cfg, key: str) -> tuple[object, str | None]:
+    """(value as the validated config holds it, its unit) of dotted ``key``; (None, None) if absent."""
+    from pydantic import BaseModel
+
+    obj, unit = cfg, None
+    for part in key.split("."):
+        if isinstance(obj, BaseModel):
+            fields = type(obj).model_fields
+            name = next((n for n, f in fields.items() if part in (n, f.alias)), None)
+            if name is None:
+                return None, None
+            unit = _unit_of(fields[name].annotation, fields[name].metadata)
+            obj = getattr(obj, name)
+        elif isinstance(obj, dict) and part in obj:
+            obj, unit = obj[part], None
+        else:
+            return None, None
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json", by_alias=True)
+    return obj, unit
+
+
+def point_params(exp: Experiment, specs: list[RunSpec]) -> tuple[dict[int, dict], dict[str, str]]:
+    """Per point, the swept keys' values as validated (base units); and each key's unit."""
+    from desim.config import ConfigError, validate
+    from desim.distributions import relative_to
+
+    values: dict[int, dict] = {}
+    units: dict[str, str] = {}
+    for spec in specs:
+        if spec.point in values:
+            continue
+        try:
+            with relative_to(Path(spec.base_dir)):
+                cfg = validate(copy.deepcopy(spec.config))
+        except (ConfigError, OSError, ValueError):
+            # A refused point ran nothing: its row says why (status, error), with no values.
+            values[spec.point] = dict.fromkeys(exp.swept_keys)
+            continue
+        vals = {}
+        for k in exp.swept_keys:
+            vals[k], unit = _resolved(cfg, k)
+            if unit:
+                units[param_column(k)] = unit
+        values[spec.point] = vals
+    return values, units
+
+
+def run_row(exp: Experiment, spec: RunSpec, runs_dir: Path, opts,
+            params: dict | None = None) -> dict:
     d = runs_dir / spec.run_id
     row = {"run_id": spec.run_id, "point": spec.point, "replication": spec.replication}
-    row.update({param_column(k): _cell(spec.params.get(k)) for k in exp.swept_keys})
-    row.update({"status": "missing", "seed": exp.seed, "seed_entropy": str(spec.entropy),
-                "seed_spawn_key": json.dumps(list(spec.spawn_key)), "wall_s": math.nan,
+    params = spec.params if params is None else params
+    row.update({param_column(k): _cell(params.get(k)) for k in exp.swept_keys})
+    row.update({"status": "missing", "seed": exp.seed, "seed_entropy": spec.entropy,
+                "seed_spawn_key": list(spec.spawn_key), "wall_s": math.nan,
                 "error": None})
     if (d / FAILED).exists():
         man = manifest_of(d)
@@ -77,22 +161,33 @@ def _uniform(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+def _write_parquet(df: pd.DataFrame, path: Path, units: dict[str, str] | None = None) -> None:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if units:
+        fields = [f.with_metadata({"unit": units[f.name]}) if f.name in units else f
+                  for f in table.schema]
+        table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_parquet(tmp, index=False)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
 def aggregate(exp: Experiment, specs: list[RunSpec], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     opts = parse_stats_options(exp.stats)
     runs_dir = out / "runs"
-    rows = [run_row(exp, s, runs_dir, opts) for s in specs]
+    values, units = point_params(exp, specs)
+    rows = [run_row(exp, s, runs_dir, opts, values[s.point]) for s in specs]
     runs = pd.DataFrame(rows)
     keys = [param_column(k) for k in exp.swept_keys]
     runs = _uniform(runs, keys)
+    runs["error"] = runs["error"].astype("string")  # typed text even when every run is fine
+    for c in ("seed", "seed_entropy"):
+        # SeedSequence takes any non-negative integer; parquet's widest is 64 bits unsigned.
+        if runs[c].max() >= 2**63:
+            runs[c] = runs[c].astype("UInt64" if runs[c].max() < 2**64 else "string")
     metrics = [c for c in runs.columns if c not in FIXED and c not in keys
                and pd.api.types.is_numeric_dtype(runs[c])]
     points = point_table(runs[runs["status"] != "missing"], keys, metrics, opts.confidence)
-    _write_parquet(runs, out / "runs.parquet")
-    _write_parquet(points, out / "points.parquet")
+    _write_parquet(runs, out / "runs.parquet", units)
+    _write_parquet(points, out / "points.parquet", units)
     return runs, points

@@ -22,21 +22,37 @@ def preset_dirs() -> list[Path]:
 
 
 def describe(path: Path) -> str:
-    """The preset's first comment line, without the ``#`` and a leading ``name:``."""
+    """The preset's first sentence, from its opening comment, without a leading ``name:``.
+
+    The sentence may run over several comment lines; it ends at a full stop followed by a
+    space or the line's end, at an empty comment line, or where the comment ends.
+    """
+    words: list[str] = []
     try:
         with path.open() as fh:
             for line in fh:
                 line = line.strip()
-                if not line:
-                    continue
                 if not line.startswith("#"):
-                    return ""
+                    if words or line:
+                        break
+                    continue
                 text = line.lstrip("#").strip()
-                head, sep, rest = text.partition(": ")
-                return rest.strip() if sep and head == path.stem else text
-    except OSError:
+                if not text:
+                    if words:
+                        break
+                    continue
+                if not words:
+                    head, sep, rest = text.partition(": ")
+                    text = rest.strip() if sep and head == path.stem else text
+                words += text.split()
+                if any(w.endswith(".") for w in words):
+                    break
+    except (OSError, UnicodeDecodeError):
         return ""
-    return ""
+    for i, w in enumerate(words):
+        if w.endswith(".") and not w.endswith(".."):
+            return " ".join(words[: i + 1])
+    return " ".join(words)
 
 
 def presets() -> list[tuple[str, Path, str]]:

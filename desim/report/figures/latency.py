@@ -12,6 +12,9 @@ from desim.report.figures import Context, Fig, Skip
 from desim.report.figures.plot import band_line, hist_ecdf, legend, vs_x
 from desim.report.style import log_time_axis, subplots
 
+CUT_NOTE = (" A ▼ marks a confidence interval reaching 0 or below, which a log axis cannot "
+            "show: its bar stops one decade under the mean.")
+
 OP_TITLES = {
     "fault": "page fault", "alloc": "table alloc (pte_alloc_one)",
     "free": "table free (to mmu_gather)", "defer": "pte_free_defer (khugepaged)",
@@ -44,7 +47,7 @@ def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: st
             for s in ctx.series:
                 g = a[a["series"] == s].sort_values("ns")
                 if not g.empty:
-                    band_line(ax, g["ns"], g, ctx.colour(s), ctx.series_dash[s])
+                    band_line(ax, g["ns"], g, ctx.colour(s), ctx.series_dash[s], step=True)
             for q in (0.5, 0.99):
                 ax.axhline(q, color="0.6", lw=0.6, ls=":", zorder=0)
             log_time_axis(ax, "x")
@@ -89,9 +92,10 @@ def latency_vs_x(ctx: Context) -> Fig | Skip:
     cols = [f"{o}.{q}_ns" for o in ops for q in ("p50", "p99")]
     runs = ctx.runs.assign(**{c: ctx.runs[c].where(ctx.runs[c] > 0) for c in cols})
     zeros = sorted({c.split(".")[0] for c in cols if (ctx.runs[c] == 0).any()})
+    cut = False
     for ax, op in zip(axes[0], ops, strict=True):
-        vs_x(ax, ctx, runs, f"{op}.p50_ns", dash_override="-", marker="o")
-        vs_x(ax, ctx, runs, f"{op}.p99_ns", dash_override="--", marker="s")
+        cut |= vs_x(ax, ctx, runs, f"{op}.p50_ns", dash_override="-", marker="o", log=True)
+        cut |= vs_x(ax, ctx, runs, f"{op}.p99_ns", dash_override="--", marker="s", log=True)
         log_time_axis(ax, "y")
         ax.set_title(OP_TITLES.get(op, op), fontsize=9)
     axes[0][0].set_ylabel("latency (log scale)")
@@ -101,6 +105,8 @@ def latency_vs_x(ctx: Context) -> Fig | Skip:
     fig.suptitle(title)
     cap = (f"Median (solid) and 99th percentile (dashed) latency against {ctx.x_label}; "
            "points are means over replications, error bars 95% CIs.")
+    if cut:
+        cap += CUT_NOTE
     if zeros:
         cap += (f" Percentiles of 0 ns ({', '.join(zeros)}: no simulated time spent, e.g. a "
                 "design whose deferral only queues work) cannot sit on the log axis and are "

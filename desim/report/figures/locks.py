@@ -7,9 +7,11 @@ average) and ``wait_p99_contended_ns`` (p99 among the waits that happened).
 
 from __future__ import annotations
 
+import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from desim.report.figures import Context, Fig, Skip
+from desim.report.figures.latency import CUT_NOTE
 from desim.report.figures.plot import bars_by_series, legend, vs_x
 from desim.report.style import log_time_axis, ns_label, percent_axis, subplots
 
@@ -36,7 +38,24 @@ def locks(ctx: Context) -> Fig | Skip:
         classes = classes[:MAX_CLASSES]
     if ctx.x is not None:
         title = f"Lock contention and wait vs {ctx.x_label}"
+    runs = runs.copy()
+    for cls in classes:
+        # A p99 of the waits that happened does not exist where none happened: missing, not 0.
+        cont = f"lock.{cls}.contended"
+        col = f"lock.{cls}.wait_p99_contended_ns"
+        if cont in runs and col in runs:
+            runs[col] = runs[col].where(runs[cont] > 0)
+    # One scale per row across lock classes, so panels side by side compare: a time row is
+    # logarithmic only when every panel of it can be (vs x, every value positive).
+    log_row = {}
+    for metric, _what, kind in ROWS:
+        cols = [f"lock.{cls}.{metric}" for cls in classes if f"lock.{cls}.{metric}" in runs]
+        vals = pd.concat([runs[c].fillna(0) if metric != "wait_p99_contended_ns"
+                          else runs[c].dropna() for c in cols]) if cols else pd.Series([])
+        log_row[metric] = (kind == "time" and ctx.x is not None and len(vals) > 0
+                           and bool((vals > 0).all()))
     fig, axes = subplots(len(ROWS), len(classes), w=3.2, h=2.5)
+    cut = False
     for c, cls in enumerate(classes):
         # Only designs that have this lock class are drawn: generic has no context.lock, and
         # drawing it at 0 would read as "uncontended". A design that has the class but did
@@ -58,13 +77,13 @@ def locks(ctx: Context) -> Fig | Skip:
                 ax.set_yticks([])
             else:
                 if ctx.x is not None:
-                    vs_x(ax, ctx, data, col)
+                    cut |= vs_x(ax, ctx, data, col, log=log_row[metric])
                 else:
                     bars_by_series(ax, ctx, data, col)
                 if kind == "percent":
                     percent_axis(ax)
                     ax.set_ylim(bottom=0)
-                elif (data[col].dropna() > 0).all() and ctx.x is not None:
+                elif log_row[metric]:
                     log_time_axis(ax, "y")
                 else:
                     ax.yaxis.set_major_formatter(FuncFormatter(ns_label))
@@ -79,7 +98,9 @@ def locks(ctx: Context) -> Fig | Skip:
                     ax.set_xticklabels([])
     legend(fig, ctx)
     fig.suptitle(title)
+    scales = ", ".join(f"{what}: {'log' if log_row[m] else 'linear'}" for m, what, _k in ROWS)
     cap = ("Per lock class: the share of acquisitions that had to spin, the mean wait over all "
-           "acquisitions, and the p99 of the waits that happened. Means over replications with "
-           "95% CIs." + note)
+           "acquisitions, and the p99 of the waits that happened (missing, not 0, where a run "
+           "had no contended acquisition). Means over replications with 95% CIs. One y scale "
+           f"per row ({scales})." + (CUT_NOTE if cut else "") + note)
     return Fig("locks", title, cap, fig)

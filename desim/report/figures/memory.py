@@ -1,7 +1,8 @@
 """Memory figures: where page-table bytes go (live / pending / stranded / spare / internal),
 waste (held − live) over time, and waste against the swept parameter.
 
-Figures come from ``summary.json`` (time-weighted means, peaks) and ``timeseries.parquet``;
+Figures come from ``summary.json`` (time-weighted means, and "peaks" that are the largest of the
+samples taken every ``record.sample_interval``, not exact maxima) and ``timeseries.parquet``;
 the split is the allocator's ``account`` as sampled every ``record.sample_interval``.
 """
 
@@ -105,7 +106,7 @@ def waste_vs_x(ctx: Context) -> Fig | Skip:
     title = f"Waste vs {ctx.x_label}"
     scale, unit = bytes_unit(runs["mem.overhead.peak_bytes"].max())
     fig, axes = subplots(1, 2)
-    for ax, col, what in zip(axes[0], need, ("time-weighted mean", "peak"), strict=True):
+    for ax, col, what in zip(axes[0], need, ("time-weighted mean", "largest sample"), strict=True):
         vs_x(ax, ctx, runs, col, scale=scale)
         ax.set_ylabel(f"waste, {what} ({unit})")
         ax.set_title(f"{what} waste")
@@ -113,5 +114,7 @@ def waste_vs_x(ctx: Context) -> Fig | Skip:
     legend(fig, ctx)
     fig.suptitle(title)
     cap = (f"Waste (held − live page-table bytes) against {ctx.x_label}; points are means over "
-           "replications, error bars 95% CIs.")
+           "replications, error bars 95% CIs. The right panel is the largest of the samples "
+           "taken every record.sample_interval, not an exact peak: a spike between two "
+           "samples is missed.")
     return Fig("waste_vs_x", title, cap, fig)

@@ -19,14 +19,19 @@ ECDF_GRID = 200
 def hist_ecdf(h: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """ECDF per run from log-binned histograms, then mean ± CI across runs of each ``by`` group.
 
-    ``h`` has run_id, ``by`` columns, lo_ns, hi_ns, count. Each run's ECDF is evaluated at both
-    edges of every bin of the group, so it is flat where no run had samples and climbs across a
-    bin (2.3% wide: finer than any reader needs). Samples below 1 ns (the histogram's first bin,
-    operations that took no simulated time) are drawn at 0.5-1 ns. Returns by + ns, mean, lo, hi.
+    ``h`` has run_id, ``by`` columns, lo_ns, hi_ns, count. The ECDF is a step function: 0 up to
+    the group's first bin, then at each bin's upper edge the fraction of samples at most that
+    edge (exact there; a bin is 2.3% wide). Draw it with ``step=True``: a single bin is one
+    vertical step, not a slope that makes one value look like a spread. A last point a little
+    right of the top edge keeps the line at 1 visible. Samples below 1 ns (the histogram's
+    first bin, operations that took no simulated time) are drawn at 0.5-1 ns. Returns by + ns,
+    mean, lo, hi.
     """
     out = []
     for key, g in h.groupby(by, sort=False):
-        grid = np.unique(np.concatenate([g["lo_ns"].clip(lower=0.5), g["hi_ns"]]))
+        edges = np.unique(g["hi_ns"].to_numpy(dtype=float))
+        first = max(float(g["lo_ns"].min()), 0.5)
+        grid = np.concatenate([[min(first, edges[0] * 0.98)], edges, [edges[-1] * 1.05]])
         rows = []
         for run_id, r in g.groupby("run_id"):
             r = r.groupby("hi_ns", as_index=False)["count"].sum().sort_values("hi_ns")
@@ -50,10 +55,15 @@ def sample_ecdf(df: pd.DataFrame, value: str, by: list[str], log: bool = True) -
     if not len(v):
         return pd.DataFrame()
     lo, hi = v.min(), v.max()
-    grid = (np.geomspace(lo, hi, ECDF_GRID) if log and hi > lo else np.linspace(lo, hi, ECDF_GRID))
-    # One point just left of the smallest sample, where the ECDF is still 0, so the curve
-    # visibly rises from the axis instead of starting in mid-air.
-    grid = np.concatenate([[lo * 0.97 if log else lo - 0.03 * (hi - lo or 1)], grid])
+    # The ECDF steps exactly at the distinct values (few: GP lengths cluster at jiffies), or
+    # on a fine grid when there are many; one point just left of the smallest, where the ECDF
+    # is still 0, and one right of the largest, so the steps up and the line at 1 show.
+    distinct = np.unique(v)
+    grid = (distinct if len(distinct) <= 4 * ECDF_GRID else
+            np.geomspace(lo, hi, ECDF_GRID) if log and hi > lo else np.linspace(lo, hi, ECDF_GRID))
+    pad = 0.03 * (hi - lo or abs(hi) or 1)
+    grid = np.concatenate([[lo * 0.97 if log else lo - pad], grid,
+                           [hi * 1.03 if log else hi + pad]])
     for key, g in df.groupby(by, sort=False):
         rows = []
         for run_id, r in g.groupby("run_id"):
@@ -103,8 +113,15 @@ def band_line(ax, x, agg: pd.DataFrame, colour: str, dash: str = "-", label=None
 
 
 def vs_x(ax, ctx: Context, data: pd.DataFrame, value: str, scale: float = 1.0,
-         dash_override: str | None = None, marker: str = "o", label_suffix: str = "") -> None:
-    """Mean ± CI of run metric ``value`` against ctx.x, one line per series."""
+         dash_override: str | None = None, marker: str = "o", label_suffix: str = "",
+         log: bool = False) -> bool:
+    """Mean ± CI of run metric ``value`` against ctx.x, one line per series.
+
+    With ``log`` (the caller makes the axis logarithmic), an interval reaching 0 or below, which
+    a log axis cannot show, is cut one decade under its mean and marked there with a ▼, rather
+    than silently losing its lower half. Returns whether any interval was cut.
+    """
+    cut_any = False
     agg = mean_ci(data, ["series", ctx.x], value)
     # Dodge series sideways a little so identical values (and their error bars) stay visible.
     gaps = np.diff(ctx.xvals)
@@ -117,7 +134,17 @@ def vs_x(ax, ctx: Context, data: pd.DataFrame, value: str, scale: float = 1.0,
             continue
         yerr = None
         if a["half"].notna().any():
-            yerr = a["half"].fillna(0).to_numpy() / scale
+            half = a["half"].fillna(0).to_numpy() / scale
+            mean = a["mean"].to_numpy() / scale
+            lower = half
+            if log:
+                cut = mean - half <= 0
+                lower = np.where(cut, mean - mean / 10, half)
+                if cut.any():
+                    cut_any = True
+                    ax.plot(a[ctx.x][cut], mean[cut] / 10, ls="none", marker="v", ms=5,
+                            color=ctx.colour(s))
+            yerr = np.vstack([lower, half])
         ax.errorbar(a[ctx.x], a["mean"] / scale, yerr=yerr, color=ctx.colour(s),
                     ls=dash_override or ctx.series_dash[s], marker=marker, ms=4, lw=1.5,
                     capsize=3, label=s + label_suffix)
@@ -125,6 +152,7 @@ def vs_x(ax, ctx: Context, data: pd.DataFrame, value: str, scale: float = 1.0,
         ax.set_xticks(ctx.xvals)
         ax.set_xticklabels([f"{v:g}" for v in ctx.xvals])
     ax.set_xlabel(ctx.x_label)
+    return cut_any
 
 
 def bars_by_series(ax, ctx: Context, data: pd.DataFrame, value: str, scale: float = 1.0) -> None:
