@@ -402,7 +402,9 @@ def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
         ("free-to-reuse delay", format_ns(g("free_to_reuse.mean_ns")) if s.get("free_to_reuse.count") else "-",
          "mean"),
     ]
-    for kind in ("live", "pending", "stranded", "spare", "internal", "held"):
+    from desim.records import MEMORY_COLUMNS
+
+    for kind in MEMORY_COLUMNS:
         rows.append((f"memory {kind}", format_bytes(g(f"mem.{kind}.mean_bytes")),
                      f"largest sample {format_bytes(g(f'mem.{kind}.peak_bytes'))}"))
     for k in sorted(s):

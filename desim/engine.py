@@ -18,14 +18,9 @@ from desim import __version__
 from desim.config import Config
 from desim.model.machine import Machine
 from desim.model.safety import SafetyStop
+from desim.records import MEMORY_COLUMNS, SERIES_COLUMNS, LatencyBin
 from desim.rng import Streams
 from desim.workloads import ELEMENTS
-
-SERIES_COLUMNS = (
-    "t_ns", "live", "pending", "stranded", "spare", "internal", "held", "pgtable_pages",
-    "cb_backlog", "gp_active", "mms", "tables",
-)
-MEMORY_KINDS = ("live", "pending", "stranded", "spare", "internal", "held")
 
 
 @dataclass
@@ -33,7 +28,7 @@ class RunResult:
     config: Config
     summary: dict[str, float]
     series: dict[str, list]
-    latency_hist: list[tuple[str, int, float, float, int]]   # op, bin, lo_ns, hi_ns, count
+    latency_hist: list[LatencyBin]
     locks: list[dict]
     gp_spans: list[tuple[int, int]]
     violations: list[dict]
@@ -178,7 +173,7 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
             s.update(st.summary())
     # memory: peak and time-weighted mean of each kind over the sampled series
     t = series["t_ns"]
-    for kind in MEMORY_KINDS:
+    for kind in MEMORY_COLUMNS:
         col = series[kind]
         s[f"mem.{kind}.peak_bytes"] = max(col) if col else 0
         s[f"mem.{kind}.mean_bytes"] = sum(col) / len(col) if col else 0
@@ -209,7 +204,7 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
     for op, h in m.latency.items():
         for idx, n in h.items():
             lo, hi = h.bin_edges(idx)
-            hist_rows.append((op, idx, lo, hi, n))
+            hist_rows.append(LatencyBin(op, idx, lo, hi, n))
     locks = [{"lock_class": st.name, **{k.split(".")[-1]: v for k, v in st.summary().items()}}
              for st in m.lock_classes.values() if st.acquisitions]
     return RunResult(

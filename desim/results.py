@@ -29,8 +29,9 @@ import pandas as pd
 import yaml
 
 from desim import __version__
+from desim import records as R
 from desim.engine import RunResult
-from desim.rundir import DONE, Staging, write_json
+from desim.rundir import Staging, write_json
 
 
 def _clean(v):
@@ -58,20 +59,22 @@ def manifest(result: RunResult, command: list[str] | None = None, **extra) -> di
 def fill_run(result: RunResult, tmp: Path, command: list[str] | None = None,
              **manifest_extra) -> None:
     """Write every file of a finished run into ``tmp`` (a staging directory), ``DONE`` last."""
-    (tmp / "config.yaml").write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
-    write_json(tmp / "manifest.json", manifest(result, command, **manifest_extra))
-    write_json(tmp / "summary.json", {k: _clean(v) for k, v in result.summary.items()})
-    pd.DataFrame(result.series).to_parquet(tmp / "timeseries.parquet", index=False)
-    pd.DataFrame(result.latency_hist, columns=["op", "bin", "lo_ns", "hi_ns", "count"]).to_parquet(
-        tmp / "latency.parquet", index=False)
-    pd.DataFrame(result.locks).to_parquet(tmp / "locks.parquet", index=False)
-    pd.DataFrame(result.gp_spans, columns=["start_ns", "end_ns"]).to_parquet(
-        tmp / "gp.parquet", index=False)
+    (tmp / R.CONFIG).write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
+    write_json(tmp / R.MANIFEST, manifest(result, command, **manifest_extra))
+    write_json(tmp / R.SUMMARY, {k: _clean(v) for k, v in result.summary.items()})
+
+    def table(name: str, data, columns=None) -> None:
+        pd.DataFrame(data, columns=columns).to_parquet(tmp / f"{name}.parquet", index=False)
+
+    table(R.TIMESERIES, result.series)
+    table(R.LATENCY, result.latency_hist, R.LatencyBin._fields)
+    table(R.LOCKS, result.locks)
+    table(R.GP, result.gp_spans, R.GpSpan._fields)
     if result.samples is not None:
-        rows = [(op, v) for op, vals in result.samples.items() for v in vals]
-        pd.DataFrame(rows, columns=["op", "ns"]).to_parquet(tmp / "samples.parquet", index=False)
-    write_json(tmp / "violations.json", result.violations)
-    (tmp / DONE).write_text("ok\n")
+        table(R.SAMPLES, [R.Sample(op, v) for op, vals in result.samples.items() for v in vals],
+              R.Sample._fields)
+    write_json(tmp / R.VIOLATIONS, result.violations)
+    (tmp / R.DONE).write_text("ok\n")
 
 
 def write_run(result: RunResult, outdir: str | Path, command: list[str] | None = None,

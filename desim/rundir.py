@@ -20,7 +20,7 @@ directory's life follows one set of rules:
   present and readable. Resume and the report both use it; neither trusts a marker alone.
 
 Standard library only (pyarrow is imported inside ``check_complete``): the report reads results
-through this module without importing the model.
+through this module without importing the model. File names and markers are ``desim.records``'.
 """
 
 from __future__ import annotations
@@ -34,18 +34,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-DONE = "DONE"
-FAILED = "FAILED"
-SWEEP = "SWEEP"
-REPORT = "REPORT"
-MANIFEST = "manifest.json"
-SUMMARY = "summary.json"
-CONFIG = "config.yaml"
-VIOLATIONS = "violations.json"
-TRACEBACK = "traceback.txt"
-PROBE = "PROBE"
-PARQUETS = ("timeseries", "latency", "locks", "gp")
-OPTIONAL_PARQUETS = ("samples",)
+from desim.records import (
+    CONFIG,
+    DONE,
+    FAILED,
+    MANIFEST,
+    OPTIONAL_PARQUETS,
+    PARQUETS,
+    PROBE,
+    REPORT,
+    SUMMARY,
+    SWEEP,
+    TRACEBACK,
+    VIOLATIONS,
+    temp_name,
+)
+
 JSONS = (MANIFEST, SUMMARY, VIOLATIONS)
 # Every file a finished run holds; anything else in a run directory was put there by someone else.
 RUN_FILES = frozenset({CONFIG, *JSONS, DONE, *(f"{p}.parquet" for p in PARQUETS),
@@ -303,7 +307,7 @@ class Staging:
         try:
             parent.mkdir(parents=True, exist_ok=True)
             clean_stale(parent, t.name)
-            tmp = parent / f".{t.name}.tmp-{os.getpid()}"
+            tmp = parent / temp_name(t.name, os.getpid())
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir()
@@ -340,7 +344,7 @@ class Staging:
                 if _exchange(tmp, t):
                     old = tmp            # after the exchange, tmp holds the old directory
                 else:
-                    old = t.parent / f".{t.name}.old-{os.getpid()}"
+                    old = t.parent / temp_name(t.name, os.getpid(), "old")
                     os.replace(t, old)
                     os.replace(tmp, t)
                 self.replaced = True

@@ -16,7 +16,7 @@ from rich.console import Console
 from desim.cli import main
 from desim.config import ConfigError
 from desim.sweep.experiment import load_experiment
-from desim.sweep.stats import (
+from desim.stats import (
     StatsOptions,
     mser_truncation,
     parse_stats_options,

@@ -20,10 +20,9 @@ from desim.model.memory import MM, Page, PageAllocator, RWSem
 from desim.model.rcu import RCU
 from desim.model.safety import SafetyChecker
 from desim.model.stats import LockClassStats, LogHistogram
+from desim.records import LATENCY_OPS
 from desim.rng import Streams
 
-LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "retract",
-               "free_to_reuse")
 
 
 def _no_record(ns: int) -> None:

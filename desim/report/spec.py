@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from desim.records import LATENCY_OPS
+
 GROUPS: dict[str, list[str]] = {
     "memory": ["memory_split", "waste_time", "waste_vs_x"],
     "latency": ["latency_ecdf", "latency_vs_x"],
@@ -25,8 +27,6 @@ GROUPS: dict[str, list[str]] = {
     "safety": ["safety"],
 }
 ALL_FIGURES = [f for fs in GROUPS.values() for f in fs]
-LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "retract",
-               "free_to_reuse")
 
 # The answer to the main question (what deferring costs in memory, and is it safe) first.
 DEFAULT_METRICS = [

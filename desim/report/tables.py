@@ -12,7 +12,7 @@ import yaml
 from desim.report.figures import Context
 from desim.report.load import DESIGN
 from desim.report.spec import DEFAULT_METRICS
-from desim.report.stats import mean_ci
+from desim.stats import mean_ci
 from desim.report.style import param_label
 
 MAX_VIOLATIONS = 20

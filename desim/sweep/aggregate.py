@@ -5,7 +5,7 @@ parameters under their dotted names, ``status`` (``ok``, ``stopped_on_violation`
 directory counts as failed, with the reason in ``error``), ``stale`` (made from other inputs),
 ``missing``), ``seed`` / ``seed_entropy`` / ``seed_spawn_key``, ``wall_s``, ``error``, then
 every summary metric (``summary.json``) and the warm-up-deleted time-series means
-(``ts.<column>.mean`` and the cut ``ts.<column>.warmup_ns``, see ``desim.sweep.stats``).
+(``ts.<column>.mean`` and the cut ``ts.<column>.warmup_ns``, see ``desim.stats``).
 
 Swept columns hold the value each point *ran with*, as the validated config has it: base units
 (ns, bytes), so ``64KiB`` is 65536 and a point that left the key to the base config shows the
@@ -32,9 +32,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from desim.records import temp_name
 from desim.rundir import DONE, FAILED, SUMMARY, check_complete, manifest_of, read_json
 from desim.sweep.experiment import Experiment, RunSpec
-from desim.sweep.stats import parse_stats_options, point_table, steady_means
+from desim.stats import parse_stats_options, point_table, steady_means
 
 FIXED = ("run_id", "point", "replication", "status", "seed", "seed_entropy", "seed_spawn_key",
          "wall_s", "error")
@@ -167,7 +168,7 @@ def _write_parquet(df: pd.DataFrame, path: Path, units: dict[str, str] | None = 
         fields = [f.with_metadata({"unit": units[f.name]}) if f.name in units else f
                   for f in table.schema]
         table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(temp_name(path.name, os.getpid()))
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 

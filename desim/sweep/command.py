@@ -125,6 +125,7 @@ def dry_run(exp: Experiment, specs: list[RunSpec], todo: list[RunSpec], jobs: in
 
 def _claim(outdir: Path, exp: Experiment, experiment: str, force: bool, dry: bool) -> None:
     """Check the sweep directory may be used; with ``force``, put aside another experiment's."""
+    from desim.records import temp_name
     from desim.rundir import RunDirError, check_target, sweep_name
 
     try:
@@ -133,7 +134,7 @@ def _claim(outdir: Path, exp: Experiment, experiment: str, force: bool, dry: boo
         raise SweepError(str(exc)) from None
     if dry or not target.exists or sweep_name(outdir) in (None, exp.name):
         return
-    old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
+    old = outdir.with_name(temp_name(outdir.name, os.getpid(), "old"))
     os.replace(outdir, old)          # --force: another experiment's sweep, replaced whole
     shutil.rmtree(old, ignore_errors=True)
 

@@ -11,7 +11,7 @@ An experiment YAML (``experiments/*.yaml``)::
       grid: {allocator.name: [generic, s390], machine.cpus: [4, 8]}   # cartesian product
       zip:  {rcu.blimit: [10, 100], rcu.qhimark: [1000, 10000]}       # lock-step lists
       list: [{workload.faults.think.mean: 10us}, {workload.faults.think.mean: 40us}]
-    stats: {warmup: mser5}          # or a time (20ms) or none: see desim.sweep.stats
+    stats: {warmup: mser5}          # or a time (20ms) or none: see desim.stats
     report: {...}                   # kept for ``desim report``; only checked to be a mapping
 
 The three sweep blocks combine by cartesian product of each other (grid × zip × list); a missing
@@ -218,7 +218,7 @@ def load_experiment(path: str | Path) -> Experiment:
     stats = data.get("stats") or {}
     if not isinstance(stats, dict):
         raise _err(p, "stats: expected a mapping (warmup, confidence)")
-    from desim.sweep.stats import parse_stats_options
+    from desim.stats import parse_stats_options
 
     try:
         parse_stats_options(stats)

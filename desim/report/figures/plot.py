@@ -1,6 +1,6 @@
 """Drawing helpers shared by the figure builders: ECDFs with bands, series over time, vs-x lines.
 
-Bands and error bars are the 95% t interval of the mean over replications (``desim.report.stats``);
+Bands and error bars are the 95% t interval of the mean over replications (``desim.stats``);
 with a single run per point they are simply absent.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from desim.report.figures import Context
-from desim.report.stats import mean_ci
+from desim.stats import mean_ci
 
 MAX_TIME_POINTS = 400
 ECDF_GRID = 200

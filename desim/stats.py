@@ -1,8 +1,13 @@
-"""Statistics over replications: Student-t confidence intervals and warm-up deletion.
+"""Statistics over replications and over a run's time series, for the sweep and the report alike.
 
 Pure numpy/pandas/scipy (no simpy): it reads what runs wrote, never re-runs the model.
 
-Warm-up deletion works on each run's sampled time series (``timeseries.parquet``, the memory
+**Intervals.** Replications of one sweep point are independent runs (``SeedSequence.spawn``), so
+the interval for a metric's mean is the Student-t interval with n-1 degrees of freedom; with one
+run there is no interval (NaN). The t quantile comes from ``scipy.special.stdtrit``, without
+``scipy.stats``' 0.7 s import.
+
+**Warm-up deletion** works on each run's sampled time series (``timeseries.parquet``, the memory
 split and RCU state every ``record.sample_interval``). The engine's own ``warmup`` already resets
 every statistic at a fixed time; the options here recompute the *time-series means* after
 deleting a further transient, chosen per experiment (``stats.warmup``):
@@ -22,12 +27,48 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit  # Student's t quantile, without scipy.stats' 0.7 s import
+from scipy.special import stdtrit
 
+from desim.records import SERIES_METRICS
 from desim.units import parse_time_ns
 
-SERIES_METRICS = ("live", "pending", "stranded", "spare", "internal", "held", "pgtable_pages",
-                  "cb_backlog", "gp_active", "mms", "tables")
+CONFIDENCE = 0.95
+
+
+def t_half_width(std, n, confidence: float = CONFIDENCE):
+    """Half-width of the Student-t interval of a mean, from the sample std and n (arrays too)."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = stdtrit(np.where(n > 1, n - 1, np.nan), 0.5 + confidence / 2)
+        return q * np.asarray(std, dtype=float) / np.sqrt(n)
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
+    """Mean, sample std, half-width of the Student-t CI, and n, ignoring NaNs.
+
+    With one value the half-width is NaN: a single replication says nothing about spread.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(x.mean())
+    if n == 1:
+        return mean, math.nan, math.nan, 1
+    sd = float(x.std(ddof=1))
+    return mean, sd, float(t_half_width(sd, n, confidence)), n
+
+
+def mean_ci(df: pd.DataFrame, by: list[str], value: str,
+            confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Per group of ``by``: ``mean``, ``lo``, ``hi``, ``half``, ``n`` of column ``value``."""
+    g = df.groupby(by, dropna=False, sort=False)[value]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    out["half"] = t_half_width(out["std"], out["n"], confidence)
+    out["lo"] = out["mean"] - out["half"]
+    out["hi"] = out["mean"] + out["half"]
+    return out
 
 
 @dataclass(frozen=True)
@@ -53,24 +94,6 @@ def parse_stats_options(data: dict) -> StatsOptions:
     if not isinstance(conf, float) or not 0 < conf < 1:
         raise ValueError("stats.confidence: expected a number between 0 and 1, e.g. 0.95")
     return StatsOptions(warm, conf)
-
-
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean, sample std, half-width of the Student-t CI, and n, ignoring NaNs.
-
-    With one value the half-width is NaN: a single replication says nothing about spread.
-    """
-    x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(x.mean())
-    if n == 1:
-        return mean, math.nan, math.nan, 1
-    sd = float(x.std(ddof=1))
-    half = float(stdtrit(n - 1, 0.5 + confidence / 2) * sd / math.sqrt(n))
-    return mean, sd, half, n
 
 
 def mser_truncation(y, batch: int = 5) -> int:
