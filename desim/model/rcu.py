@@ -114,23 +114,31 @@ class SegCBList:
             self.ready = []
 
     def accelerate(self, snap: int) -> int:
-        """Tag NEXT with GP ``snap``, merging into a segment already waiting for it.
+        """``rcu_segcblist_accelerate``: give the callbacks not yet tagged GP ``snap``.
+
+        As the kernel does (kernel/rcu/rcu_segcblist.c, v6.6): find the newest of WAIT and
+        NEXT_READY that waits for a GP earlier than ``snap``; every later segment, NEXT
+        included, merges into the one after it, tagged ``snap`` (so a segment tagged ``snap``
+        or later is pulled forward to ``snap``). When NEXT_READY itself waits for an earlier
+        GP there is no free segment: NEXT stays untagged until an advance frees one.
 
         Returns the latest GP number any waiting callback needs (0 if none).
         """
         nxt = self.next
-        if nxt:
-            if not self.wait:
-                self.wait, self.wait_gp = nxt, snap
-            elif self.wait_gp >= snap:
-                self.wait.extend(nxt)
-            elif not self.ready:
-                self.ready, self.ready_gp = nxt, snap
-            else:
-                # NEXT_READY waits for an earlier-or-equal GP: merging into it and retagging
-                # with the later GP is what the kernel's segment merge amounts to.
-                self.ready.extend(nxt)
-                self.ready_gp = max(self.ready_gp, snap)
+        if self.ready and self.ready_gp < snap:
+            pass                                   # no segment free: NEXT waits
+        elif self.wait and self.wait_gp < snap:
+            if nxt or self.ready:                  # NEXT_READY := NEXT_READY + NEXT, @snap
+                if nxt:
+                    self.ready.extend(nxt)
+                    self.next = []
+                self.ready_gp = snap
+        elif nxt or self.wait or self.ready:       # WAIT := everything pending, @snap
+            merged = self.wait
+            merged.extend(self.ready)
+            merged.extend(nxt)
+            self.wait, self.wait_gp = merged, snap
+            self.ready = []
             self.next = []
         if self.ready:
             return self.ready_gp
@@ -351,14 +359,17 @@ class RCU:
         """``call_rcu`` on an offloaded CPU (``rcu_nocb_try_bypass``, ``__call_rcu_nocb_wake``)."""
         if lazy:
             bp = cpu.bypass
+            # A bypass list already qhimark long is flushed, the new callback with it
+            # (rcu_nocb_try_bypass checks the length before enqueueing).
+            full = len(bp) >= self.qhimark
             bp.append(cb)
-            if len(bp) == 1:
+            if full:
+                self._flush_bypass(cpu)
+            elif len(bp) == 1:
                 # The rcuog kthread's lazy timer: flush after jiffies_lazy_flush.
                 gen = cpu.bypass_gen
                 Timeout(self.env, self.lazy_flush).callbacks.append(
                     lambda _e, c=cpu, g=gen: self._lazy_timer(c, g))
-            if len(bp) >= self.qhimark:
-                self._flush_bypass(cpu)
             return
         if cpu.bypass:
             self._flush_bypass(cpu)     # a non-lazy callback flushes the lazy ones with it
@@ -650,8 +661,9 @@ class RCU:
         if tr is not None:
             tr.softirq_begin(cpu)
         while cbs.done:
-            pending = cbs.n
-            bl = max(cpu.blimit, pending >> RCU_DIVISOR)
+            # The divisor applies to the callbacks ready now (the DONE segment), not to all
+            # the CPU's callbacks (rcu_segcblist_get_seglen(RCU_DONE_TAIL)).
+            bl = max(cpu.blimit, len(cbs.done) >> RCU_DIVISOR)
             tlimit = self.batch_time if bl > BIG_BATCH else 0
             cost = 0
             k = 0
