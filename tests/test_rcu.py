@@ -226,6 +226,62 @@ def test_rcu_do_batch_limit_divides_the_ready_callbacks_only():
     assert times[9] == 0 and times[10] == 400 and times[20] == 800
 
 
+@pytest.mark.parametrize("flavor,lat", [("preemptible", 42_000),
+                                        ("non-preemptible", 500_000 - 1000)])
+def test_expedited_ipi_to_kernel_code_outside_a_reader(flavor, lat):
+    # rcu_exp_handler: kernel code outside a reader reports at once on a preemptible kernel;
+    # on a non-preemptible one the IPI only sets need_resched, and the CPU reports at its next
+    # context switch (here: its task sleeps at 500 us).
+    m = make_machine({"rcu.flavor": flavor, "costs.exp_gp_overhead": 40_000,
+                      "costs.ipi_latency": 2000})
+    busy = m.cpus[1]
+
+    def kernel_bound():
+        busy.acquire(object())
+        yield busy.compute(500_000)
+        busy.release()
+
+    m.env.process(kernel_bound())
+    out = {}
+
+    def body(cpu, task):
+        yield m.env.timeout(1000)
+        t0 = m.env.now
+        yield from m.rcu.synchronize_expedited(cpu, task)
+        out["lat"] = m.env.now - t0
+
+    run_task(m, 0, body)
+    assert out["lat"] == lat
+
+
+def test_expedited_on_non_preemptible_reports_on_the_way_back_to_user():
+    # A resident task in a system call when the IPI lands: its return to user mode schedules
+    # (need_resched), a context switch, so rcu_qs reports the expedited QS then.
+    m = make_machine({"rcu.flavor": "non-preemptible", "costs.exp_gp_overhead": 40_000,
+                      "costs.ipi_latency": 2000})
+    busy = m.cpus[1]
+    busy.enter_user()
+
+    def syscall():
+        task = object()
+        yield m.env.timeout(10_000)
+        busy.syscall(task)
+        yield busy.compute(300_000)
+        busy.to_user()
+
+    m.env.process(syscall())
+    out = {}
+
+    def body(cpu, task):
+        yield m.env.timeout(1000)
+        t0 = m.env.now
+        yield from m.rcu.synchronize_expedited(cpu, task)
+        out["lat"] = m.env.now - t0
+
+    run_task(m, 0, body)
+    assert out["lat"] == 310_000 - 1000
+
+
 def test_lazy_bypass_is_flushed_when_a_callback_finds_it_qhimark_long():
     # rcu_nocb_try_bypass checks the bypass length before enqueueing: with qhimark = 5 the
     # sixth lazy callback finds five waiting and is flushed with them.

@@ -172,12 +172,18 @@ class Expedited:
             m.ipis_sent += len(targets)
             self.done = Event(env)
             yield Timeout(env, costs.ipi_latency)
+            preemptible = rcu.preemptible
             for c in targets:
                 c.steal(costs.ipi_handler)
-                if c.nesting == 0:
+                # rcu_exp_handler (tree_exp.h): user mode reports at once (on !PREEMPT via
+                # the reschedule on the way back to user mode, microseconds). Kernel code
+                # reports at once on a preemptible kernel outside a reader, else at the
+                # reader's outermost rcu_read_unlock; on a non-preemptible kernel it only gets
+                # need_resched and reports at its next context switch or return to user.
+                if c.owner is None or (preemptible and c.nesting == 0):
                     self.left -= 1
                 else:
-                    c.exp_need_qs = True  # reported by the outermost rcu_read_unlock
+                    c.exp_need_qs = True
             if self.left:
                 yield self.done
             self.done = None
@@ -438,8 +444,14 @@ class RCU:
         cpu.gp_seq = new
 
     def context_switch(self, cpu: CPU) -> None:
-        """``rcu_note_context_switch`` → ``rcu_qs``: a QS, reported at the next ``rcu_core``."""
+        """``rcu_note_context_switch`` → ``rcu_qs``: a QS, reported at the next ``rcu_core``.
+
+        On a non-preemptible kernel ``rcu_qs`` also reports a pending expedited QS
+        (``rcu_report_exp_rdp``); a preemptible one reports it at the reader's unlock.
+        """
         cpu.no_qs = False
+        if cpu.exp_need_qs and not self.preemptible:
+            self.exp.report(cpu)
 
     def report_qs(self, cpu: CPU) -> None:
         """``rcu_report_qs_rnp``: the GP no longer waits for ``cpu``."""
@@ -616,13 +628,22 @@ class RCU:
             if c.idle and not has_cbs:
                 continue  # NO_HZ: an idle CPU with no callbacks takes no tick
             # rcu_flavor_sched_clock_irq: user mode and idle are QSes; kernel code outside a
-            # reader is one on the preemptible flavour (or with the fix), or once urged.
-            if c.no_qs and (c.owner is None or (c.nesting == 0 and (kernel_qs or c.urgent_qs))):
-                c.no_qs = False
+            # reader is one on the preemptible flavour (or with the fix).
+            urged = False
+            if c.no_qs:
+                if c.owner is None or (c.nesting == 0 and kernel_qs):
+                    c.no_qs = False
+                elif c.urgent_qs and c.nesting == 0:
+                    urged = True
             # rcu_pending
             if c.gp_seq != seq or (c.core_needs_qs and not c.no_qs and active) or (has_cbs and (
                     cbs.done or (not active and (cbs.next or cbs.ready)))):
                 self._core(c)
+            if urged:
+                # rcu_sched_clock_irq only set need_resched (rcu_urgent_qs): the QS is the
+                # context switch of the task's next cond_resched, after this tick's
+                # rcu_pending, so rcu_core reports it at the next tick (rcu_all_qs, !PREEMPT).
+                c.no_qs = False
 
     def _core(self, c: CPU) -> None:
         """``rcu_core`` on ``c`` (in its RCU_SOFTIRQ, here at the tick's irq exit)."""
