@@ -17,10 +17,11 @@ and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree
   interrupts user mode or idle; on ``preemptible`` also one in kernel code outside a reader;
   on ``non-preemptible`` kernel code counts only with ``tick_qs_in_kernel`` (the later fix
   that counts a tick finding no preempt count held, ``CONFIG_PREEMPT_COUNT=y``) or once the
-  GP is older than ``jiffies_to_sched_qs`` (``rcu_urgent_qs``: the tick forces a reschedule,
-  which the task's next ``cond_resched`` honours; we place it at the tick). Then
-  ``rcu_pending`` decides whether ``rcu_core`` must run: a QS to report, callbacks ready, a GP
-  to request, or a GP state not yet noticed.
+  GP is older than ``jiffies_to_sched_qs`` (``rcu_urgent_qs``: the tick only sets
+  need_resched; the task's next ``cond_resched`` is a context switch, ``rcu_all_qs``, which we
+  place right after the tick, so the next tick reports it). Then ``rcu_pending`` decides
+  whether ``rcu_core`` must run: a QS to report, callbacks ready, a GP to request, or a GP
+  state not yet noticed.
 * **rcu_core** (RCU_SOFTIRQ, on irq exit; ``rcu_check_quiescent_state``,
   ``rcu_report_qs_rdp``, ``rcu_do_batch``): notices GP ends and starts, advancing and
   accelerating the callbacks only then (``rcu_advance_cbs`` / ``rcu_accelerate_cbs``); reports
@@ -57,9 +58,25 @@ and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree
   ``qhimark``, by a non-lazy request (``call_rcu_hurry``, ``synchronize_rcu``) on that CPU, or
   by ``rcu_barrier``. The memory-pressure shrinker (``lazy_rcu_shrink_scan``) is not modelled.
 * ``synchronize_rcu`` is ``call_rcu_hurry`` of a wake-up (``wait_rcu_gp``);
-  ``synchronize_rcu_expedited`` IPIs every non-idle CPU, and a CPU inside a reader reports at
-  its outermost ``rcu_read_unlock``; ``rcu_barrier`` entrains a callback behind every CPU's list
-  (flushing bypass lists) and waits for all of them, serialised by a mutex.
+  ``synchronize_rcu_expedited`` IPIs every non-idle CPU (``sync_rcu_exp_select_cpus``); the
+  handler (``rcu_exp_handler``) reports user mode at once; kernel code at once on a
+  preemptible kernel outside a reader, else at the outermost ``rcu_read_unlock``; on a
+  non-preemptible kernel at the CPU's next context switch or return to user mode.
+  ``rcu_barrier`` entrains a callback behind every CPU's list (flushing bypass lists) and
+  waits for all of them, serialised by a mutex.
+
+Simplified on purpose (each only matters outside what desim measures, see README):
+
+* A preemptible kernel's tick and expedited IPI also find no QS inside a spinlock or ``_bh``
+  section (``preempt_count() & (PREEMPT_MASK | SOFTIRQ_MASK)``); desim looks at the reader
+  depth only. A fault's ptl section lies inside its RCU reader, so the common case is covered;
+  the other spinlocks (PMD lock, allocator locks) are held for tens of ns per operation.
+* Callback floods: ``__call_rcu_core``'s ``rcu_force_quiescent_state`` for a queue grown by
+  ``qhimark``, callback overload (``qovld``: FQS waits shortened, ``rcu_need_heavy_qs``) and the
+  nocb per-jiffy limit that sends non-lazy callbacks to the bypass are not modelled: they need
+  thousands of callbacks queued on one CPU.
+* The GP kthread woken onto a busy CPU (no idle one left) forces no context switch there.
+* A tick due while its CPU has IRQs off fires on time instead of when they come back on.
 """
 
 from __future__ import annotations
