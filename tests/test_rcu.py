@@ -1,5 +1,6 @@
 """Tree RCU: grace periods respect readers, callbacks wait a full GP, sync/expedited/barrier."""
 
+import pytest
 from conftest import make_machine, run_task
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -157,3 +158,137 @@ def test_blimit_batches_cost_cpu_time_on_the_queueing_cpu():
     assert m.rcu.invoked == 25
     assert cpu.softirq_ns == 25 * 100
     assert all(c.softirq_ns == 0 for c in m.cpus if c is not cpu)
+
+
+# -- rules checked against kernel/rcu of v6.6, one small scenario each ---------------------------
+
+def _tags(cbs):
+    return ([a for _f, a, _c, _t in cbs.wait], cbs.wait_gp,
+            [a for _f, a, _c, _t in cbs.ready], cbs.ready_gp, [a for _f, a, _c, _t in cbs.next])
+
+
+def _cb(tag):
+    return (None, tag, 0, 0)
+
+
+def test_accelerate_leaves_next_alone_when_no_segment_is_free():
+    from desim.model.rcu import SegCBList
+    # rcu_segcblist_accelerate: WAIT waits for GP 3, NEXT_READY for GP 4; new callbacks that
+    # need GP 5 cannot share NEXT_READY (its callbacks would wait a GP too long): they stay in
+    # NEXT, untagged, until an advance frees a segment.
+    cbs = SegCBList()
+    cbs.wait, cbs.wait_gp = [_cb("w")], 3
+    cbs.ready, cbs.ready_gp = [_cb("r")], 4
+    cbs.next = [_cb("n")]
+    assert cbs.accelerate(5) == 4
+    assert _tags(cbs) == (["w"], 3, ["r"], 4, ["n"])
+    # Once GP 3 ends, rcu_advance_cbs moves WAIT to DONE and NEXT_READY up; then NEXT fits.
+    cbs.advance(3)
+    assert cbs.accelerate(5) == 5
+    assert [a for _f, a, _c, _t in cbs.done] == ["w"]
+    assert _tags(cbs) == (["r"], 4, ["n"], 5, [])
+
+
+def test_accelerate_pulls_a_later_tagged_segment_forward():
+    from desim.model.rcu import SegCBList
+    # A segment tagged for a GP later than the snapshot is merged into the snapshot's GP
+    # (callbacks tagged conservatively, e.g. while RCU was idle, are "accelerated").
+    cbs = SegCBList()
+    cbs.wait, cbs.wait_gp = [_cb("w")], 2
+    cbs.ready, cbs.ready_gp = [_cb("r")], 4
+    cbs.next = [_cb("n")]
+    assert cbs.accelerate(3) == 3
+    assert _tags(cbs) == (["w"], 2, ["r", "n"], 3, [])
+    cbs = SegCBList()
+    cbs.wait, cbs.wait_gp = [_cb("w")], 4
+    cbs.next = [_cb("n")]
+    assert cbs.accelerate(3) == 3
+    assert _tags(cbs) == (["w", "n"], 3, [], 0, [])
+
+
+def test_rcu_do_batch_limit_divides_the_ready_callbacks_only():
+    # rcu_do_batch: bl = max(blimit, DONE-segment length >> rcu_divisor). 1280 ready callbacks
+    # give bl = 10 however many more wait for a later GP; with the CPU busy, the 11th callback
+    # runs only after the first batch's CPU time (10 x 40 ns).
+    m = make_machine({"rcu.blimit": 10, "costs.rcu_callback": 40})
+    cpu = m.cpus[1]
+    cpu.acquire(object())
+    times: list = []
+    cbs = cpu.cbs
+    cbs.done.extend((lambda c, a: times.append(m.env.now), k, 0, 0) for k in range(1280))
+    cbs.wait, cbs.wait_gp = [(lambda c, a: None, k, 0, 0) for k in range(20_000)], 10**9
+    cbs.n = 21_280
+    m.rcu.pending = m.rcu.tick_cbs = 21_280
+    cpu.softirq_running = True
+    m.env.process(m.rcu._invoke(cpu))
+    m.env.run(until=1_000_000)
+    assert len(times) == 1280
+    assert times[9] == 0 and times[10] == 400 and times[20] == 800
+
+
+@pytest.mark.parametrize("flavor,lat", [("preemptible", 42_000),
+                                        ("non-preemptible", 500_000 - 1000)])
+def test_expedited_ipi_to_kernel_code_outside_a_reader(flavor, lat):
+    # rcu_exp_handler: kernel code outside a reader reports at once on a preemptible kernel;
+    # on a non-preemptible one the IPI only sets need_resched, and the CPU reports at its next
+    # context switch (here: its task sleeps at 500 us).
+    m = make_machine({"rcu.flavor": flavor, "costs.exp_gp_overhead": 40_000,
+                      "costs.ipi_latency": 2000})
+    busy = m.cpus[1]
+
+    def kernel_bound():
+        busy.acquire(object())
+        yield busy.compute(500_000)
+        busy.release()
+
+    m.env.process(kernel_bound())
+    out = {}
+
+    def body(cpu, task):
+        yield m.env.timeout(1000)
+        t0 = m.env.now
+        yield from m.rcu.synchronize_expedited(cpu, task)
+        out["lat"] = m.env.now - t0
+
+    run_task(m, 0, body)
+    assert out["lat"] == lat
+
+
+def test_expedited_on_non_preemptible_reports_on_the_way_back_to_user():
+    # A resident task in a system call when the IPI lands: its return to user mode schedules
+    # (need_resched), a context switch, so rcu_qs reports the expedited QS then.
+    m = make_machine({"rcu.flavor": "non-preemptible", "costs.exp_gp_overhead": 40_000,
+                      "costs.ipi_latency": 2000})
+    busy = m.cpus[1]
+    busy.enter_user()
+
+    def syscall():
+        task = object()
+        yield m.env.timeout(10_000)
+        busy.syscall(task)
+        yield busy.compute(300_000)
+        busy.to_user()
+
+    m.env.process(syscall())
+    out = {}
+
+    def body(cpu, task):
+        yield m.env.timeout(1000)
+        t0 = m.env.now
+        yield from m.rcu.synchronize_expedited(cpu, task)
+        out["lat"] = m.env.now - t0
+
+    run_task(m, 0, body)
+    assert out["lat"] == 310_000 - 1000
+
+
+def test_lazy_bypass_is_flushed_when_a_callback_finds_it_qhimark_long():
+    # rcu_nocb_try_bypass checks the bypass length before enqueueing: with qhimark = 5 the
+    # sixth lazy callback finds five waiting and is flushed with them.
+    m = make_machine({"rcu.nocb_cpus": "all", "rcu.lazy": True, "rcu.qhimark": 5})
+    cpu = m.cpus[0]
+    for k in range(5):
+        m.rcu.call_rcu(cpu, lambda c, a: None, k)
+    assert len(cpu.bypass) == 5 and m.rcu.lazy_flushes == 0
+    m.rcu.call_rcu(cpu, lambda c, a: None, 5)
+    assert cpu.bypass == [] and m.rcu.lazy_flushes == 1 and cpu.cbs.n == 6

@@ -72,7 +72,7 @@ class CPU:
         self.qs_pending = False     # the GP still waits for this CPU (its rnp->qsmask bit)
         self.dyn_snap = 0           # rdp->dynticks_snap, taken by the first FQS scan
         self.urgent_qs = False      # rcu_urgent_qs: the GP is old, cond_resched reports
-        self.exp_need_qs = False    # an expedited GP waits for this CPU's rcu_read_unlock
+        self.exp_need_qs = False    # an expedited GP waits for this CPU (rcu_data.cpu_no_qs.b.exp)
         self.cbs = None             # the CPU's RCU callback list, set by RCU
         self.softirq_running = False
         self.offloaded = False      # callbacks offloaded to rcuo kthreads (rcu_nocbs)
@@ -179,6 +179,10 @@ class CPU:
         """The owner, a resident task, returns to user mode: not a context switch, unless
         another task waits, which then preempts it on the way out (``need_resched``)."""
         self.debt = 0
+        if self.exp_need_qs:
+            # An expedited GP's IPI set need_resched on a non-preemptible kernel: the way
+            # back to user mode schedules, and rcu_qs reports (rcu_exp_handler, !PREEMPT).
+            self.rcu.context_switch(self)
         if self.runq:
             self.ctx_switches += 1
             self.rcu.context_switch(self)
@@ -263,8 +267,8 @@ class CPU:
             rcu = self.rcu
             if rcu.blocked and self.owner in rcu.blocked:
                 rcu.read_unlock_special(self, self.owner)
-            if self.exp_need_qs:
-                rcu.exp.report(self)
+            if self.exp_need_qs and rcu.preemptible:
+                rcu.exp.report(self)  # rcu_read_unlock_special, preemptible kernels only
             if self.trace is not None:
                 self.trace.read_unlock(self)
 

@@ -17,10 +17,11 @@ and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree
   interrupts user mode or idle; on ``preemptible`` also one in kernel code outside a reader;
   on ``non-preemptible`` kernel code counts only with ``tick_qs_in_kernel`` (the later fix
   that counts a tick finding no preempt count held, ``CONFIG_PREEMPT_COUNT=y``) or once the
-  GP is older than ``jiffies_to_sched_qs`` (``rcu_urgent_qs``: the tick forces a reschedule,
-  which the task's next ``cond_resched`` honours; we place it at the tick). Then
-  ``rcu_pending`` decides whether ``rcu_core`` must run: a QS to report, callbacks ready, a GP
-  to request, or a GP state not yet noticed.
+  GP is older than ``jiffies_to_sched_qs`` (``rcu_urgent_qs``: the tick only sets
+  need_resched; the task's next ``cond_resched`` is a context switch, ``rcu_all_qs``, which we
+  place right after the tick, so the next tick reports it). Then ``rcu_pending`` decides
+  whether ``rcu_core`` must run: a QS to report, callbacks ready, a GP to request, or a GP
+  state not yet noticed.
 * **rcu_core** (RCU_SOFTIRQ, on irq exit; ``rcu_check_quiescent_state``,
   ``rcu_report_qs_rdp``, ``rcu_do_batch``): notices GP ends and starts, advancing and
   accelerating the callbacks only then (``rcu_advance_cbs`` / ``rcu_accelerate_cbs``); reports
@@ -57,9 +58,25 @@ and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree
   ``qhimark``, by a non-lazy request (``call_rcu_hurry``, ``synchronize_rcu``) on that CPU, or
   by ``rcu_barrier``. The memory-pressure shrinker (``lazy_rcu_shrink_scan``) is not modelled.
 * ``synchronize_rcu`` is ``call_rcu_hurry`` of a wake-up (``wait_rcu_gp``);
-  ``synchronize_rcu_expedited`` IPIs every non-idle CPU, and a CPU inside a reader reports at
-  its outermost ``rcu_read_unlock``; ``rcu_barrier`` entrains a callback behind every CPU's list
-  (flushing bypass lists) and waits for all of them, serialised by a mutex.
+  ``synchronize_rcu_expedited`` IPIs every non-idle CPU (``sync_rcu_exp_select_cpus``); the
+  handler (``rcu_exp_handler``) reports user mode at once; kernel code at once on a
+  preemptible kernel outside a reader, else at the outermost ``rcu_read_unlock``; on a
+  non-preemptible kernel at the CPU's next context switch or return to user mode.
+  ``rcu_barrier`` entrains a callback behind every CPU's list (flushing bypass lists) and
+  waits for all of them, serialised by a mutex.
+
+Simplified on purpose (each only matters outside what desim measures, see README):
+
+* A preemptible kernel's tick and expedited IPI also find no QS inside a spinlock or ``_bh``
+  section (``preempt_count() & (PREEMPT_MASK | SOFTIRQ_MASK)``); desim looks at the reader
+  depth only. A fault's ptl section lies inside its RCU reader, so the common case is covered;
+  the other spinlocks (PMD lock, allocator locks) are held for tens of ns per operation.
+* Callback floods: ``__call_rcu_core``'s ``rcu_force_quiescent_state`` for a queue grown by
+  ``qhimark``, callback overload (``qovld``: FQS waits shortened, ``rcu_need_heavy_qs``) and the
+  nocb per-jiffy limit that sends non-lazy callbacks to the bypass are not modelled: they need
+  thousands of callbacks queued on one CPU.
+* The GP kthread woken onto a busy CPU (no idle one left) forces no context switch there.
+* A tick due while its CPU has IRQs off fires on time instead of when they come back on.
 """
 
 from __future__ import annotations
@@ -114,23 +131,31 @@ class SegCBList:
             self.ready = []
 
     def accelerate(self, snap: int) -> int:
-        """Tag NEXT with GP ``snap``, merging into a segment already waiting for it.
+        """``rcu_segcblist_accelerate``: give the callbacks not yet tagged GP ``snap``.
+
+        As the kernel does (kernel/rcu/rcu_segcblist.c, v6.6): find the newest of WAIT and
+        NEXT_READY that waits for a GP earlier than ``snap``; every later segment, NEXT
+        included, merges into the one after it, tagged ``snap`` (so a segment tagged ``snap``
+        or later is pulled forward to ``snap``). When NEXT_READY itself waits for an earlier
+        GP there is no free segment: NEXT stays untagged until an advance frees one.
 
         Returns the latest GP number any waiting callback needs (0 if none).
         """
         nxt = self.next
-        if nxt:
-            if not self.wait:
-                self.wait, self.wait_gp = nxt, snap
-            elif self.wait_gp >= snap:
-                self.wait.extend(nxt)
-            elif not self.ready:
-                self.ready, self.ready_gp = nxt, snap
-            else:
-                # NEXT_READY waits for an earlier-or-equal GP: merging into it and retagging
-                # with the later GP is what the kernel's segment merge amounts to.
-                self.ready.extend(nxt)
-                self.ready_gp = max(self.ready_gp, snap)
+        if self.ready and self.ready_gp < snap:
+            pass                                   # no segment free: NEXT waits
+        elif self.wait and self.wait_gp < snap:
+            if nxt or self.ready:                  # NEXT_READY := NEXT_READY + NEXT, @snap
+                if nxt:
+                    self.ready.extend(nxt)
+                    self.next = []
+                self.ready_gp = snap
+        elif nxt or self.wait or self.ready:       # WAIT := everything pending, @snap
+            merged = self.wait
+            merged.extend(self.ready)
+            merged.extend(nxt)
+            self.wait, self.wait_gp = merged, snap
+            self.ready = []
             self.next = []
         if self.ready:
             return self.ready_gp
@@ -164,12 +189,18 @@ class Expedited:
             m.ipis_sent += len(targets)
             self.done = Event(env)
             yield Timeout(env, costs.ipi_latency)
+            preemptible = rcu.preemptible
             for c in targets:
                 c.steal(costs.ipi_handler)
-                if c.nesting == 0:
+                # rcu_exp_handler (tree_exp.h): user mode reports at once (on !PREEMPT via
+                # the reschedule on the way back to user mode, microseconds). Kernel code
+                # reports at once on a preemptible kernel outside a reader, else at the
+                # reader's outermost rcu_read_unlock; on a non-preemptible kernel it only gets
+                # need_resched and reports at its next context switch or return to user.
+                if c.owner is None or (preemptible and c.nesting == 0):
                     self.left -= 1
                 else:
-                    c.exp_need_qs = True  # reported by the outermost rcu_read_unlock
+                    c.exp_need_qs = True
             if self.left:
                 yield self.done
             self.done = None
@@ -351,14 +382,17 @@ class RCU:
         """``call_rcu`` on an offloaded CPU (``rcu_nocb_try_bypass``, ``__call_rcu_nocb_wake``)."""
         if lazy:
             bp = cpu.bypass
+            # A bypass list already qhimark long is flushed, the new callback with it
+            # (rcu_nocb_try_bypass checks the length before enqueueing).
+            full = len(bp) >= self.qhimark
             bp.append(cb)
-            if len(bp) == 1:
+            if full:
+                self._flush_bypass(cpu)
+            elif len(bp) == 1:
                 # The rcuog kthread's lazy timer: flush after jiffies_lazy_flush.
                 gen = cpu.bypass_gen
                 Timeout(self.env, self.lazy_flush).callbacks.append(
                     lambda _e, c=cpu, g=gen: self._lazy_timer(c, g))
-            if len(bp) >= self.qhimark:
-                self._flush_bypass(cpu)
             return
         if cpu.bypass:
             self._flush_bypass(cpu)     # a non-lazy callback flushes the lazy ones with it
@@ -427,8 +461,14 @@ class RCU:
         cpu.gp_seq = new
 
     def context_switch(self, cpu: CPU) -> None:
-        """``rcu_note_context_switch`` → ``rcu_qs``: a QS, reported at the next ``rcu_core``."""
+        """``rcu_note_context_switch`` → ``rcu_qs``: a QS, reported at the next ``rcu_core``.
+
+        On a non-preemptible kernel ``rcu_qs`` also reports a pending expedited QS
+        (``rcu_report_exp_rdp``); a preemptible one reports it at the reader's unlock.
+        """
         cpu.no_qs = False
+        if cpu.exp_need_qs and not self.preemptible:
+            self.exp.report(cpu)
 
     def report_qs(self, cpu: CPU) -> None:
         """``rcu_report_qs_rnp``: the GP no longer waits for ``cpu``."""
@@ -605,13 +645,22 @@ class RCU:
             if c.idle and not has_cbs:
                 continue  # NO_HZ: an idle CPU with no callbacks takes no tick
             # rcu_flavor_sched_clock_irq: user mode and idle are QSes; kernel code outside a
-            # reader is one on the preemptible flavour (or with the fix), or once urged.
-            if c.no_qs and (c.owner is None or (c.nesting == 0 and (kernel_qs or c.urgent_qs))):
-                c.no_qs = False
+            # reader is one on the preemptible flavour (or with the fix).
+            urged = False
+            if c.no_qs:
+                if c.owner is None or (c.nesting == 0 and kernel_qs):
+                    c.no_qs = False
+                elif c.urgent_qs and c.nesting == 0:
+                    urged = True
             # rcu_pending
             if c.gp_seq != seq or (c.core_needs_qs and not c.no_qs and active) or (has_cbs and (
                     cbs.done or (not active and (cbs.next or cbs.ready)))):
                 self._core(c)
+            if urged:
+                # rcu_sched_clock_irq only set need_resched (rcu_urgent_qs): the QS is the
+                # context switch of the task's next cond_resched, after this tick's
+                # rcu_pending, so rcu_core reports it at the next tick (rcu_all_qs, !PREEMPT).
+                c.no_qs = False
 
     def _core(self, c: CPU) -> None:
         """``rcu_core`` on ``c`` (in its RCU_SOFTIRQ, here at the tick's irq exit)."""
@@ -650,8 +699,9 @@ class RCU:
         if tr is not None:
             tr.softirq_begin(cpu)
         while cbs.done:
-            pending = cbs.n
-            bl = max(cpu.blimit, pending >> RCU_DIVISOR)
+            # The divisor applies to the callbacks ready now (the DONE segment), not to all
+            # the CPU's callbacks (rcu_segcblist_get_seglen(RCU_DONE_TAIL)).
+            bl = max(cpu.blimit, len(cbs.done) >> RCU_DIVISOR)
             tlimit = self.batch_time if bl > BIG_BATCH else 0
             cost = 0
             k = 0
