@@ -16,6 +16,8 @@ mapping takes units too (``median: 50ms``, ``values: [1us, 3us]``). Kinds:
   a header row is skipped). A relative ``file`` is looked up next to the config file being
   loaded first, then in the current directory; the resolved absolute path is what the saved
   config holds, so a results directory's ``config.yaml`` loads back to the same samples.
+  Within ``provided_files`` the contents come from memory instead (a sweep's workers, which
+  may run on hosts that lack the file).
   ``interpolate: false`` (default) resamples the given values (bootstrap: every draw is one of
   them); ``true`` draws from the piecewise-linear inverse CDF through the sorted samples.
 
@@ -27,7 +29,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import csv
+import io
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,6 +56,39 @@ def relative_to(directory: str | Path | None):
         yield
     finally:
         _BASE_DIR.reset(token)
+
+
+@dataclass
+class _Provided:
+    contents: Mapping[str, bytes]         # resolved path -> the file's bytes
+    names: Mapping[str, str]              # ``file:`` as a config writes it -> resolved path
+    values: dict[str, list[float]] = field(default_factory=dict)   # parsed, this context only
+
+
+_PROVIDED: contextvars.ContextVar[_Provided | None] = contextvars.ContextVar(
+    "desim_provided_files", default=None)
+
+
+@contextlib.contextmanager
+def provided_files(contents: Mapping[str, bytes], names: Mapping[str, str] | None = None):
+    """Serve empirical ``file``s from ``contents`` (resolved path -> bytes), not from the disk.
+
+    ``names`` maps a ``file`` value as the config writes it to its resolved path: a relative
+    name was resolved where the experiment was planned, against directories another host may
+    not have. Paths not given are read from the disk as usual. Samples parsed meanwhile are
+    cached for this context only, so a process that lives across runs (a Dask worker) never
+    serves a file's old samples after its content changed.
+    """
+    token = _PROVIDED.set(_Provided(contents, names or {}))
+    try:
+        yield
+    finally:
+        _PROVIDED.reset(token)
+
+
+def _file_values() -> dict[str, list[float]]:
+    prov = _PROVIDED.get()
+    return prov.values if prov is not None else _FILE_VALUES
 
 
 class _Dist(BaseModel):
@@ -178,9 +216,10 @@ class Empirical(_Dist):
             raw: Any = self.values
         else:
             key = str(_resolve(self.file))  # type: ignore[arg-type]
-            raw = _FILE_VALUES.get(key)
+            cache = _file_values()
+            raw = cache.get(key)
             if raw is None:
-                raw = _FILE_VALUES[key] = _read_csv(Path(key), self.column, _number)
+                raw = cache[key] = _read_csv(Path(key), self.column, _number)
         data = np.asarray(raw, dtype=float)
         if data.size == 0:
             raise ValueError("empirical needs at least one value")
@@ -210,6 +249,11 @@ _FILE_VALUES: dict[str, list[float]] = {}
 
 
 def _resolve(file: str) -> Path:
+    prov = _PROVIDED.get()
+    if prov is not None:
+        key = prov.names.get(file, file)
+        if key in prov.contents:
+            return Path(key)
     p = Path(file).expanduser()
     if p.is_absolute():
         candidates = [p]
@@ -225,7 +269,7 @@ def _resolve(file: str) -> Path:
 
 def _read_csv(path: Path, column: str | int, parse) -> list[float]:
     out: list[float] = []
-    with path.open(newline="") as fh:
+    with _open_text(path) as fh:
         rows = [r for r in csv.reader(fh) if r and not r[0].lstrip().startswith("#")]
     if not rows:
         return out
@@ -248,6 +292,13 @@ def _read_csv(path: Path, column: str | int, parse) -> list[float]:
         except (ValueError, IndexError):
             raise ValueError(f"empirical file {path}: row {n} has no number in column {column!r}") from None
     return out
+
+
+def _open_text(path: Path):
+    prov = _PROVIDED.get()
+    if prov is not None and str(path) in prov.contents:
+        return io.StringIO(prov.contents[str(path)].decode(), newline="")
+    return path.open(newline="")
 
 
 DIST_TYPES: dict[str, type[_Dist]] = {
@@ -278,8 +329,9 @@ def _coerce(parse, value: Any) -> Any:
             if out.get("file") is not None:
                 path = _resolve(str(out["file"]))
                 key = str(path)
-                if key not in _FILE_VALUES:
-                    _FILE_VALUES[key] = _read_csv(path, out.get("column", 0), parse)
+                cache = _file_values()
+                if key not in cache:
+                    cache[key] = _read_csv(path, out.get("column", 0), parse)
                 out["file"] = key
         return DIST_TYPES[kind].model_validate(out)
     return Constant(value=parse(value))

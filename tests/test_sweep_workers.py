@@ -12,10 +12,15 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from rich.console import Console
+
+import desim
+from desim.sweep import runner
+from desim.sweep.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 WALL = {"sim.wall_s", "sim.events_per_s"}
@@ -122,6 +127,88 @@ def test_registry_that_failed_to_load_tries_again(fake_packages):
     assert REG.names() == ["a", "b"]
 
 
+# --- input files: digest and travel ----------------------------------------------------------
+
+def csv_experiment(tmp_path: Path, samples: str = "10us\n20us\n40us\n") -> Path:
+    """Point 0 reads think.csv (next to the experiment); point 1 does not."""
+    (tmp_path / "think.csv").write_text(samples)
+    return write_exp(tmp_path, {"seed": 5, "replications": 2, "sweep": {"list": [
+        {"workload.faults.think": {"dist": "empirical", "file": "think.csv"}},
+        {"workload.faults.think": {"dist": "exponential", "mean": "20us"}}]}},
+        inline_base=True)
+
+
+def test_digest_covers_input_file_content_and_desim_version(tmp_path, monkeypatch):
+    exp = csv_experiment(tmp_path)
+    first = load_experiment(exp).runs()
+    assert first[0].input_names == {"think.csv": str((tmp_path / "think.csv").resolve())}
+    assert first[0].inputs[str((tmp_path / "think.csv").resolve())].data == b"10us\n20us\n40us\n"
+    assert first[2].inputs == {}
+    assert [s.digest for s in load_experiment(exp).runs()] == [s.digest for s in first]
+    (tmp_path / "think.csv").write_text("10us\n20us\n80us\n")
+    changed = load_experiment(exp).runs()
+    assert changed[0].digest != first[0].digest and changed[1].digest != first[1].digest
+    assert changed[2].digest == first[2].digest       # does not read the file
+    digests = [s.digest for s in changed]
+    monkeypatch.setattr(desim, "__version__", "99.0")
+    assert all(a.digest != b for a, b in zip(load_experiment(exp).runs(), digests, strict=True))
+
+
+def test_resume_redoes_the_runs_whose_input_file_changed(tmp_path):
+    exp = csv_experiment(tmp_path)
+    out = tmp_path / "o"
+    assert run_sweep(exp, out) == 0
+    before = summaries(out)
+    stamps = {d.name: (d / "DONE").stat().st_mtime_ns for d in (out / "runs").iterdir()}
+    (tmp_path / "think.csv").write_text("1us\n2us\n")    # much shorter think times
+    assert run_sweep(exp, out) == 0
+    after = summaries(out)
+    for run in ("p000-r00", "p000-r01"):
+        assert (out / "runs" / run / "DONE").stat().st_mtime_ns != stamps[run]
+        assert after[run]["fault.count"] > before[run]["fault.count"]
+    for run in ("p001-r00", "p001-r01"):
+        assert (out / "runs" / run / "DONE").stat().st_mtime_ns == stamps[run]
+
+
+def test_a_run_uses_the_content_planned_not_the_file_on_disk(tmp_path):
+    from desim.sweep.worker import compute_run
+
+    exp = csv_experiment(tmp_path)
+    spec = load_experiment(exp).runs()[0]
+    ref = compute_run(spec)
+    (tmp_path / "think.csv").write_text("999us\n")        # changed after planning ...
+    again = compute_run(spec)
+    (tmp_path / "think.csv").unlink()                      # ... and gone
+    gone = compute_run(spec)
+    assert ref.error is None and again.error is None and gone.error is None, gone.error
+    assert again.result.summary["fault.count"] == ref.result.summary["fault.count"]
+    assert gone.result.summary["fault.count"] == ref.result.summary["fault.count"]
+
+
+def test_provided_files_are_served_and_never_cached_across_contexts(tmp_path):
+    from pydantic import TypeAdapter
+
+    from desim.distributions import TimeDist, provided_files, relative_to
+
+    td = TypeAdapter(TimeDist)
+    path = str(tmp_path / "nowhere" / "x.csv")                 # not on this disk
+    for content, want in ((b"1us\n3us\n", [1000, 3000]), (b"5us\n", [5000])):
+        with relative_to("/elsewhere"), provided_files({path: content}, {"x.csv": path}):
+            d = td.validate_python({"dist": "empirical", "file": "x.csv"})
+        assert d.file == path and list(d.data) == want
+    with pytest.raises(ValueError, match="not found"):
+        td.validate_python({"dist": "empirical", "file": path})
+
+
+def test_input_files_over_the_bound_make_the_point_invalid(tmp_path, monkeypatch):
+    from desim.sweep import experiment
+
+    monkeypatch.setattr(experiment, "MAX_INPUT_BYTES", 8)
+    specs = load_experiment(csv_experiment(tmp_path)).runs()
+    assert specs[0].invalid.startswith("workload.faults.think.file: ")
+    assert "larger than" in specs[0].invalid and specs[2].invalid is None
+
+
 # --- a real, fresh Dask worker with two threads, in another process ------------------------
 
 CLUSTER = """
@@ -163,3 +250,20 @@ def test_a_fresh_two_thread_dask_worker_runs_every_run(tmp_path):
     with fresh_dask_worker(tmp_path / "worker") as address:
         assert run_sweep(exp, tmp_path / "o", dask=address) == 0
     assert list(statuses(tmp_path / "o").values()) == ["ok"] * 6
+
+
+def test_dask_workers_need_no_copy_of_the_input_files(tmp_path):
+    pytest.importorskip("distributed")
+    exp = csv_experiment(tmp_path)
+    assert run_sweep(exp, tmp_path / "serial") == 0
+    specs = load_experiment(exp).runs()
+    (tmp_path / "think.csv").rename(tmp_path / "moved.csv")    # gone once the sweep is planned
+    runs_dir = tmp_path / "dask" / "runs"
+    got: list = []
+    with fresh_dask_worker(tmp_path / "worker") as address:
+        runner.run_dask(specs, runs_dir, ["desim"], "exp",
+                        lambda *res: got.append(res) and False, runner.connect_dask(address))
+    assert [err for _, err, _ in got] == [None] * 4, got
+    assert summaries(tmp_path / "dask") == summaries(tmp_path / "serial")
+    ref = summaries(tmp_path / "serial")
+    assert not np.isclose(ref["p000-r00"]["fault.count"], ref["p001-r00"]["fault.count"])
