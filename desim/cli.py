@@ -175,18 +175,21 @@ def bench(quick: bool, out: str) -> None:
               help="Run on an existing Dask cluster, e.g. tcp://host:8786 (needs desim[dask]).")
 @click.option("--dry-run", is_flag=True, help="List the runs and estimate the wall time.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run.")
+@click.option("--run-timeout", metavar="DURATION", default=None,
+              help="Stop a run after this wall time (e.g. 30s, 10min) and record it as failed.")
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
-          dry_run: bool, fail_fast: bool) -> None:
+          dry_run: bool, fail_fast: bool, run_timeout: str | None) -> None:
     """Run every point × replication of EXPERIMENT; re-running resumes."""
     from desim.sweep.pool import default_jobs, start_pool_server
 
-    if not dry_run and not dask and (jobs or default_jobs()) > 1:
+    if not dry_run and not dask and ((jobs or default_jobs()) > 1 or run_timeout):
         start_pool_server()  # it imports desim for the workers while this process does too
     from desim.sweep.command import sweep as run_sweep
     from desim.sweep.runner import SweepError
 
     try:
-        code = run_sweep(experiment, jobs, out, dask, dry_run, fail_fast, console, err)
+        code = run_sweep(experiment, jobs, out, dask, dry_run, fail_fast, console, err,
+                         run_timeout)
     except SweepError as exc:
         fail(str(exc))
     sys.exit(code)

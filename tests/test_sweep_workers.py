@@ -10,17 +10,23 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from click.testing import CliRunner
 from rich.console import Console
 
 import desim
+from desim.cli import main
 from desim.sweep import runner
 from desim.sweep.experiment import load_experiment
+from desim.sweep.worker import run_and_write
 
 ROOT = Path(__file__).resolve().parents[1]
 WALL = {"sim.wall_s", "sim.events_per_s"}
@@ -39,11 +45,12 @@ def write_exp(tmp_path: Path, body: dict, name: str = "exp", inline_base: bool =
     return p
 
 
-def run_sweep(exp: Path, out: Path, jobs: int = 1, dask: str | None = None) -> int:
+def run_sweep(exp: Path, out: Path, jobs: int = 1, dask: str | None = None,
+              run_timeout: str | None = None) -> int:
     from desim.sweep.command import sweep
 
     quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115
-    return sweep(str(exp), jobs, str(out), dask, False, False, quiet, quiet)
+    return sweep(str(exp), jobs, str(out), dask, False, False, quiet, quiet, run_timeout)
 
 
 def summaries(out: Path) -> dict[str, dict]:
@@ -125,6 +132,176 @@ def test_registry_that_failed_to_load_tries_again(fake_packages):
         REG.get("b")
     assert REG.get("b").__name__ == "B"      # not "unknown thing 'b' (allowed: a)"
     assert REG.names() == ["a", "b"]
+
+
+# --- a dead pool worker, a broken pool ----------------------------------------------------
+
+def die_in_p001(spec, runs_dir, command, experiment):
+    """Pool entry point for the test: the worker computing p001-r00 dies as an OOM kill would."""
+    if spec.run_id == "p001-r00":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_and_write(spec, runs_dir, command, experiment)
+
+
+def test_a_killed_pool_worker_costs_only_its_run_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    exp = write_exp(tmp_path, {"seed": 4, "replications": 2,
+                               "sweep": {"grid": {"machine.cpus": [2, 3, 4]}}})
+    out = tmp_path / "o"
+    monkeypatch.setattr(runner, "run_and_write", die_in_p001)
+    assert run_sweep(exp, out, jobs=2) == 1
+    st = statuses(out)
+    assert st == {"p000-r00": "ok", "p000-r01": "ok", "p001-r00": "failed", "p001-r01": "ok",
+                  "p002-r00": "ok", "p002-r01": "ok"}
+    err = manifest(out, "p001-r00")["error"]
+    assert "worker process running this run died" in err and "SIGKILL" in err
+    stamps = {d.name: (d / "DONE").stat().st_mtime_ns for d in (out / "runs").iterdir()
+              if (d / "DONE").exists()}
+
+    monkeypatch.undo()
+    assert run_sweep(exp, out, jobs=2) == 0
+    assert set(statuses(out).values()) == {"ok"}
+    for name, stamp in stamps.items():           # only the failed run was run again
+        assert (out / "runs" / name / "DONE").stat().st_mtime_ns == stamp
+
+
+class _BrokenPool(runner.ProcessPool):
+    """A pool whose first ``broken_starts`` instances break as a whole at once."""
+
+    broken_starts = 0
+    starts = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        type(self).starts += 1
+        self.broken = type(self).starts <= type(self).broken_starts
+
+    def schedule(self, function, args=(), kwargs=None, timeout=None):
+        if not self.broken:
+            return super().schedule(function, args, kwargs or {}, timeout)
+        f: Future = Future()
+        f.set_exception(BrokenProcessPool("All workers expired"))
+        return f
+
+
+@pytest.mark.parametrize("broken_starts, expect", [(1, 0), (runner.POOL_STARTS, 1)])
+def test_a_pool_broken_as_a_whole_is_started_again_up_to_a_limit(tmp_path, monkeypatch,
+                                                                 broken_starts, expect):
+    monkeypatch.setattr(_BrokenPool, "broken_starts", broken_starts)
+    monkeypatch.setattr(_BrokenPool, "starts", 0)
+    monkeypatch.setattr(runner, "ProcessPool", _BrokenPool)
+    exp = write_exp(tmp_path, {"replications": 2})
+    out = tmp_path / "o"
+    assert run_sweep(exp, out, jobs=2) == expect
+    if expect == 0:
+        assert _BrokenPool.starts == 2 and set(statuses(out).values()) == {"ok"}
+    else:
+        assert _BrokenPool.starts == runner.POOL_STARTS
+        assert set(statuses(out).values()) == {"failed"}
+        assert manifest(out, "p000-r01")["error"] == \
+            f"the process pool broke {runner.POOL_STARTS} times; not tried again"
+
+
+# --- the sweep's parent killed --------------------------------------------------------------
+
+def test_a_killed_sweep_process_takes_its_workers_and_fork_server_along(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    # Runs far longer than the test: whatever is still computing after the kill shows.
+    exp = write_exp(tmp_path, {"set": {**SHORT, "duration": "30s"}, "replications": 4})
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "desim.cli", "sweep", str(exp), "--jobs", "2", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=ENV)
+    try:
+        me = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        kids: list = []
+        while time.monotonic() < deadline:
+            # the fork server and the resource tracker, children of the sweep; two workers,
+            # children of the fork server
+            kids = me.children(recursive=True)
+            if sum(1 for k in kids if k.ppid() != proc.pid) >= 2:
+                break
+            time.sleep(0.05)
+        assert sum(1 for k in kids if k.ppid() != proc.pid) >= 2, "the workers never started"
+        time.sleep(0.5)                        # the workers are computing
+        os.kill(proc.pid, signal.SIGKILL)      # the sweep process only
+        proc.wait()
+
+        def alive():
+            out = []
+            for k in kids:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if k.is_running() and k.status() != psutil.STATUS_ZOMBIE:
+                        out.append(k)
+            return out
+
+        deadline = time.monotonic() + 5
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive() == []
+        assert [d.name for d in (out / "runs").iterdir() if not d.name.startswith(".")] == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- --run-timeout -----------------------------------------------------------------------------
+
+HANGS = {"sweep": {"list": [{"duration": "12ms"}, {"duration": "600s"}, {"duration": "12ms"}]}}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_over_run_timeout_is_recorded_failed_and_the_sweep_goes_on(tmp_path, jobs):
+    exp = write_exp(tmp_path, HANGS)
+    out = tmp_path / "o"
+    t0 = time.monotonic()
+    res = CliRunner().invoke(main, ["sweep", str(exp), "--jobs", str(jobs), "--out", str(out),
+                                    "--run-timeout", "1.5s"])
+    assert res.exit_code == 1, res.output
+    assert time.monotonic() - t0 < 120        # a bound on the hang, not a performance figure
+    assert statuses(out) == {"p000-r00": "ok", "p001-r00": "failed", "p002-r00": "ok"}
+    d = out / "runs" / "p001-r00"
+    assert manifest(out, "p001-r00")["error"] == \
+        "RunTimeout: exceeded --run-timeout 1.5 s; the run was stopped"
+    assert (d / "FAILED").exists() and not (d / "DONE").exists()
+    assert yaml.safe_load((d / "config.yaml").read_text())["duration"] == "600s"
+    assert "exceeded --run-timeout 1.5 s" in res.output
+
+
+@pytest.mark.parametrize("value", ["5", "soon", "0s", "-3s", "2 MiB", "inf s"])
+def test_a_bad_run_timeout_is_one_line_exit_2_and_writes_nothing(tmp_path, value):
+    exp = write_exp(tmp_path, {})
+    res = CliRunner().invoke(main, ["sweep", str(exp), "--out", str(tmp_path / "o"),
+                                    "--run-timeout", value])
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and "--run-timeout" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_dask_records_an_overdue_run_failed_and_cancels_it(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    release = threading.Event()
+    real = runner.compute_run
+
+    def hang_p001(spec):
+        if spec.run_id == "p001-r00":
+            release.wait(60)
+        return real(spec)
+
+    monkeypatch.setattr(runner, "compute_run", hang_p001)
+    exp = write_exp(tmp_path, {"sweep": {"list": [{"machine.cpus": 2}, {"machine.cpus": 3},
+                                                  {"machine.cpus": 4}]}})
+    out = tmp_path / "o"
+    try:
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                      dashboard_address=None) as cluster:
+            assert run_sweep(exp, out, dask=cluster.scheduler_address, run_timeout="1s") == 1
+            release.set()
+    finally:
+        release.set()
+    assert statuses(out) == {"p000-r00": "ok", "p001-r00": "failed", "p002-r00": "ok"}
+    assert manifest(out, "p001-r00")["error"] == \
+        "RunTimeout: exceeded --run-timeout 1 s; the run was stopped"
 
 
 # --- input files: digest and travel ----------------------------------------------------------
