@@ -294,7 +294,7 @@ def test_dask_records_an_overdue_run_failed_and_cancels_it(tmp_path, monkeypatch
     out = tmp_path / "o"
     try:
         with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                      dashboard_address=None) as cluster:
+                                      dashboard_address=":0") as cluster:
             assert run_sweep(exp, out, dask=cluster.scheduler_address, run_timeout="1s") == 1
             release.set()
     finally:
@@ -394,7 +394,7 @@ from distributed import LocalCluster
 
 if __name__ == "__main__":
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         print(cluster.scheduler_address, flush=True)
         sys.stdin.read()
 """
