@@ -235,6 +235,8 @@ def run_dask(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment
                     client.cancel(list(pending))
                     return
     finally:
-        if topic is not None:
-            client.unsubscribe_topic(topic)
-        client.close()
+        try:
+            if topic is not None:
+                client.unsubscribe_topic(topic)
+        finally:
+            client.close()
