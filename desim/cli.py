@@ -335,19 +335,21 @@ PROBE_NAMES = {
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run.")
 @click.option("--force", is_flag=True,
               help="Replace a sweep directory holding another experiment's sweep.")
+@click.option("--run-timeout", metavar="DURATION", default=None,
+              help="Stop a run after this wall time (e.g. 30s, 10min) and record it as failed.")
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
-          dry_run: bool, fail_fast: bool, force: bool) -> None:
+          dry_run: bool, fail_fast: bool, force: bool, run_timeout: str | None) -> None:
     """Run every point × replication of EXPERIMENT; re-running resumes."""
     from desim.sweep.pool import default_jobs, start_pool_server
 
-    if not dry_run and not dask and (jobs or default_jobs()) > 1:
+    if not dry_run and not dask and ((jobs or default_jobs()) > 1 or run_timeout):
         start_pool_server()  # it imports desim for the workers while this process does too
     from desim.sweep.command import sweep as run_sweep
     from desim.sweep.runner import SweepError
 
     try:
         code = run_sweep(experiment, jobs, out, dask, dry_run, fail_fast, console, err,
-                         force=force)
+                         force=force, run_timeout=run_timeout)
     except SweepError as exc:
         fail(str(exc))
     sys.exit(code)

@@ -16,6 +16,8 @@ mapping takes units too (``median: 50ms``, ``values: [1us, 3us]``). Kinds:
   a header row is skipped). A relative ``file`` is looked up next to the config file being
   loaded first, then in the current directory; the resolved absolute path is what the saved
   config holds, so a results directory's ``config.yaml`` loads back to the same samples.
+  Within ``provided_files`` the contents come from memory instead (a sweep's workers, which
+  may run on hosts that lack the file).
   ``interpolate: false`` (default) resamples the given values (bootstrap: every draw is one of
   them); ``true`` draws from the piecewise-linear inverse CDF through the sorted samples.
 
@@ -37,6 +39,8 @@ import contextvars
 import csv
 import io
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -65,6 +69,39 @@ def relative_to(directory: str | Path | None):
         yield
     finally:
         _BASE_DIR.reset(token)
+
+
+@dataclass
+class _Provided:
+    contents: Mapping[str, bytes]         # resolved path -> the file's bytes
+    names: Mapping[str, str]              # ``file:`` as a config writes it -> resolved path
+    values: dict[tuple[str, str | int], list[float]] = field(default_factory=dict)   # parsed, this context only
+
+
+_PROVIDED: contextvars.ContextVar[_Provided | None] = contextvars.ContextVar(
+    "desim_provided_files", default=None)
+
+
+@contextlib.contextmanager
+def provided_files(contents: Mapping[str, bytes], names: Mapping[str, str] | None = None):
+    """Serve empirical ``file``s from ``contents`` (resolved path -> bytes), not from the disk.
+
+    ``names`` maps a ``file`` value as the config writes it to its resolved path: a relative
+    name was resolved where the experiment was planned, against directories another host may
+    not have. Paths not given are read from the disk as usual. Samples parsed meanwhile are
+    cached for this context only, so a process that lives across runs (a Dask worker) never
+    serves a file's old samples after its content changed.
+    """
+    token = _PROVIDED.set(_Provided(contents, names or {}))
+    try:
+        yield
+    finally:
+        _PROVIDED.reset(token)
+
+
+def _file_values() -> dict[tuple[str, str | int], list[float]]:
+    prov = _PROVIDED.get()
+    return prov.values if prov is not None else _FILE_VALUES
 
 
 class _Dist(BaseModel):
@@ -209,10 +246,12 @@ class Empirical(_Dist):
         if self.values is not None:
             raw: Any = self.values
         else:
-            key = str(_resolve(self.file))  # type: ignore[arg-type]
-            raw = _FILE_VALUES.get(key)
+            path = _resolve(self.file)  # type: ignore[arg-type]
+            cache = _file_values()
+            key = (str(path), self.column)  # one file may feed several columns
+            raw = cache.get(key)
             if raw is None:
-                raw = _FILE_VALUES[key] = _read_csv(Path(key), self.column, _number)
+                raw = cache[key] = _read_csv(path, self.column, _number)
         data = np.asarray(raw, dtype=float)
         if data.size == 0:
             raise ValueError("empirical needs at least one value")
@@ -241,10 +280,15 @@ class Empirical(_Dist):
 
 
 # file path (as resolved) -> parsed samples; filled by _coerce before model validation
-_FILE_VALUES: dict[str, list[float]] = {}
+_FILE_VALUES: dict[tuple[str, str | int], list[float]] = {}
 
 
 def _resolve(file: str) -> Path:
+    prov = _PROVIDED.get()
+    if prov is not None:
+        key = prov.names.get(file, file)
+        if key in prov.contents:
+            return Path(key)
     p = Path(file).expanduser()
     if p.is_absolute():
         candidates = [p]
@@ -261,9 +305,9 @@ def _resolve(file: str) -> Path:
 def _read_csv(path: Path, column: str | int, parse) -> list[float]:
     out: list[float] = []
     try:  # a regular file of bounded size only (desim.inputs), never /dev/zero
-        rows = [r for r in csv.reader(io.StringIO(read_text(path), newline=""))
+        rows = [r for r in csv.reader(io.StringIO(_text_of(path), newline=""))
                 if r and not r[0].lstrip().startswith("#")]
-    except (ValueError, csv.Error) as exc:
+    except (ValueError, csv.Error, UnicodeDecodeError) as exc:
         raise ValueError(f"empirical file {path}: {exc}") from None
     if not rows:
         return out
@@ -286,6 +330,14 @@ def _read_csv(path: Path, column: str | int, parse) -> list[float]:
         except (ValueError, IndexError):
             raise ValueError(f"empirical file {path}: row {n} has no number in column {column!r}") from None
     return out
+
+
+def _text_of(path: Path) -> str:
+    """A CSV's text: as provided with the run (``provided_files``), else read from the disk."""
+    prov = _PROVIDED.get()
+    if prov is not None and str(path) in prov.contents:
+        return prov.contents[str(path)].decode()
+    return read_text(path)
 
 
 DIST_TYPES: dict[str, type[_Dist]] = {
@@ -326,10 +378,10 @@ def _coerce(parse, value: Any) -> Any:
                 if not (isinstance(column, str) or type(column) is int and column >= 0):
                     raise ValueError("column: expected a column name or an index >= 0")
                 path = _resolve(out["file"])
-                key = str(path)
-                if key not in _FILE_VALUES:
-                    _FILE_VALUES[key] = _read_csv(path, column, parse)
-                out["file"] = key
+                cache = _file_values()
+                if (str(path), column) not in cache:
+                    cache[(str(path), column)] = _read_csv(path, column, parse)
+                out["file"] = str(path)
         dist = DIST_TYPES[kind].model_validate(out)
     else:
         dist = Constant(value=parse(value))

@@ -3,12 +3,18 @@
 A design or workload element registers itself under the name YAML uses, with a pydantic model
 of its parameters; the packages import their modules automatically, so adding one touches no
 other file.
+
+Loading is thread-safe: a Dask worker runs several runs at once in threads of one process, and
+its first two runs may both ask a fresh registry for a name. The registry counts as loaded only
+once every module has been imported, and the others wait for that instead of reading a
+half-filled table.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +31,9 @@ class Registry(Generic[T]):
         self.package = package
         self._items: dict[str, type[T]] = {}
         self._loaded = False
+        # Re-entrant: a module being imported may itself look a name up (phases does, when it
+        # validates), in the importing thread.
+        self._lock = threading.RLock()
 
     def register(self, name: str):
         def deco(cls: type[T]) -> type[T]:
@@ -36,12 +45,18 @@ class Registry(Generic[T]):
         return deco
 
     def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
+        # register() takes no lock: it runs inside imports, which hold their own module locks,
+        # and a second lock there could deadlock against a thread importing the same modules.
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
             pkg = importlib.import_module(self.package)
             for mod in pkgutil.iter_modules(pkg.__path__):
                 if not mod.name.startswith("_"):
                     importlib.import_module(f"{self.package}.{mod.name}")
+            self._loaded = True   # only now: a failed import leaves the next caller to retry
 
     def names(self) -> list[str]:
         self._load()

@@ -24,7 +24,6 @@ from desim.records import LATENCY_OPS
 from desim.rng import Streams
 
 
-
 def _no_record(ns: int) -> None:
     pass
 

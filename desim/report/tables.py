@@ -12,8 +12,8 @@ import yaml
 from desim.report.figures import Context
 from desim.report.load import DESIGN
 from desim.report.spec import DEFAULT_METRICS
-from desim.stats import mean_ci
 from desim.report.style import param_label
+from desim.stats import mean_ci
 
 MAX_VIOLATIONS = 20
 

@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 
 from desim.records import temp_name
 from desim.rundir import DONE, FAILED, SUMMARY, check_complete, manifest_of, read_json
-from desim.sweep.experiment import Experiment, RunSpec
 from desim.stats import parse_stats_options, point_table, steady_means
+from desim.sweep.experiment import Experiment, RunSpec
 
 FIXED = ("run_id", "point", "replication", "status", "seed", "seed_entropy", "seed_spawn_key",
          "wall_s", "error")

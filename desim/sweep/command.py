@@ -139,8 +139,33 @@ def _claim(outdir: Path, exp: Experiment, experiment: str, force: bool, dry: boo
     shutil.rmtree(old, ignore_errors=True)
 
 
+def parse_run_timeout(text: str | None) -> float | None:
+    """``--run-timeout``: a duration with its unit (``30s``, ``10min``), in seconds."""
+    if text is None:
+        return None
+    from desim.units import parse_time_ns
+
+    bad = SweepError(f"--run-timeout: expected a positive duration with a unit, e.g. 30s or "
+                     f"10min (got {text!r})")
+    try:
+        float(text)            # a bare number (seconds? nanoseconds?) is refused
+    except ValueError:
+        pass
+    else:
+        raise bad
+    try:
+        ns = parse_time_ns(text)
+    except (ValueError, TypeError, ArithmeticError):
+        raise bad from None
+    if not 0 < ns < 10**18:    # 30 years: past that, a typo
+        raise bad
+    return ns / 1e9
+
+
 def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
-          dry: bool, fail_fast: bool, console: Console, err: Console, force: bool = False) -> int:
+          dry: bool, fail_fast: bool, console: Console, err: Console,
+          run_timeout: str | None = None, force: bool = False) -> int:
+    timeout_s = parse_run_timeout(run_timeout)
     try:
         exp = load_experiment(experiment)
     except ConfigError as exc:
@@ -203,11 +228,12 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
 
             try:
                 if client is not None:
-                    run_dask(todo, runs_dir, command, exp.name, on_result, client)
+                    run_dask(todo, runs_dir, command, exp.name, on_result, client, timeout_s)
                 elif jobs <= 1 or len(todo) <= 1:
-                    run_serial(todo, runs_dir, command, exp.name, on_result)
+                    run_serial(todo, runs_dir, command, exp.name, on_result, timeout_s)
                 else:
-                    run_pool(todo, runs_dir, command, exp.name, on_result, min(jobs, len(todo)))
+                    run_pool(todo, runs_dir, command, exp.name, on_result, min(jobs, len(todo)),
+                             timeout_s)
             except KeyboardInterrupt:
                 interrupted = True
         runs, _ = aggregate(exp, specs, outdir)

@@ -21,6 +21,12 @@ blocks at one point is refused: the result would depend on the order of applicat
 Seeds follow ``numpy.random.SeedSequence.spawn``: the root ``SeedSequence(seed)`` spawns one child
 per replication, and replication r uses child r at *every* sweep point. Designs are therefore
 compared on common random numbers (paired comparisons), while replications stay independent.
+
+Input files travel with the runs: every empirical ``file`` a point's config names is read once
+when the experiment is expanded, its bytes kept in the ``RunSpec`` and served to the config's
+validation from there (``desim.distributions.provided_files``). A worker on another host thus
+computes the same run without the file, the run uses exactly the content its digest covers, and
+a changed file changes the digest, so resuming redoes the runs that read it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,13 +45,30 @@ from typing import Any
 import numpy as np
 
 from desim.config import MAX_SEED, ConfigError, read_yaml, set_dotted, validate
-from desim.distributions import relative_to
+from desim.distributions import _resolve as resolve_file  # exactly as validation resolves
+from desim.distributions import provided_files, relative_to
+
+# The bound on the input files of one run together: they are kept in memory with every run of
+# the experiment and travel to Dask workers with each.
+MAX_INPUT_BYTES = 64 * 2**20
 
 TOP_KEYS = ("name", "base", "set", "seed", "replications", "sweep", "stats", "report")
 SWEEP_KEYS = ("grid", "zip", "list")
 MAX_RUNS = 100_000  # points x replications: each run is a directory, each point a validation
 # The name is a directory under results/: no separators, no "..", no hidden names.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """The content of one input file, with its hash (computed once: digests ask for it often)."""
+
+    data: bytes
+    sha256: str
+
+    @classmethod
+    def of(cls, data: bytes) -> InputFile:
+        return cls(data, hashlib.sha256(data).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -60,13 +84,28 @@ class RunSpec:
     entropy: int
     spawn_key: tuple[int, ...]
     invalid: str | None = None      # one-line ConfigError if the point's config is refused
+    inputs: dict[str, InputFile] = field(default_factory=dict)   # resolved path -> content
+    input_names: dict[str, str] = field(default_factory=dict)    # file as written -> resolved
 
     @property
     def digest(self) -> str:
-        """Identity of the run's inputs; a finished directory with another digest is redone."""
+        """Identity of the run's inputs; a finished directory with another digest is redone.
+
+        It covers the config, the seed, the content of every input file (by the name the config
+        gives it, so a sweep directory that moves with its files stays resumable) and desim's
+        version (a new model may give other results from the same inputs).
+        """
+        import desim
+
+        files = {name: self.inputs[path].sha256 for name, path in self.input_names.items()}
         blob = json.dumps({"config": self.config, "entropy": self.entropy,
-                           "spawn_key": list(self.spawn_key)}, sort_keys=True, default=str)
+                           "spawn_key": list(self.spawn_key), "inputs": files,
+                           "desim": desim.__version__}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def input_files(self):
+        """A context in which the config's validation reads its files from this spec."""
+        return serve_inputs(self.inputs, self.input_names)
 
     def seed_sequence(self) -> np.random.SeedSequence:
         return np.random.SeedSequence(self.entropy, spawn_key=self.spawn_key)
@@ -95,14 +134,18 @@ class Experiment:
         """Every (point, replication), replication-major within a point."""
         children = np.random.SeedSequence(self.seed).spawn(self.replications)
         out = []
+        read: dict[str, InputFile] = {}         # each file read once for all points
         for i, params in enumerate(self.points):
             cfg = copy.deepcopy(self.base)
             for k, v in params.items():
                 set_dotted(cfg, k, copy.deepcopy(v))
             cfg["seed"] = self.seed
             invalid = None
+            inputs: dict[str, InputFile] = {}
+            names: dict[str, str] = {}
             try:
-                with relative_to(self.base_dir):
+                inputs, names = collect_inputs(cfg, self.base_dir, read)
+                with relative_to(self.base_dir), serve_inputs(inputs, names):
                     check_buildable(validate(copy.deepcopy(cfg)))
             except ConfigError as exc:
                 invalid = str(exc)
@@ -110,8 +153,68 @@ class Experiment:
                 out.append(RunSpec(
                     run_id=f"p{i:03d}-r{r:02d}", point=i, replication=r, params=dict(params),
                     config=cfg, base_dir=str(self.base_dir), entropy=int(child.entropy),
-                    spawn_key=tuple(int(k) for k in child.spawn_key), invalid=invalid))
+                    spawn_key=tuple(int(k) for k in child.spawn_key), invalid=invalid,
+                    inputs=inputs, input_names=names))
         return out
+
+
+def serve_inputs(inputs: dict[str, InputFile], names: dict[str, str]):
+    return provided_files({p: f.data for p, f in inputs.items()}, names)
+
+
+def empirical_files(config: Any) -> Iterator[tuple[str, str]]:
+    """(dotted key, file as written) of every empirical distribution's ``file`` in a raw config."""
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:                         # iterative: no recursion limit on deep configs
+        where, node = stack.pop()
+        if isinstance(node, dict):
+            f = node.get("file")
+            if node.get("dist") == "empirical" and isinstance(f, str | int | float):
+                yield f"{where}.file".lstrip("."), str(f)
+            stack.extend((f"{where}.{k}".lstrip("."), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((f"{where}.{n}".lstrip("."), v) for n, v in enumerate(node))
+
+
+def collect_inputs(config: dict, base_dir: Path, read: dict[str, InputFile] | None = None
+                   ) -> tuple[dict[str, InputFile], dict[str, str]]:
+    """Read every input file ``config`` names: ({resolved path: content}, {name: resolved}).
+
+    Names resolve as ``desim.distributions`` resolves them (next to the config, then the current
+    directory). A name that does not resolve is left to the config's validation to report.
+    ``read`` caches contents across calls by resolved path.
+    """
+    read = {} if read is None else read
+    inputs: dict[str, InputFile] = {}
+    names: dict[str, str] = {}
+    total = 0
+    for where, name in empirical_files(config):
+        if name in names:
+            continue
+        try:
+            with relative_to(base_dir):
+                path = resolve_file(name)
+        except ValueError:
+            continue
+        key = str(path)
+        if key not in read:
+            try:
+                with path.open("rb") as fh:
+                    data = fh.read(MAX_INPUT_BYTES + 1)
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot read {key} ({exc.strerror})") from None
+            if len(data) > MAX_INPUT_BYTES:
+                raise ConfigError(f"{where}: {key} is larger than {MAX_INPUT_BYTES >> 20} MiB, "
+                                  "the bound on a run's input files")
+            read[key] = InputFile.of(data)
+        names[name] = key
+        if key not in inputs:
+            inputs[key] = read[key]
+            total += len(read[key].data)
+            if total > MAX_INPUT_BYTES:
+                raise ConfigError(f"{where}: the input files of one run exceed "
+                                  f"{MAX_INPUT_BYTES >> 20} MiB together")
+    return inputs, names
 
 
 def check_buildable(cfg) -> None:

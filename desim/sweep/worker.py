@@ -48,7 +48,9 @@ def compute_run(spec: RunSpec) -> Outcome:
         from desim.engine import simulate
         from desim.rng import Streams
 
-        with relative_to(spec.base_dir):
+        # Input files come from the spec, not the disk: the run uses the content its digest
+        # covers, and a Dask worker on another host needs no copy of them.
+        with relative_to(spec.base_dir), spec.input_files():
             cfg = validate(copy.deepcopy(spec.config))
         result = simulate(cfg, streams=Streams(spec.seed_sequence()))
         return Outcome(spec, result, None, time.perf_counter() - t0)

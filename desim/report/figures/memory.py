@@ -13,13 +13,13 @@ from matplotlib.patches import Patch
 
 from desim.report.figures import Context, Fig, Skip
 from desim.report.figures.plot import band_line, legend, over_time, vs_x
-from desim.stats import mean_ci
 from desim.report.style import (
     KIND_COLOURS,
     KIND_NOTES,
     bytes_unit,
     subplots,
 )
+from desim.stats import mean_ci
 
 KINDS = list(KIND_COLOURS)
 
