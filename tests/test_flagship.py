@@ -16,6 +16,8 @@ DESIGNS = [
     ("powerpc", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-refcount", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-always-rcu", "64KiB", {"geometry": "hash64k"}),
+    ("powerpc", "64KiB", {"geometry": "radix64k"}),
+    ("powerpc-refcount", "64KiB", {"geometry": "radix64k"}),
     ("percpu-pool", "64KiB", {"fragment_size": "4KiB"}),
     ("s390", "4KiB", {}),
     ("s390-fullpage", "4KiB", {}),
@@ -67,7 +69,8 @@ def test_shortened_subset_runs():
         out = compute_run(_short(s, 4))
         assert out.error is None, out.error
         summary = out.result.summary
-        assert summary["safety.violations"] == 0
+        # powerpc 6.6's pte_frag_destroy may free an Active page (bad_page_state); nothing else
+        assert summary["safety.violations"] == summary["safety.bad_page_state"]
         seen[key] = summary
     assert len(seen) == len(DESIGNS)
     # powerpc's no-reuse policy strands fragments; the per-table generic design never does

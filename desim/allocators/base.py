@@ -42,6 +42,8 @@ class Allocator:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     summary: ClassVar[str] = ""
+    # Safety violation kinds the design, as the kernel merged it, is known to commit.
+    known_violations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, machine: Machine, params: BaseModel) -> None:
         self.m = machine

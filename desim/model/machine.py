@@ -121,6 +121,7 @@ class Machine:
         for st in self.lock_classes.values():
             st.clear()
         self.rcu.clear_stats()
+        self.allocator.account.reset_peaks()
         self.counters.clear()
         self.ipis_sent = 0
 

@@ -5,6 +5,10 @@ Tables unlinked by one munmap or exit are collected in a page-sized batch
 by ONE ``call_rcu`` per batch. When the batch page cannot be had (GFP_NOWAIT), the table is freed
 at once after an IPI to every other CPU (``tlb_remove_table_sync_one``): slow, but safe against
 IRQ-disabled walkers.
+
+The batch page is booked as its own memory kind (``account.tlb_batch``) from its allocation
+until the batch's callback frees it: on 64 KiB powerpc a batch page can outweigh the tables it
+carries.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def _batch_cb(cpu: CPU, arg) -> object:
         if r is not None:
             gens = gens or []
             gens.append(r)
+    machine.allocator.account.tlb_batch -= machine.pages.page_size
     machine.pages.free(cpu, page)
     return _chain(gens) if gens else None
 
@@ -65,6 +70,7 @@ class MMUGather:
                 if r is not None:
                     yield from r
                 return
+            m.allocator.account.tlb_batch += m.pages.page_size
             self.page = page
             self.batch = []
         self.batch.append(table)

@@ -68,7 +68,8 @@ def waste_time(ctx: Context) -> Fig | Skip:
     ts = ctx.table("timeseries")
     if ts.empty or "held" not in ts:
         return Skip("waste_time", title, "no timeseries.parquet")
-    ts = ts.assign(waste=ts["held"] - ts["live"])
+    batch = ts["tlb_batch"] if "tlb_batch" in ts else 0
+    ts = ts.assign(waste=ts["held"] + batch - ts["live"])
     panels, note = ctx.panel_values()
     by = ["series"] + ([ctx.x] if ctx.x else [])
     agg = over_time(ts, "waste", by)
@@ -89,7 +90,7 @@ def waste_time(ctx: Context) -> Fig | Skip:
     legend(fig, ctx)
     fig.suptitle(title)
     cap = ("Bytes held in page-table pages beyond the live tables (pending + stranded + spare + "
-           "internal), after warm-up; line = mean over replications, band = 95% CI.")
+           "internal), plus mmu_gather batch pages, after warm-up; line = mean over replications, band = 95% CI.")
     return Fig("waste_time", title, cap + (f" ({note})" if note else ""), fig)
 
 
