@@ -98,6 +98,10 @@ class Powerpc(Allocator):
     # Violations the design as merged is known to commit (tests expect them, nothing else).
     known_violations: tuple[str, ...] = ("bad_page_state",)
 
+    @classmethod
+    def default_arch(cls, params: BaseModel) -> str:
+        return "powerpc-radix" if getattr(params, "geometry", "") == "radix64k" else "powerpc-hash"
+
     def __init__(self, machine, params: PowerpcParams) -> None:
         super().__init__(machine, params)
         need, frag = GEOMETRIES[params.geometry]

@@ -77,6 +77,7 @@ class S390PageState:
 
 
 class HalfPageAllocator(Allocator):
+    arch = "s390"
     """Shared half-page machinery: ``page_table_alloc``, the per-mm list, the accounting, and
     ``page_table_free_rcu``. Subclasses give the list lock, the other free paths, and where a
     gathered half leaves its page on the list (``list_after_free_rcu``)."""

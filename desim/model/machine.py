@@ -81,6 +81,8 @@ class Machine:
         self.next_mm_id = 0
         self.mms_alive_peak = 0
         self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
+        # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
+        self.tlb_table_free = config.machine.tlb_table_free
 
     # -- building blocks ----------------------------------------------------------------------
     def lock_class(self, name: str) -> LockClassStats:
@@ -201,10 +203,15 @@ class Machine:
                 c.steal(h)
         latency = self.costs.ipi_latency
         if self.irqs_off:
-            waits = [ev for c, ev in self.irqs_off.items() if c is not cpu]
-            if waits:
-                t0 = self.env._now
-                self.counters["ipi.waited_irqs_off"] += 1
-                yield AllOf(self.env, waits)
-                latency = max(0, latency - (self.env._now - t0))
+            t0 = self.env._now
+            yield from self.wait_irqs_on(cpu)
+            latency = max(0, latency - (self.env._now - t0))
         yield cpu.compute(latency + h)
+
+    def wait_irqs_on(self, cpu: CPU):
+        """Wait until every other CPU with IRQs disabled has re-enabled them (generator): an
+        IPI ``cpu`` sent is handled only then."""
+        waits = [ev for c, ev in self.irqs_off.items() if c is not cpu]
+        if waits:
+            self.counters["ipi.waited_irqs_off"] += 1
+            yield AllOf(self.env, waits)

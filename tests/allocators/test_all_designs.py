@@ -357,7 +357,8 @@ def test_free_to_reuse_clock_starts_at_the_unmappers_free_on_every_design(name):
     overrides, why = choose_config(name)
     if overrides is None:
         pytest.skip(f"{name} refuses every tried config: {why}")
-    m = _build(name, overrides)
+    # every design on an RCU-batched machine (bare-metal x86's flush mode: test_mmu_gather)
+    m = _build(name, {**overrides, "machine.tlb_table_free": "rcu"})
     got = []
     m.recorders["free_to_reuse"] = lambda ns: got.append((m.env.now, ns))
     d = Driver(m)

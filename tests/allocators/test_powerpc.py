@@ -28,7 +28,7 @@ def machine(name="powerpc", geometry="hash64k", page_size="64KiB", cpus=2) -> Ma
                          "allocator.name": name, "allocator.params.geometry": geometry})
 
 
-def teardown(m, mm, cpu=0, violations=0):
+def teardown(m, mm, cpu=0, violations=None):
     run_task(m, cpu, lambda c, task: m.allocator.mm_teardown(c, mm))
     check(m, violations)
 
@@ -446,7 +446,8 @@ def test_configs_powerpc_yaml_runs_clean_shortened(name):
     a = m.allocator
     assert a.account.as_tuple() == a.audit().as_tuple()
     assert a.account.held == len(a.held_pages) * 64 * KB > 0
-    assert a.invariant_errors() == [] and m.safety.total == 0
+    assert a.invariant_errors() == []
+    assert m.safety.total == m.safety.counts["bad_page_state"]   # v6.6's pte_frag_destroy
     assert m.counters["tables.deferred"] > 0 and m.counters["tables.gathered"] > 0
 
 
