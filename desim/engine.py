@@ -204,6 +204,13 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
     s["pages.alloc_failed"] = pages.failed
     for k, v in sorted(m.counters.items()):
         s[f"count.{k}"] = v
+    # which share of page-table frees went through pte_free_defer (retraction), as against
+    # mmu_gather (munmap, exit) and pte_free (a lost populate race)
+    c = m.counters
+    deferred = c.get("tables.deferred", 0)
+    frees = deferred + c.get("tables.gathered", 0) + c.get("alloc.lost_race", 0)
+    s["tables.freed"] = frees
+    s["tables.defer_share"] = deferred / frees if frees else 0.0
     s["mm.alive_end"] = len(m.mms)
     s["mm.alive_peak"] = m.mms_alive_peak
     s["cpu.busy_fraction"] = sum(c.busy_fraction(now) for c in m.cpus) / len(m.cpus)

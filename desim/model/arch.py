@@ -13,6 +13,10 @@
   Lockless walkers are safe there because GUP-fast walks with IRQs off (the IPI waits for it)
   and faults cannot walk a range munmap or exit holds under mmap_lock for write; only
   ``pte_free_defer`` (retraction, no mmap_lock) needs RCU on bare metal.
+* **Whether a PMD-mapped THP keeps a PTE table** (``deposits_pgtable``): after a collapse the
+  range is mapped by a huge PMD and a fault there allocates no PTE table, except where
+  ``arch_needs_pgtable_deposit()`` is true (powerpc book3s64 with the hash MMU: the fault
+  preallocates a table and ``do_set_pmd`` deposits it beside the huge PMD, mm/memory.c).
 * **Default HZ**: x86 distributions build 250 (Debian, Ubuntu generic) or 1000 (Fedora, RHEL
   ``CONFIG_HZ_1000``); ``arch/arm64/configs/defconfig`` 250; ``arch/powerpc/configs/
   ppc64_defconfig`` and ``arch/s390/configs/defconfig`` 100; ``arch/sparc/configs/
@@ -33,6 +37,7 @@ class Arch:
     tlb_table_free: TableFree
     hz: int
     about: str
+    deposits_pgtable: bool = False
 
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (
@@ -42,7 +47,7 @@ ARCHES: dict[str, Arch] = {a.name: a for a in (
          "flush): gathered tables freed by RCU batch"),
     Arch("arm64", "rcu", 250, "arm64 (MMU_GATHER_RCU_TABLE_FREE); defconfig HZ 250"),
     Arch("powerpc-hash", "rcu", 100, "powerpc book3s64, hash MMU, 64 KiB pages; "
-         "ppc64_defconfig HZ 100"),
+         "ppc64_defconfig HZ 100", deposits_pgtable=True),
     Arch("powerpc-radix", "rcu", 100, "powerpc book3s64, radix MMU (POWER9+), 64 KiB pages; "
          "ppc64_defconfig HZ 100"),
     Arch("s390", "rcu", 100, "s390 LPAR or z/VM guest; defconfig HZ 100"),

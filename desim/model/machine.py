@@ -14,6 +14,7 @@ import simpy
 from simpy.events import AllOf, Event
 
 from desim.config import Config
+from desim.model.arch import ARCHES
 from desim.model.cpu import CPU
 from desim.model.lock import SpinLock
 from desim.model.memory import MM, Page, PageAllocator, RWSem
@@ -83,6 +84,8 @@ class Machine:
         self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
         # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
         self.tlb_table_free = config.machine.tlb_table_free
+        # a fault on a collapsed (PMD-mapped) range still allocates a PTE table to deposit
+        self.deposits_pgtable = ARCHES[config.machine.arch].deposits_pgtable
 
     # -- building blocks ----------------------------------------------------------------------
     def lock_class(self, name: str) -> LockClassStats:
