@@ -44,7 +44,8 @@ def test_powerpc_hash_deposits_a_table_beside_the_huge_pmd():
 def test_an_unmapped_range_is_not_faulted_again_unless_remapped():
     for remap, want in ((False, 2), (True, 4)):
         m, mm = _populated({"machine.arch": "x86-64"})
-        run_task(m, 0, lambda cpu, task, r=remap: mm_ops.do_munmap(m, cpu, task, mm, 2, r))
+        run_task(m, 0, lambda cpu, task, m=m, mm=mm, r=remap:
+                 mm_ops.do_munmap(m, cpu, task, mm, 2, r))
         for _ in range(5):
             _fault(m, mm)
         assert len(mm.tables) == want and mm.target_tables == want

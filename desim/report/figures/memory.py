@@ -68,8 +68,7 @@ def waste_time(ctx: Context) -> Fig | Skip:
     ts = ctx.table("timeseries")
     if ts.empty or "held" not in ts:
         return Skip("waste_time", title, "no timeseries.parquet")
-    batch = ts["tlb_batch"] if "tlb_batch" in ts else 0
-    ts = ts.assign(waste=ts["held"] + batch - ts["live"])
+    ts = ts.assign(waste=ts["held"] + ts.get("tlb_batch", 0) - ts["live"])
     panels, note = ctx.panel_values()
     by = ["series"] + ([ctx.x] if ctx.x else [])
     agg = over_time(ts, "waste", by)
