@@ -13,6 +13,7 @@ EXP = Path(__file__).resolve().parents[1] / "experiments" / "pte-free-defer.yaml
 
 DESIGNS = [
     ("generic", "4KiB", {}),
+    ("generic", "4KiB", {}),                                   # on arm64
     ("powerpc", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-refcount", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-always-rcu", "64KiB", {"geometry": "hash64k"}),
@@ -63,7 +64,9 @@ def test_shortened_subset_runs():
     for s in exp.runs():
         if s.replication != 0 or s.config["machine"]["cpus"] != 4:
             continue
-        key = s.config["allocator"]["name"] + str(s.config["allocator"].get("params"))
+        arch = s.config["machine"].get("arch")
+        key = s.config["allocator"]["name"] + str(s.config["allocator"].get("params")) \
+            + ("" if arch in (None, "x86-64") else f"@{arch}")
         if key in seen:
             continue
         out = compute_run(_short(s, 4))
