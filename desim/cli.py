@@ -408,7 +408,7 @@ def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
 
     for kind in MEMORY_COLUMNS:
         rows.append((f"memory {kind}", format_bytes(g(f"mem.{kind}.mean_bytes")),
-                     f"largest sample {format_bytes(g(f'mem.{kind}.peak_bytes'))}"))
+                     f"peak {format_bytes(g(f'mem.{kind}.peak_bytes'))}"))
     for k in sorted(s):
         if k.startswith("lock.") and k.endswith(".acquisitions"):
             cls = k[5:-13]

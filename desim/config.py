@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from desim.inputs import MAX_DEPTH, InputError, load_yaml, read_text
+from desim.model.arch import ARCH_NAMES, ARCHES
 from desim.registry import UnknownName
 from desim.units import parse_size_bytes, parse_time_ns
 
@@ -74,14 +75,28 @@ class Strict(BaseModel):
 
 class MachineConfig(Strict):
     cpus: Int = Field(8, ge=1, le=MAX_CPUS, description="number of CPUs")
-    hz: Int = Field(1000, description="scheduler tick rate (CONFIG_HZ)")
+    arch: str | None = Field(
+        None, description="the machine modelled (desim.model.arch): " + ", ".join(ARCH_NAMES)
+        + "; default: the allocator's own architecture")
+    tlb_table_free: Literal["rcu", "flush"] | None = Field(
+        None, description="how mmu_gather frees unmapped tables: rcu (MMU_GATHER_RCU_TABLE_FREE "
+        "batch, one call_rcu per batch) or flush (bare-metal x86 v6.6-6.7: freed after the flush "
+        "IPIs, no grace period); default: the arch's")
+    hz: Int | None = Field(None, description="scheduler tick rate (CONFIG_HZ); default: the arch's")
     page_size: Size = Field(4096, description="base page size")
     memory_limit: Size | None = Field(None, description="cap on memory held in pages")
 
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str | None) -> str | None:
+        if v is not None and v not in ARCHES:
+            raise ValueError(f"arch must be one of {', '.join(ARCH_NAMES)}")
+        return v
+
     @field_validator("hz")
     @classmethod
-    def _hz(cls, v: int) -> int:
-        if v not in (100, 250, 300, 1000):
+    def _hz(cls, v: int | None) -> int | None:
+        if v is not None and v not in (100, 250, 300, 1000):
             raise ValueError("hz must be one of 100, 250, 300, 1000")
         return v
 
@@ -101,7 +116,7 @@ class MachineConfig(Strict):
 
     @property
     def jiffy_ns(self) -> int:
-        return 1_000_000_000 // self.hz
+        return 1_000_000_000 // self.hz  # type: ignore[operator]  # resolved by Config
 
     @property
     def page_limit(self) -> int | None:
@@ -292,6 +307,21 @@ class Config(Strict):
             except ValidationError as exc:
                 raise ValueError(_first_error(exc, prefix=name)) from None
         return out
+
+    @model_validator(mode="after")
+    def _machine(self):
+        """Settle what the machine leaves to its arch (arch from the allocator, then the arch's
+        table-free mode and HZ), so the config written beside a result is explicit."""
+        from desim.allocators import ALLOCATORS
+
+        mc = self.machine
+        arch = mc.arch or ALLOCATORS.get(self.allocator.name).default_arch(self.allocator.params)
+        a = ARCHES[arch]
+        upd = {"arch": arch, "tlb_table_free": mc.tlb_table_free or a.tlb_table_free,
+               "hz": mc.hz or a.hz}
+        if any(getattr(mc, k) != v for k, v in upd.items()):
+            object.__setattr__(self, "machine", mc.model_copy(update=upd))  # frozen: built here
+        return self
 
     @model_validator(mode="after")
     def _times(self):

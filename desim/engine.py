@@ -98,7 +98,7 @@ def _sampler(m: Machine, interval: int, series: dict[str, list]):
     while True:
         live, pending, stranded, spare, internal = acc.as_tuple()
         n_tables = sum(len(mm.tables) for mm in m.mms)
-        row = (env._now, live, pending, stranded, spare, internal, acc.held,
+        row = (env._now, live, pending, stranded, spare, internal, acc.tlb_batch, acc.held,
                pages.pages_held("pgtable"), rcu.pending, int(rcu.gp_active), len(m.mms), n_tables)
         for col, v in zip(cols, row, strict=True):
             col.append(v)
@@ -171,17 +171,22 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
     for st in m.lock_classes.values():
         if st.acquisitions:
             s.update(st.summary())
-    # memory: peak and time-weighted mean of each kind over the sampled series
+    # memory: the exact peak of each kind (kept by the account at every transition since the
+    # warm-up) and the mean over the sampled series
+    acc = m.allocator.account
+    peaks = acc.peaks()
     t = series["t_ns"]
+    total = [h + b for h, b in zip(series["held"], series["tlb_batch"], strict=True)]
+    cols = {**series, "total": total}
     for kind in MEMORY_COLUMNS:
-        col = series[kind]
-        s[f"mem.{kind}.peak_bytes"] = max(col) if col else 0
+        col = cols[kind]
+        s[f"mem.{kind}.peak_bytes"] = peaks[kind]
         s[f"mem.{kind}.mean_bytes"] = sum(col) / len(col) if col else 0
-    waste = [h - lv for h, lv in zip(series["held"], series["live"], strict=True)]
-    s["mem.overhead.peak_bytes"] = max(waste) if waste else 0
+    # overhead: every byte page tables cost beyond the live tables, batch pages included
+    waste = [tt - lv for tt, lv in zip(total, series["live"], strict=True)]
+    s["mem.overhead.peak_bytes"] = peaks["overhead"]
     s["mem.overhead.mean_bytes"] = sum(waste) / len(waste) if waste else 0
     s["mem.samples"] = len(t)
-    acc = m.allocator.account
     s["mem.held_end_bytes"] = acc.held
     pages = m.pages
     s["pages.allocated"] = pages.allocated
@@ -191,6 +196,13 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
     s["pages.alloc_failed"] = pages.failed
     for k, v in sorted(m.counters.items()):
         s[f"count.{k}"] = v
+    # which share of page-table frees went through pte_free_defer (retraction), as against
+    # mmu_gather (munmap, exit) and pte_free (a lost populate race)
+    c = m.counters
+    deferred = c.get("tables.deferred", 0)
+    frees = deferred + c.get("tables.gathered", 0) + c.get("alloc.lost_race", 0)
+    s["tables.freed"] = frees
+    s["tables.defer_share"] = deferred / frees if frees else 0.0
     s["mm.alive_end"] = len(m.mms)
     s["mm.alive_peak"] = m.mms_alive_peak
     s["cpu.busy_fraction"] = sum(c.busy_fraction(now) for c in m.cpus) / len(m.cpus)

@@ -45,9 +45,12 @@ def temp_name(name: str, pid: int, kind: str = "tmp") -> str:
 
 
 # -- memory ------------------------------------------------------------------------------------------
-MEMORY_KINDS = ("live", "pending", "stranded", "spare", "internal")
-HELD = "held"                   # the sum of MEMORY_KINDS
-MEMORY_COLUMNS = (*MEMORY_KINDS, HELD)
+MEMORY_KINDS = ("live", "pending", "stranded", "spare", "internal")   # a design's split
+HELD = "held"                   # the sum of MEMORY_KINDS: the pages the design holds
+TLB_BATCH = "tlb_batch"         # mmu_gather batch pages, held until their grace period
+TOTAL = "total"                 # everything page tables cost: held + tlb_batch
+# in the summary as mem.<kind>.peak_bytes / .mean_bytes
+MEMORY_COLUMNS = (*MEMORY_KINDS, TLB_BATCH, HELD, TOTAL)
 
 # -- latency ------------------------------------------------------------------------------------------
 LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "retract",
@@ -87,6 +90,7 @@ class SeriesRow(NamedTuple):
     stranded: int
     spare: int
     internal: int
+    tlb_batch: int
     held: int
     pgtable_pages: int
     cb_backlog: int

@@ -13,9 +13,12 @@ EXP = Path(__file__).resolve().parents[1] / "experiments" / "pte-free-defer.yaml
 
 DESIGNS = [
     ("generic", "4KiB", {}),
+    ("generic", "4KiB", {}),                                   # on arm64
     ("powerpc", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-refcount", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-always-rcu", "64KiB", {"geometry": "hash64k"}),
+    ("powerpc", "64KiB", {"geometry": "radix64k"}),
+    ("powerpc-refcount", "64KiB", {"geometry": "radix64k"}),
     ("percpu-pool", "64KiB", {"fragment_size": "4KiB"}),
     ("s390", "4KiB", {}),
     ("s390-fullpage", "4KiB", {}),
@@ -61,13 +64,16 @@ def test_shortened_subset_runs():
     for s in exp.runs():
         if s.replication != 0 or s.config["machine"]["cpus"] != 4:
             continue
-        key = s.config["allocator"]["name"] + str(s.config["allocator"].get("params"))
+        arch = s.config["machine"].get("arch")
+        key = s.config["allocator"]["name"] + str(s.config["allocator"].get("params")) \
+            + ("" if arch in (None, "x86-64") else f"@{arch}")
         if key in seen:
             continue
         out = compute_run(_short(s, 4))
         assert out.error is None, out.error
         summary = out.result.summary
-        assert summary["safety.violations"] == 0
+        # powerpc 6.6's pte_frag_destroy may free an Active page (bad_page_state); nothing else
+        assert summary["safety.violations"] == summary["safety.bad_page_state"]
         seen[key] = summary
     assert len(seen) == len(DESIGNS)
     # powerpc's no-reuse policy strands fragments; the per-table generic design never does

@@ -28,7 +28,7 @@ BASE = """
 seed: 3
 duration: 25ms
 warmup: 5ms
-machine: {cpus: 2}
+machine: {cpus: 2, hz: 1000}
 workload:
   processes: {initial: 6, fork_rate: 300/s, lifetime: 8ms}
   faults: {}

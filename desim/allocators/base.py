@@ -42,6 +42,14 @@ class Allocator:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     summary: ClassVar[str] = ""
+    # Safety violation kinds the design, as the kernel merged it, is known to commit.
+    known_violations: ClassVar[tuple[str, ...]] = ()
+    # The machine (desim.model.arch) a config with no machine.arch models for this design.
+    arch: ClassVar[str] = "x86-64"
+
+    @classmethod
+    def default_arch(cls, params: BaseModel) -> str:
+        return cls.arch
 
     def __init__(self, machine: Machine, params: BaseModel) -> None:
         self.m = machine

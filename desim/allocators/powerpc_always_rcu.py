@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 @ALLOCATORS.register("powerpc-always-rcu")
 class PowerpcAlwaysRcu(Powerpc):
+    known_violations = ()   # never sets PG_active
     summary = ("powerpc, Jason's proposal: every final page free by call_rcu "
                "(the mmu_gather path pays two grace periods)")
 

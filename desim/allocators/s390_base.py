@@ -77,6 +77,7 @@ class S390PageState:
 
 
 class HalfPageAllocator(Allocator):
+    arch = "s390"
     """Shared half-page machinery: ``page_table_alloc``, the per-mm list, the accounting, and
     ``page_table_free_rcu``. Subclasses give the list lock, the other free paths, and where a
     gathered half leaves its page on the list (``list_after_free_rcu``)."""
@@ -227,9 +228,13 @@ class HalfPageAllocator(Allocator):
             if self.safety is not None:
                 self.safety.violation("double_free", cpu, (page,), f"{page!r} half {half} freed twice")
             return
+        # The free-to-reuse clock starts when the unmapper freed the table (pte_free_tlb or
+        # pte_free_defer: ``to_pending``), not here: ``__tlb_remove_table`` runs after the
+        # grace period, and while the half was P (or H) nobody could reuse it.
+        t = table.t_freed if table.state == PENDING else self.env._now
         self.table_freed(cpu, table)
         page.tables[half] = None
-        page.data.t_freed[half] = self.env._now
+        page.data.t_freed[half] = t
 
     def spin_lock(self, cpu: CPU, lock, softirq: bool = False):
         """``spin_lock_bh(lock)`` (a generator): time owed for earlier work (a page allocation)

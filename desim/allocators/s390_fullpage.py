@@ -30,6 +30,7 @@ class S390FullPageParams(GenericParams):
 
 @ALLOCATORS.register("s390-fullpage")
 class S390FullPage(Generic):
+    arch = "s390"
     Params = S390FullPageParams
     summary = "s390 6.7+: one 2 KiB table per 4 KiB page, pte_free_defer = call_rcu"
 

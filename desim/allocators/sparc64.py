@@ -24,6 +24,7 @@ class Sparc64Params(BaseModel):
 
 @ALLOCATORS.register("sparc64")
 class Sparc64(Generic):
+    arch = "sparc64"
     Params = Sparc64Params
     summary = "sparc64: one 8 KiB table per 8 KiB page, pte_free_defer = call_rcu on the page"
 

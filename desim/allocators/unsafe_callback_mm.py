@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 @ALLOCATORS.register("unsafe-callback-mm")
 class UnsafeCallbackMM(Generic):
+    arch = "s390"    # its bug lives in the gather batch's RCU callback
     summary = "UNSAFE control: s390-style RCU callback takes mm->context.lock, mm may be freed"
 
     def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):

@@ -49,6 +49,7 @@ class _Frag:
 
 @ALLOCATORS.register("unsafe-shared-rcuhead")
 class UnsafeSharedRcuHead(Generic):
+    arch = "powerpc-hash"
     Params = SharedParams
     summary = "UNSAFE control: fragments share a page; each deferral queues the page's one rcu_head"
 

@@ -14,6 +14,7 @@ import simpy
 from simpy.events import AllOf, Event
 
 from desim.config import Config
+from desim.model.arch import ARCHES
 from desim.model.cpu import CPU
 from desim.model.lock import SpinLock
 from desim.model.memory import MM, Page, PageAllocator, RWSem
@@ -79,6 +80,10 @@ class Machine:
         self.next_mm_id = 0
         self.mms_alive_peak = 0
         self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
+        # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
+        self.tlb_table_free = config.machine.tlb_table_free
+        # a fault on a collapsed (PMD-mapped) range still allocates a PTE table to deposit
+        self.deposits_pgtable = ARCHES[config.machine.arch].deposits_pgtable
 
     # -- building blocks ----------------------------------------------------------------------
     def lock_class(self, name: str) -> LockClassStats:
@@ -119,6 +124,7 @@ class Machine:
         for st in self.lock_classes.values():
             st.clear()
         self.rcu.clear_stats()
+        self.allocator.account.reset_peaks()
         self.counters.clear()
         self.ipis_sent = 0
 
@@ -198,10 +204,15 @@ class Machine:
                 c.steal(h)
         latency = self.costs.ipi_latency
         if self.irqs_off:
-            waits = [ev for c, ev in self.irqs_off.items() if c is not cpu]
-            if waits:
-                t0 = self.env._now
-                self.counters["ipi.waited_irqs_off"] += 1
-                yield AllOf(self.env, waits)
-                latency = max(0, latency - (self.env._now - t0))
+            t0 = self.env._now
+            yield from self.wait_irqs_on(cpu)
+            latency = max(0, latency - (self.env._now - t0))
         yield cpu.compute(latency + h)
+
+    def wait_irqs_on(self, cpu: CPU):
+        """Wait until every other CPU with IRQs disabled has re-enabled them (generator): an
+        IPI ``cpu`` sent is handled only then."""
+        waits = [ev for c, ev in self.irqs_off.items() if c is not cpu]
+        if waits:
+            self.counters["ipi.waited_irqs_off"] += 1
+            yield AllOf(self.env, waits)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from simpy.events import Event
 
 from desim.model.lock import SpinLock
+from desim.records import MEMORY_KINDS
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -152,25 +153,86 @@ class MM:
         return f"mm#{self.id}"
 
 
+KINDS = MEMORY_KINDS
+
+
+def _kind(name: str) -> property:
+    """A memory kind whose every increase is checked against its peak (and the totals')."""
+    slot = "_" + name
+    peak = "peak_" + name
+
+    def get(self) -> int:
+        return getattr(self, slot)
+
+    def set(self, v: int) -> None:
+        setattr(self, slot, v)
+        if v > getattr(self, peak):
+            setattr(self, peak, v)
+        self._totals()
+
+    return property(get, set)
+
+
 class MemoryAccount:
     """Bytes of page-table pages, split the way DOMAIN.md section 4 asks.
 
     live: tables in use; pending: freed tables waiting on a GP; stranded: free but not reusable;
     spare: free and reusable; internal: bytes of a page no table can use. Designs keep these
     up to date at each transition; ``held`` is their sum and must equal the pages they hold.
+    ``tlb_batch`` is the mmu_gather batch pages (mm/mmu_gather.c ``tlb_remove_table``: one page
+    per batch, held until the batch's grace period ends): page-table overhead the design does
+    not hold, kept apart so ``held`` still matches the design's pages.
+
+    Peaks are exact: every assignment compares against the kind's peak, and against the peaks
+    of ``held``, of ``total`` (held + tlb_batch) and of ``overhead`` (total - live), so a spike
+    between two time-series samples is not missed. ``reset_peaks`` starts them afresh (warm-up).
     """
 
-    __slots__ = ("live", "pending", "stranded", "spare", "internal")
+    __slots__ = ("_live", "_pending", "_stranded", "_spare", "_internal", "_tlb_batch",
+                 "peak_live", "peak_pending", "peak_stranded", "peak_spare", "peak_internal",
+                 "peak_tlb_batch", "peak_held", "peak_total", "peak_overhead")
+
+    live = _kind("live")
+    pending = _kind("pending")
+    stranded = _kind("stranded")
+    spare = _kind("spare")
+    internal = _kind("internal")
+    tlb_batch = _kind("tlb_batch")
 
     def __init__(self) -> None:
-        self.live = self.pending = self.stranded = self.spare = self.internal = 0
+        self._live = self._pending = self._stranded = self._spare = self._internal = 0
+        self._tlb_batch = 0
+        self.reset_peaks()
+
+    def _totals(self) -> None:
+        held = self._live + self._pending + self._stranded + self._spare + self._internal
+        if held > self.peak_held:
+            self.peak_held = held
+        total = held + self._tlb_batch
+        if total > self.peak_total:
+            self.peak_total = total
+        if total - self._live > self.peak_overhead:
+            self.peak_overhead = total - self._live
+
+    def reset_peaks(self) -> None:
+        """Peaks from now on start at the current values (the end of warm-up)."""
+        self.peak_live, self.peak_pending = self._live, self._pending
+        self.peak_stranded, self.peak_spare = self._stranded, self._spare
+        self.peak_internal, self.peak_tlb_batch = self._internal, self._tlb_batch
+        self.peak_held = self.peak_total = self.peak_overhead = 0
+        self._totals()
 
     @property
     def held(self) -> int:
-        return self.live + self.pending + self.stranded + self.spare + self.internal
+        return self._live + self._pending + self._stranded + self._spare + self._internal
 
     def as_tuple(self) -> tuple[int, int, int, int, int]:
-        return self.live, self.pending, self.stranded, self.spare, self.internal
+        return self._live, self._pending, self._stranded, self._spare, self._internal
+
+    def peaks(self) -> dict[str, int]:
+        """Exact peak bytes of each kind and of held, total and overhead."""
+        return {k: getattr(self, "peak_" + k) for k in
+                (*KINDS, "tlb_batch", "held", "total", "overhead")}
 
 
 class PageAllocator:

@@ -13,6 +13,13 @@ elements call; the design under study is reached only through ``machine.allocato
   unlock, ``pte_free_defer``. No mmap_lock: faults race with it, which is why RCU is needed.
 * ``do_munmap`` and ``exit_mmap``: ``mmap_lock`` for write, unlink from the file's i_mmap, and
   free the tables through mmu_gather.
+
+An mm's ``target_tables`` is how many PTE tables its mapped ranges need; a fault below it
+populates one. A retracted range is mapped by a huge PMD from then on (``collapse_file`` put a
+THP in the page cache; the next fault maps it with ``do_set_pmd``), so it needs no PTE table and
+the target drops by one, except on machines that deposit a table beside a huge PMD
+(``arch_needs_pgtable_deposit``: powerpc hash), where the refault allocates one. A munmapped
+range needs no table either, unless the workload maps it again (``munmap.remap``).
 """
 
 from __future__ import annotations
@@ -171,6 +178,8 @@ def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, Page
         i = tables.index(table)
         tables[i] = tables[-1]
         tables.pop()
+        if not m.deposits_pgtable:
+            mm.target_tables -= 1   # PMD-mapped from now on: its faults need no PTE table
         yield cpu.compute(costs.tlb_flush)
         ptl.release(cpu)
         mm.pmd_lock.release(cpu)
@@ -203,8 +212,9 @@ def _free_tables(m: Machine, cpu: CPU, mm: MM, tables: list[PageTable]):
     m.counters["tlb.batches"] += tlb.batches
 
 
-def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int):
-    """munmap of a range covering ``count`` tables of ``mm``."""
+def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int, remap: bool = False):
+    """munmap of a range covering ``count`` tables of ``mm`` (``remap``: mapped again at once,
+    so its faults will populate the tables anew)."""
     env = m.env
     t0 = env._now
     if cpu.trace is not None:
@@ -218,6 +228,8 @@ def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int):
             yield from m.sleep(cpu, task, ev)
         victims = mm.tables[-count:]
         del mm.tables[-count:]
+        if not remap:
+            mm.target_tables -= len(victims)
         for t in victims:
             # Unlinked from the file's i_mmap: a khugepaged that picked one of these before
             # taking i_mmap_lock must see it is no longer attached (it checks the state).

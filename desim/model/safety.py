@@ -19,6 +19,10 @@ What it catches, and where (DOMAIN.md section 4, "Safety"):
   replaced by a reporting one, so an RCU callback that takes ``mm->context.lock`` after the mm
   is gone is caught even if its design forgot to call ``mm_access``.
 * ``double_free``: a table, fragment, page or mm freed twice.
+* ``bad_page_state``: a page given back to the page allocator with a flag the allocator checks
+  at free still set (mm/page_alloc.c ``free_pages_prepare`` → ``free_page_is_bad`` →
+  ``bad_page``, "BUG: Bad page state": PG_active is in ``PAGE_FLAGS_CHECK_AT_FREE``). v6.6
+  powerpc's ``pte_frag_destroy`` can free a cached page that ``pte_free_defer`` marked Active.
 * ``invariant``: a design's state-machine invariant broke (designs call ``invariant``; the
   checker also polls ``allocator.invariant_errors()`` and the memory books every
   ``safety.audit_interval``).
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING
 from simpy.events import Timeout
 
 from desim.model.lock import SpinLock
-from desim.model.memory import FREE
+from desim.model.memory import FREE, PG_ACTIVE
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -49,6 +53,7 @@ KINDS = (
     "rcu_head_reuse",          # an rcu_head queued while queued, or its list links used
     "callback_freed_mm",       # an RCU callback touched an mm already freed
     "double_free",             # a table, fragment, page or mm freed twice
+    "bad_page_state",          # a page freed with PG_active set (free_pages_prepare)
     "invariant",               # a design's state-machine invariant broke
 )
 MAX_RECORDS = 1000
@@ -223,6 +228,11 @@ class SafetyChecker:
         if page.on_list is not None:
             self.violation("use_after_free", cpu, (page,),
                            f"{page!r} freed while its lru links are still on {page.on_list!r}")
+        if page.flags & PG_ACTIVE:
+            # free_pages_prepare(): PG_active is checked at free; the kernel prints "BUG: Bad
+            # page state", clears the flags and carries on (the page is not freed by RCU).
+            self.violation("bad_page_state", cpu, (page, *page.tables),
+                           f"{page!r} freed with PG_active set (BUG: Bad page state)")
 
     # -- readers ------------------------------------------------------------------------------
     def table_access(self, cpu: CPU, table: PageTable, gen: int, what: str) -> None:

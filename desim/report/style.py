@@ -42,6 +42,7 @@ KIND_COLOURS = {
     "stranded": "#e15759",
     "spare": "#76b7b2",
     "internal": "#b07aa1",
+    "tlb_batch": "#9c755f",
 }
 KIND_NOTES = {
     "live": "tables in use",
@@ -49,6 +50,7 @@ KIND_NOTES = {
     "stranded": "free but not reusable",
     "spare": "free and reusable",
     "internal": "never usable (e.g. a 2 KiB table in a 4 KiB page)",
+    "tlb_batch": "mmu_gather batch pages, held until the batch's grace period",
 }
 
 GLOSSARY = {

@@ -24,7 +24,7 @@ SIZE_UNITS = (("GiB", 2.0**30), ("MiB", 2.0**20), ("KiB", 1024.0), ("B", 1.0))
 # Short column names for the default metrics; others read as their dotted key.
 HEADERS = {
     "mem.overhead.mean_bytes": "waste, mean",
-    "mem.overhead.peak_bytes": "waste, largest sample",
+    "mem.overhead.peak_bytes": "waste, peak",
     "safety.violations": "safety violations",
     "fault.p50_ns": "fault p50", "fault.p99_ns": "fault p99", "alloc.p99_ns": "alloc p99",
     "defer.p99_ns": "defer p99", "exit.p99_ns": "exit p99",

@@ -2,7 +2,12 @@
 
 It wakes every ``scan_sleep`` (``khugepaged_scan_sleep_millisecs``), scans ``pages_to_scan``
 pages, i.e. ``pages_to_scan / 512`` PMD ranges, and for each collapsed range retracts the table
-mapping it in every mm that maps it (``retract_page_tables``, with no mmap_lock).
+mapping it in every mm that maps it (``retract_page_tables``, with no mmap_lock). The defaults
+are the kernel's (mm/khugepaged.c: 10000 ms and 4096 pages, so 8 ranges per 10 s); a shorter
+``scan_sleep`` is a stress setting and configs that use one say so. A run is a window into a
+machine that has been up for a while, so the first scan comes at a uniformly drawn point of the
+first sleep rather than at time 0. On-demand collapses are the separate ``madv_collapse``
+element.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ PTRS_PER_PMD_RANGE = 512
 
 class KhugepagedParams(Params):
     # scan_sleep 0 would rescan at one instant for ever when nothing is mapped
-    scan_sleep: PositiveDuration = Field(10_000_000, description="sleep between scans")
+    scan_sleep: PositiveDuration = Field(10_000_000_000, description="sleep between scans "
+                                         "(khugepaged_scan_sleep_millisecs, default 10 s)")
     # khugepaged_pages_to_scan is an unsigned int (pages_to_scan_store, mm/khugepaged.c)
     pages_to_scan: Int = Field(4096, ge=512, le=(1 << 32) - 1,
                                description="pages scanned per wake-up")
@@ -60,8 +66,11 @@ class Khugepaged(Element):
         u = self.uniform("pick")
         task = object()
         ranges = p.pages_to_scan // PTRS_PER_PMD_RANGE
+        first = True
         while True:
-            yield from self.wait(p.scan_sleep)  # phases scale the scan rate
+            # phases scale the scan rate
+            yield from self.wait(round(u() * p.scan_sleep) if first else p.scan_sleep)
+            first = False
             ev = cpu.acquire(task)
             if ev is not None:
                 yield ev

@@ -1,7 +1,8 @@
 """``munmap``: processes unmap ranges, freeing their tables through mmu_gather (``do_munmap``).
 
 Calls arrive machine-wide at ``rate`` (scaled by phases), each in a random live mm, on the CPU
-its process lives on (a random CPU if no ``processes`` element placed it).
+its process lives on (a random CPU if no ``processes`` element placed it). An unmapped range is
+not faulted again unless ``remap`` says the workload maps it again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ class MunmapParams(Params):
     rate: Interarrival = Field("1000/s", description="munmap calls per second, machine-wide")
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
         4, description="tables covered by one munmap")
+    remap: bool = Field(
+        False, description="the range is mapped again at once (a page_fault3-style loop), so "
+        "faults populate its tables anew; otherwise it stays unmapped")
 
 
 @ELEMENTS.register("munmap")
@@ -37,6 +41,7 @@ class Munmap(Element):
             cpu = self.state.cpu_of(mm) or m.cpus[int(u() * len(m.cpus))]
             n = max(1, round(count()))
             task = object()
-            self.env.process(self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n)))
+            self.env.process(self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n,
+                                                                            self.p.remap)))
 
         self.on_arrivals(self.p.rate.ns_sampler(self.rng("arrivals")), u, munmap)

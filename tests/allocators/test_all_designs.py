@@ -52,6 +52,13 @@ VARIANTS = {
 }
 
 
+def unexpected_safety_violations(m: Machine) -> int:
+    """Violations besides those the design as merged is known to commit (powerpc 6.6's
+    ``pte_frag_destroy`` of an Active page: bad_page_state)."""
+    known = m.allocator.known_violations
+    return sum(n for k, n in m.safety.counts.items() if k not in known)
+
+
 def _build(name: str, overrides: dict, cpus: int = 2) -> Machine:
     # The checker also polls the design's invariants and books every few microseconds, so a
     # state that is only wrong mid-operation (between two events) is caught too.
@@ -255,7 +262,7 @@ class Driver:
         assert a.account.as_tuple() == a.audit().as_tuple(), where
         assert a.account.held == m.pages.pages_held("pgtable") * m.pages.page_size, where
         assert a.invariant_errors() == [], where
-        assert m.safety.total == 0, (where, m.safety.records[:3])
+        assert unexpected_safety_violations(m) == 0, (where, m.safety.records[:3])
         for mm in self.mms:
             assert all(t.state == LIVE for t in mm.tables), where
 
@@ -335,7 +342,41 @@ def test_default_shaped_run_is_safe(name):
     cfg = load_config("configs/default.yaml",
                       [*sets, f"allocator.name={name}", "duration=40ms", "warmup=5ms"])
     s = simulate(cfg).summary
-    assert s["safety.violations"] == 0
+    known = ALLOCATORS.get(name).known_violations
+    assert s["safety.violations"] == sum(s[f"safety.{k}"] for k in known)
     assert s["fault.count"] > 0 and s["alloc.count"] > 0
     assert s["pages.allocated"] - s["pages.freed"] == s["pages.held_end"]
     assert s["mem.held_end_bytes"] == s["pages.pgtable_held_end"] * cfg.machine.page_size
+
+
+@pytest.mark.parametrize("name", _safe_designs())
+def test_free_to_reuse_clock_starts_at_the_unmappers_free_on_every_design(name):
+    """One table freed through mmu_gather (munmap, then exit): every design starts the
+    free-to-reuse clock when the unmapper hands the table to the gather (``pte_free_tlb``), not
+    when ``__tlb_remove_table`` runs after the grace period, and stops it after that GP."""
+    overrides, why = choose_config(name)
+    if overrides is None:
+        pytest.skip(f"{name} refuses every tried config: {why}")
+    # every design on an RCU-batched machine (bare-metal x86's flush mode: test_mmu_gather)
+    m = _build(name, {**overrides, "machine.tlb_table_free": "rcu"})
+    got = []
+    m.recorders["free_to_reuse"] = lambda ns: got.append((m.env.now, ns))
+    d = Driver(m)
+    mm = m.new_mm(MAX_TABLES)
+    d.mms.append(mm)
+    run_task(m, 0, d._alloc, mm, 1)
+    m.env.run(until=1_000_000)
+    t = mm.tables[-1]
+    run_task(m, 0, d._gather, mm, [mm.tables.pop()])
+    freed = t.t_freed
+    assert 1_000_000 <= freed <= m.env.now                   # set during the munmap itself
+    d.mms.remove(mm)
+    run_task(m, 0, d._exit, mm)                              # a design may reuse only once
+    settle(m)                                                # the page is gone
+    m.env.run(until=m.env.now + 20_000_000)
+    settle(m)
+    starts = {now - ns for now, ns in got}
+    assert freed in starts, (got, freed)
+    gp_end = m.rcu.gp_spans[0][1]
+    assert all(now >= gp_end for now, _ in got)              # reusable only after the GP
+    assert all(s <= freed for s in starts)                   # no clock starts after the free

@@ -69,7 +69,7 @@ def waste_time(ctx: Context) -> Fig | Skip:
     ts = ctx.table("timeseries")
     if ts.empty or "held" not in ts:
         return Skip("waste_time", title, "no timeseries.parquet")
-    ts = ts.assign(waste=ts["held"] - ts["live"])
+    ts = ts.assign(waste=ts["held"] + ts.get("tlb_batch", 0) - ts["live"])
     panels, note = ctx.panel_values()
     by = ["series"] + ([ctx.x] if ctx.x else [])
     agg = over_time(ts, "waste", by)
@@ -90,7 +90,7 @@ def waste_time(ctx: Context) -> Fig | Skip:
     legend(fig, ctx)
     fig.suptitle(title)
     cap = ("Bytes held in page-table pages beyond the live tables (pending + stranded + spare + "
-           "internal), after warm-up; line = mean over replications, band = 95% CI.")
+           "internal), plus mmu_gather batch pages, after warm-up; line = mean over replications, band = 95% CI.")
     return Fig("waste_time", title, cap + (f" ({note})" if note else ""), fig)
 
 
@@ -106,7 +106,7 @@ def waste_vs_x(ctx: Context) -> Fig | Skip:
     title = f"Waste vs {ctx.x_label}"
     scale, unit = bytes_unit(runs["mem.overhead.peak_bytes"].max())
     fig, axes = subplots(1, 2)
-    for ax, col, what in zip(axes[0], need, ("time-weighted mean", "largest sample"), strict=True):
+    for ax, col, what in zip(axes[0], need, ("time-weighted mean", "peak"), strict=True):
         vs_x(ax, ctx, runs, col, scale=scale)
         ax.set_ylabel(f"waste, {what} ({unit})")
         ax.set_title(f"{what} waste")
