@@ -80,7 +80,12 @@ class Machine:
         self.i_mmap_lock = RWSem(self.env)  # the shared file's i_mmap_rwsem
         self.next_mm_id = 0
         self.mms_alive_peak = 0
+        # Parts made on demand (the scheduler) add their results and their warm-up reset here.
+        self.result_hooks: list[Callable[[int], dict[str, float]]] = []
+        self.clear_hooks: list[Callable[[], None]] = []
         self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
+        from desim.model.mm_lifetime import MMLifetime
+        self.mm_life = MMLifetime(self)
 
     # -- building blocks ----------------------------------------------------------------------
     def lock_class(self, name: str) -> LockClassStats:
@@ -123,6 +128,8 @@ class Machine:
         self.rcu.clear_stats()
         self.counters.clear()
         self.ipis_sent = 0
+        for hook in self.clear_hooks:
+            hook()
 
     # -- mms ----------------------------------------------------------------------------------
     def new_mm(self, target_tables: int, pgste: bool = False) -> MM:
