@@ -32,8 +32,10 @@ nothing. What is modelled, and after which kernel code (Linux v6.6):
   fork, ``find_idlest_cpu``): with ``wake_affine`` the previous CPU if it is idle
   (``select_idle_sibling``), else the first idle CPU allowed, else the least loaded one (fewest
   runnable tasks). A task's ``allowed`` CPUs are its affinity mask (``sched_setaffinity``).
-  Wake-up preemption (``check_preempt_wakeup_fair``) and periodic load balancing are not
-  modelled: a woken task waits for the current one's slice.
+  A CPU about to go idle pulls the first waiting task of the busiest run queue
+  (``newidle_balance``), so no CPU idles while a task it may run waits. Wake-up preemption
+  (``check_preempt_wakeup_fair``) and periodic load balancing are not modelled: a woken task
+  waits for the current one's slice.
 """
 
 from __future__ import annotations
@@ -307,9 +309,30 @@ class Scheduler:
             rq.queue.append(prev)
         if rq.queue:
             self._dispatch(cpu, rq.queue.popleft(), replacing=True)
-        else:
-            self.switches += 1      # to the idle task
-            cpu.leave_user()
+            return
+        task = self._pull(cpu)
+        if task is not None:
+            self._dispatch(cpu, task, replacing=True)
+            return
+        self.switches += 1          # to the idle task
+        cpu.leave_user()
+
+    def _pull(self, cpu: CPU) -> Task | None:
+        """``newidle_balance``: a CPU about to idle takes the first waiting task of the busiest
+        run queue that may run here (a task woken in kernel code stays where it slept)."""
+        rqs = self.rqs
+        best = None
+        for c in self.cpus:
+            q = rqs[c.id].queue
+            if q and (best is None or len(q) > len(best)):
+                best = q
+        if best is None:
+            return None
+        for t in best:
+            if not t.kernel_resume and (t.allowed is None or cpu in t.allowed):
+                best.remove(t)
+                return t
+        return None
 
     def sleep_in_kernel(self, cpu: CPU) -> None:
         """``CPU.release`` by the current task: it sleeps in kernel code (or is dead)."""
