@@ -250,6 +250,36 @@ class AllocatorConfig(Strict):
             raise ValueError(_first_error(exc, prefix="params")) from None
 
 
+MM_LIFETIMES = (
+    "design", "none", "synchronize_rcu_exit_mmap", "synchronize_rcu_mmdrop", "rcu_barrier",
+    "mmdrop_async", "call_rcu", "slab_typesafe_by_rcu",
+)
+
+
+class SchedConfig(Strict):
+    """The CPU scheduler used by closed-loop workloads (``desim.model.sched``)."""
+
+    slice: PositiveDuration | None = Field(
+        None, description="time slice (EEVDF sysctl_sched_base_slice); default 0.75 ms x "
+        "(1 + ilog2(min(cpus, 8))) as update_sysctl scales it: 3 ms from 8 CPUs")
+    switch_cost: Duration = Field(
+        2000, description="CPU time of one context switch between tasks (__schedule, "
+        "switch_mm, cache refill; an estimate)")
+    wake_affine: bool = Field(
+        True, description="a waking task goes back to its previous CPU when that one is idle "
+        "(select_idle_sibling); otherwise any idle CPU, else the least loaded")
+    kworker_delay: Duration = Field(
+        20_000, description="mm_lifetime mmdrop_async: schedule_work until a kworker frees "
+        "the mm")
+
+    def effective_slice(self, ncpus: int) -> int:
+        if self.slice is not None:
+            return self.slice
+        # kernel/sched/fair.c get_update_sysctl_factor (SCHED_TUNABLESCALING_LOG): 1 + ilog2
+        # of the online CPUs, capped at 8 of them.
+        return 750_000 * (1 + min(ncpus, 8).bit_length() - 1)
+
+
 class RecordConfig(Strict):
     enabled: bool = Field(
         True, description="collect latency histograms and the time series (off: benchmarks only)"
@@ -280,6 +310,10 @@ class Config(Strict):
     costs: CostsConfig = CostsConfig()
     rcu: RcuConfig = RcuConfig()
     allocator: AllocatorConfig = AllocatorConfig()
+    sched: SchedConfig = SchedConfig()
+    mm_lifetime: Literal[MM_LIFETIMES] = Field(  # type: ignore[valid-type]
+        "design", description="how an exiting mm outlives RCU callbacks that may reach it "
+        "(desim.model.mm_lifetime); design: the allocator's own rule")
     workload: dict[str, Any] = Field(default_factory=dict)
     record: RecordConfig = RecordConfig()
     safety: SafetyConfig = SafetyConfig()

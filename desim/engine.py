@@ -207,6 +207,8 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
     s["mm.alive_peak"] = m.mms_alive_peak
     s["cpu.busy_fraction"] = sum(c.busy_fraction(now) for c in m.cpus) / len(m.cpus)
     s["cpu.softirq_ns"] = sum(c.softirq_ns for c in m.cpus)
+    for hook in m.result_hooks:
+        s.update(hook(now))
     if m.safety is not None:
         s.update(m.safety.summary())
         violations = m.safety.records

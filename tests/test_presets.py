@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from desim.allocators import ALLOCATORS
@@ -13,11 +12,12 @@ from desim.config import ConfigError, load_config
 from desim.engine import build, simulate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = ["kernel-build", "shmem-thp-db", "fork-server", "lockstress"]
+PRESETS = ["kernel-build", "shmem-thp-db", "fork-server", "lockstress", "spawn-loop"]
 # shortened: the structure of each preset is kept, its run is cut to a few ms and its
 # populations shrunk so 4 presets x every design stay within a few seconds
 SHORT = ["duration=8ms", "warmup=1ms"]
-SHRINK = {"kernel-build": ["machine.cpus=8", "workload.processes.initial=8"],
+SHRINK = {"kernel-build": ["machine.cpus=8", "workload.build.slots=8", "workload.build.jobs=8"],
+          "spawn-loop": [],
           "shmem-thp-db": ["workload.processes.tables=16", "machine.cpus=8"],
           "fork-server": [], "lockstress": []}
 
@@ -59,17 +59,24 @@ def _run(preset, sets):
     return simulate(load_config(CONFIGS / f"{preset}.yaml", sets)).summary
 
 
-def test_kernel_build_churns_thousands_of_mms():
-    # faults and munmap are left out: they do not change the churn, and cost most of the time
-    data = yaml.safe_load((CONFIGS / "kernel-build.yaml").read_text())
-    wl = {k: v for k, v in data["workload"].items() if k == "processes"}
-    s = _run("kernel-build", ["duration=2.6s", "warmup=100ms", "record.enabled=true",
-                              f"workload={yaml.safe_dump(wl, default_flow_style=True).strip()}"])
-    # 800/s for 2.5 s: 2000 forks expected; Poisson sd ~45
-    assert s["count.mm.created"] >= 1800
-    assert s["count.mm.exited"] >= 1500
-    assert s["count.tables.gathered"] > 10 * s.get("count.tables.deferred", 0)
-    assert s["safety.violations"] == 0
+def test_kernel_build_is_a_closed_loop_whose_exits_wait():
+    # 16 jobs of 5 processes on 8 CPUs: every process is forked, exits and is reaped
+    sets = ["machine.cpus=8", "workload.build.slots=8", "workload.build.jobs=16"]
+    s = _run("kernel-build", sets)
+    assert s["build.jobs_done"] == 16
+    assert s["count.mm.created"] == s["count.mm.exited"] == s["count.mm.freed"] == 80
+    assert s["sched.ctx_switches"] > 0 and s["safety.violations"] == 0
+    slow = _run("kernel-build", [*sets, "mm_lifetime=synchronize_rcu_exit_mmap"])
+    assert slow["build.makespan_ns"] > s["build.makespan_ns"]
+    assert slow["rcu.synchronize.count"] == 80
+
+
+def test_spawn_loop_pays_a_grace_period_per_iteration():
+    s = _run("spawn-loop", ["duration=60ms", "warmup=10ms"])
+    slow = _run("spawn-loop", ["duration=60ms", "warmup=10ms",
+                               "mm_lifetime=synchronize_rcu_exit_mmap"])
+    assert s["spawn.per_s"] > 5000                  # ~150 us per fork+exit+wait per CPU
+    assert slow["spawn.per_s"] < s["spawn.per_s"] / 20   # a GP is milliseconds at HZ=250
 
 
 def test_shmem_thp_db_defers_many_tables():

@@ -81,9 +81,14 @@ def _free_mm_cb(cpu: CPU, arg) -> None:
 class S390HH(HalfPageAllocator):
     Params = S390HHParams
     summary = "s390 v2: HH bits, global list lock, pt_mm; Gordeev's rule; mm-lifetime choices"
+    # The machine-wide mm_lifetime rules this design implements itself (desim.model.mm_lifetime
+    # sets ``lifetime`` from them; under any other rule the design holds no mm references).
+    LIFETIMES = {"synchronize_rcu_exit_mmap": "synchronize_rcu", "rcu_barrier": "rcu_barrier",
+                 "mmdrop_async": "mmdrop_async"}
 
     def __init__(self, machine, params: S390HHParams) -> None:
         super().__init__(machine, params)
+        self.lifetime: str | None = params.mm_lifetime
         self.one_bit = params.one_bit_at_a_time
         self.per_mm = params.list_lock == "per_mm"
         self.global_lock = machine.lock("s390_global_list")
@@ -209,7 +214,7 @@ class S390HH(HalfPageAllocator):
         self._unlink_if_idle(cpu, page, half, "pte_free_defer")
         self.commit(page, old)
         self.spin_unlock(cpu, lock)
-        if self.params.mm_lifetime == "mmdrop_async":
+        if self.lifetime == "mmdrop_async":
             mm.arch["mm_count"] = mm.arch.get("mm_count", 1) + 1      # mmgrab
         if not st.bits & h_bit(other):
             self.m.page_call_rcu(cpu, page, self._pte_free_half, (page, half, mm))
@@ -250,7 +255,7 @@ class S390HH(HalfPageAllocator):
             # pte_free_defer() of the other half found the rcu_head busy: queue it now.
             self.m.page_call_rcu(cpu, page, self._pte_free_half, (page, other, page.data.pt_mm))
             self.m.counters["s390.rcu_requeue"] += 1
-        if self.params.mm_lifetime == "mmdrop_async":
+        if self.lifetime == "mmdrop_async":
             self._mmdrop_async(cpu, mm)
 
     # -- mm lifetime --------------------------------------------------------------------------
@@ -272,7 +277,7 @@ class S390HH(HalfPageAllocator):
         cpu.release()
 
     def mm_free(self, cpu: CPU, mm: MM, task: object):
-        rule = self.params.mm_lifetime
+        rule = self.lifetime
         m = self.m
         if rule == "synchronize_rcu":
             yield from m.rcu.synchronize(cpu, task)

@@ -46,7 +46,7 @@ class CPU:
         "gp_seq", "core_needs_qs", "no_qs", "qs_pending", "dyn_snap", "urgent_qs",
         "exp_need_qs", "cbs", "softirq_running", "offloaded", "bypass", "bypass_gen",
         "blimit", "qlen_last_fqs_check",
-        "busy_since", "busy_ns", "softirq_ns", "ctx_switches", "trace",
+        "busy_since", "busy_ns", "softirq_ns", "ctx_switches", "trace", "sched", "curr",
     )
 
     def __init__(self, machine: Machine, cpu_id: int) -> None:
@@ -85,6 +85,8 @@ class CPU:
         self.softirq_ns = 0
         self.ctx_switches = 0
         self.trace = None           # set by the tracer when one is recording
+        self.sched = None           # the scheduler, once a closed-loop workload made one
+        self.curr = None            # the scheduler's task running here (user or kernel mode)
 
     def __repr__(self) -> str:
         return f"cpu{self.id}"
@@ -93,8 +95,11 @@ class CPU:
     def acquire(self, task: object) -> Event | None:
         """Run ``task`` here in the kernel: ``None`` if it runs now, else an event for its turn.
 
-        Taking the CPU from a user-mode resident preempts it: a context switch.
+        Taking the CPU from a user-mode resident preempts it: a context switch. A scheduler
+        task coming back from a sleep in kernel code queues on the scheduler's run queue.
         """
+        if self.sched is not None and task.__class__ is self.sched.Task:
+            return self.sched.resume_in_kernel(self, task)
         if self.owner is None:
             self.owner = task
             if self.idle:
@@ -119,6 +124,9 @@ class CPU:
         # Time still owed when the owner leaves (an unlock's cost, softirq work that arrived
         # during its last slice) is forgiven rather than charged to the next task.
         self.debt = 0
+        if self.curr is not None and self.owner is self.curr:
+            self.sched.sleep_in_kernel(self)  # the scheduler's task sleeps: others run
+            return
         self._next()
 
     def _next(self) -> None:

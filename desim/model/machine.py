@@ -79,11 +79,16 @@ class Machine:
         self.i_mmap_lock = RWSem(self.env)  # the shared file's i_mmap_rwsem
         self.next_mm_id = 0
         self.mms_alive_peak = 0
+        # Parts made on demand (the scheduler) add their results and their warm-up reset here.
+        self.result_hooks: list[Callable[[int], dict[str, float]]] = []
+        self.clear_hooks: list[Callable[[], None]] = []
         self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
         # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
         self.tlb_table_free = config.machine.tlb_table_free
         # a fault on a collapsed (PMD-mapped) range still allocates a PTE table to deposit
         self.deposits_pgtable = ARCHES[config.machine.arch].deposits_pgtable
+        from desim.model.mm_lifetime import MMLifetime
+        self.mm_life = MMLifetime(self)
 
     # -- building blocks ----------------------------------------------------------------------
     def lock_class(self, name: str) -> LockClassStats:
@@ -127,6 +132,8 @@ class Machine:
         self.allocator.account.reset_peaks()
         self.counters.clear()
         self.ipis_sent = 0
+        for hook in self.clear_hooks:
+            hook()
 
     # -- mms ----------------------------------------------------------------------------------
     def new_mm(self, target_tables: int, pgste: bool = False) -> MM:

@@ -261,7 +261,7 @@ def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
     yield from _free_tables(m, cpu, mm, tables)
     yield from m.allocator.mm_teardown(cpu, mm)
     mm.mmap_lock.up_write()
-    yield from m.allocator.mm_free(cpu, mm, task)
+    yield from m.mm_life.exit_mmap_end(cpu, task, mm)   # the mm-lifetime rule's wait, if any
     m.counters["mm.exited"] += 1
     m.record("exit", env._now - t0)
 

@@ -23,6 +23,9 @@ What it catches, and where (DOMAIN.md section 4, "Safety"):
   at free still set (mm/page_alloc.c ``free_pages_prepare`` → ``free_page_is_bad`` →
   ``bad_page``, "BUG: Bad page state": PG_active is in ``PAGE_FLAGS_CHECK_AT_FREE``). v6.6
   powerpc's ``pte_frag_destroy`` can free a cached page that ``pte_free_defer`` marked Active.
+* ``sleep_in_atomic``: a task would sleep where sleeping is forbidden, e.g. ``synchronize_rcu``
+  in ``__mmdrop`` reached from ``finish_task_switch``'s lazy-TLB mm drop with preemption and
+  IRQs off (the kernel's "BUG: scheduling while atomic"; ``desim.model.mm_lifetime``).
 * ``invariant``: a design's state-machine invariant broke (designs call ``invariant``; the
   checker also polls ``allocator.invariant_errors()`` and the memory books every
   ``safety.audit_interval``).
@@ -55,6 +58,7 @@ KINDS = (
     "double_free",             # a table, fragment, page or mm freed twice
     "bad_page_state",          # a page freed with PG_active set (free_pages_prepare)
     "invariant",               # a design's state-machine invariant broke
+    "sleep_in_atomic",         # a sleep where the context forbids it (scheduling while atomic)
 )
 MAX_RECORDS = 1000
 # Freed locks remembered for reports (page or mm they belonged to); a stale pointer older than
@@ -293,6 +297,10 @@ class SafetyChecker:
         if table.state == FREE:
             self.violation("double_free", cpu, (table, table.page), f"{table!r} freed twice")
         self.note(table, cpu, "freed")
+
+    def sleep_in_atomic(self, cpu: CPU | None, obj, context: str) -> None:
+        """A sleeping call made in ``context``, where preemption is disabled."""
+        self.violation("sleep_in_atomic", cpu, (obj,), f"sleeping call in atomic context: {context}")
 
     def invariant(self, cpu: CPU | None, objects: tuple, message: str) -> None:
         self.violation("invariant", cpu, objects, message)

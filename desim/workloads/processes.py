@@ -89,4 +89,5 @@ class Processes(Element):
         yield self.env.timeout(self.lifetime())
         cpu = self.placer_.where(home)
         yield from self.run_on(m, cpu, task, mm_ops.exit_mmap(m, cpu, task, mm))
+        m.mm_life.final_drop(cpu, mm)   # finish_task_switch after the exiting task's switch
         del homes[mm.id]

@@ -27,3 +27,23 @@ def repairman_wq(n: int, lam: float, mu: float) -> float:
     x = mu * (1 - p0)
     L = n - x / lam
     return L / x - 1 / mu
+
+
+def finite_source_mmc(n: int, c: int, lam: float, mu: float) -> tuple[float, float]:
+    """Finite-source M/M/c//N (machine repairman with c servers): (throughput X, mean wait Wq).
+
+    n sources each think Exp(lam) then need one of c servers for Exp(mu). With r = lam/mu,
+    p_k is proportional to n!/(n-k)!/k! r^k for k <= c and n!/(n-k)!/(c! c^(k-c)) r^k above;
+    X = lam (n - L) (Little on the thinking sources), Wq = Lq / X with Lq = sum (k-c) p_k.
+    """
+    r = lam / mu
+    w = []
+    for k in range(n + 1):
+        perm = factorial(n) / factorial(n - k)
+        w.append(perm * r**k / (factorial(k) if k <= c else factorial(c) * c ** (k - c)))
+    total = sum(w)
+    p = [x / total for x in w]
+    L = sum(k * pk for k, pk in enumerate(p))
+    Lq = sum((k - c) * pk for k, pk in enumerate(p) if k > c)
+    x = lam * (n - L)
+    return x, Lq / x
