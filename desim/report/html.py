@@ -65,8 +65,7 @@ details { margin: 0.5em 0; }
 <p>Mean over replications ± half-width of the 95% confidence interval (Student t); no ± when a
 point has a single run; – where a run has no value. Each column has one unit, in its header.
 Latencies are as the caller sees them; memory figures are time-weighted means after warm-up, or
-the largest of the samples taken every record.sample_interval (not an exact peak: a spike
-between samples is missed).</p>
+exact peaks (kept at every change since the warm-up).</p>
 <div class="scroll" id="headline-box">
 <table class="headline" id="headline">
 <tr>{% for h in head %}<th class="{{ 'l' if loop.index0 < key_cols else '' }}">{{ h }}</th>{% endfor %}</tr>

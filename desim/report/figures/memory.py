@@ -113,8 +113,7 @@ def waste_vs_x(ctx: Context) -> Fig | Skip:
         ax.set_ylim(bottom=0)
     legend(fig, ctx)
     fig.suptitle(title)
-    cap = (f"Waste (held − live page-table bytes) against {ctx.x_label}; points are means over "
-           "replications, error bars 95% CIs. The right panel is the largest of the samples "
-           "taken every record.sample_interval, not an exact peak: a spike between two "
-           "samples is missed.")
+    cap = (f"Waste (page-table bytes beyond the live tables, mmu_gather batch pages included) "
+           f"against {ctx.x_label}; points are means over replications, error bars 95% CIs. "
+           "The right panel is each run's exact peak since the warm-up.")
     return Fig("waste_vs_x", title, cap, fig)
