@@ -267,7 +267,9 @@ def bench(quick: bool, out: str) -> None:
               "desim wrote).")
 @click.option("--quick", is_flag=True, help="Fewer samples: about ten seconds.")
 def probe(out: str, quick: bool) -> None:
-    """Measure this Linux host (grace periods, faults, fork/exit) as figures desim can model."""
+    """Measure this Linux host (grace periods, faults, fork/exit) and set desim's model beside it."""
+    import yaml
+
     from desim import probe as pr
     from desim.rundir import RunDirError, Staging, check_target, write_json
 
@@ -283,33 +285,56 @@ def probe(out: str, quick: bool) -> None:
         try:
             dists, missing = pr.measure(pr.QUICK if quick else pr.Sizes(),
                                         progress=lambda s: err.print(f"measuring {s}"))
+            measured = {k: d.summary() for k, d in dists.items()}
+            prof = pr.profile(facts, measured)
+            simulated = pr.simulate_probe(prof, measured, quick,
+                                          progress=lambda s: err.print(s))
         except KeyboardInterrupt:
             fail("interrupted: nothing was written", code=130)
-        measured = {k: d.summary() for k, d in dists.items()}
+        rows = pr.compare(facts, measured, simulated)
+        missing = facts["missing"] + missing
         write_json(staging.tmp / "probe.json", {"machine": facts, "measured": measured,
-                                                "missing": facts["missing"] + missing})
+                                                "simulated": simulated, "comparison": rows,
+                                                "tolerance": pr.TOLERANCE, "missing": missing})
+        config = {k: v for k, v in prof.items() if not k.startswith("_")}
+        (staging.tmp / "profile.yaml").write_text(
+            f"# desim profile of {facts['release']} ({facts['cpus']} CPUs), written by desim "
+            "probe:\n# machine and rcu read from the host; costs fitted to its measurements.\n"
+            + yaml.safe_dump(config, sort_keys=False))
         (staging.tmp / "PROBE").write_text("desim probe\n")
         staging.commit()
-    print_probe(facts, measured, facts["missing"] + missing)
-    console.print(f"written: {Path(out) / 'probe.json'}")
+    print_probe(facts, measured, rows, missing)
+    console.print(f"written: {Path(out) / 'probe.json'}, {Path(out) / 'profile.yaml'}")
 
 
-def print_probe(facts: dict, measured: dict, missing: list[str]) -> None:
+def print_probe(facts: dict, measured: dict, rows: list[dict], missing: list[str]) -> None:
+    from desim.probe import TOLERANCE
     from desim.units import format_ns
 
     console.print(f"[bold]{facts['release']}[/] ({facts['version']}), {facts['cpus']} CPUs, "
                   f"HZ={facts['hz'] or '?'}, {facts['rcu_flavour']} RCU, preempt="
                   f"{facts['preempt'] or '?'}, lazy RCU {'on' if facts['rcu_lazy'] else 'off'}, "
                   f"{facts['page_size'] // 1024} KiB pages")
-    t = Table(title="measured on this host", title_justify="left")
-    for c in ("scenario", "n", "p50", "p90", "p99", "mean", "p50 over repeats"):
-        t.add_column(c, justify="left" if c == "scenario" else "right")
-    for name, s in measured.items():
-        spread = (f"{format_ns(s['repeat_p50_min'])} – {format_ns(s['repeat_p50_max'])}"
-                  if "repeat_p50_min" in s else "")
-        t.add_row(PROBE_NAMES.get(name, name), str(s["n"]), format_ns(s["p50"]),
-                  format_ns(s["p90"]), format_ns(s["p99"]), format_ns(s["mean"]), spread)
+    t = Table(title=f"measured on this host and simulated by desim (p50; verdict within "
+                    f"±{TOLERANCE:.0%})", title_justify="left")
+    for c in ("scenario", "n", "measured p50", "p99", "p50 over repeats", "desim p50", "ratio",
+              "verdict"):
+        t.add_column(c, justify="left" if c in ("scenario", "verdict") else "right")
+    for r in rows:
+        m = measured[r["scenario"]]
+        spread = (f"{format_ns(m['repeat_p50_min'])}–{format_ns(m['repeat_p50_max'])}"
+                  if "repeat_p50_min" in m else "")
+        colour = {"agrees": "green", "differs": "red"}.get(r["verdict"], "")
+        t.add_row(PROBE_NAMES.get(r["scenario"], r["scenario"]), str(m["n"]), format_ns(m["p50"]),
+                  format_ns(m["p99"]), spread,
+                  format_ns(r["simulated_p50"]) if r["simulated_p50"] else "-",
+                  f"{r['ratio']:.2f}" if r["ratio"] else "-",
+                  f"[{colour}]{r['verdict']}[/]" if colour else r["verdict"])
     console.print(t)
+    for r in rows:
+        if r["why"]:
+            console.print(f"{PROBE_NAMES.get(r['scenario'], r['scenario'])}: {r['why']}",
+                          soft_wrap=True)
     for m in missing:
         err.print(f"not measured: {m}", soft_wrap=True)
 

@@ -23,6 +23,12 @@ What is measured, and how (each scenario as a distribution, repeated to show its
   mapped), so the figures include copying and tearing down its page tables.
 
 Nothing here needs root; what cannot be read is reported with the reason.
+
+Then desim models the same machine (``profile``: CPUs, HZ, RCU flavour and FQS delays read from
+the host; fault, fork and exit costs fitted to the measurements), runs the same scenarios
+(``scenarios``) and sets each figure beside the measured one (``compare``): a fitted figure is
+marked so, a predicted one agrees within ``TOLERANCE`` or differs, with what the model leaves
+out that can account for it.
 """
 
 from __future__ import annotations
@@ -280,3 +286,167 @@ def measure(sizes: Sizes, progress: Callable[[str], None] = lambda s: None
         out["spawn_sync"] = repeated(lambda: spawn_loop(max(5, sizes.spawns // 10), _sync_rcu),
                                      sizes.repeats)
     return out, missing
+
+
+# -- desim's model of the same machine ------------------------------------------------------------------
+
+TOLERANCE = 0.25        # |simulated p50 / measured p50 - 1| within this: "agrees"
+ARCH_OF = {"x86_64": "x86-64", "aarch64": "arm64", "ppc64le": "powerpc-radix", "s390x": "s390"}
+
+
+def page_tables_of_this_process() -> int:
+    """PTE tables this process holds (``VmPTE`` / page size): what each forked child copies."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmPTE:"):
+                return max(1, int(line.split()[1]) * 1024 // os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8
+
+
+def profile(facts: dict, measured: dict) -> dict:
+    """A desim machine profile of the host: what was read, and costs fitted to what was measured.
+
+    Read: CPUs, HZ, the RCU flavour, the live FQS delay, laziness (lazy RCU needs offloaded CPUs:
+    ``rcu_nocbs=`` on the command line). Fitted (and so not evidence of anything when compared
+    back): ``costs.fault_work`` from the fault p50; ``costs.fork``/``costs.exit`` from the plain
+    spawn loop (``fit_spawn``).
+    """
+    cfg = facts.get("config", {})
+    params = facts.get("rcu_params", {})
+    rcu: dict = {"flavor": "preemptible" if facts.get("rcu_flavour") == "preemptible"
+                 else "non-preemptible"}
+    fqs = params.get("jiffies_till_first_fqs", "")
+    if fqs.isdigit() and 0 < int(fqs) <= (facts.get("hz") or 1000):
+        rcu["fqs_jiffies"] = int(fqs)
+    nxt = params.get("jiffies_till_next_fqs", "")
+    if nxt.isdigit() and 0 < int(nxt) <= (facts.get("hz") or 1000):
+        rcu["next_fqs_jiffies"] = int(nxt)
+    if facts.get("rcu_lazy") and any(w.startswith("rcu_nocbs") for w in facts.get("cmdline", [])):
+        rcu.update(lazy=True, nocb_cpus="all")
+    hz = facts.get("hz") or 1000
+    costs: dict = {}
+    if "fault" in measured:
+        costs["fault_work"] = f"{max(50, round(measured['fault']['p50'] - 175))}ns"
+    return {
+        "seed": 1,
+        "machine": {"cpus": facts["cpus"], "hz": hz if hz in (100, 250, 300, 1000) else 1000,
+                    "arch": ARCH_OF.get(facts.get("machine", ""), "x86-64"),
+                    "page_size": facts.get("page_size", 4096)},
+        "rcu": rcu,
+        "costs": costs,
+        "_read": {"kernel": facts.get("release"), "config": bool(cfg),
+                  "tables_per_child": page_tables_of_this_process()},
+    }
+
+
+def _scenario(prof: dict, duration: str, workload: dict, **extra) -> dict:
+    cfg = {k: v for k, v in prof.items() if not k.startswith("_")}
+    return {**cfg, "duration": duration, "warmup": "20ms", "workload": workload, **extra}
+
+
+def scenarios(prof: dict, quick: bool) -> dict[str, dict]:
+    """The probe's scenarios as desim configs of ``prof``'s machine."""
+    long, short = ("600ms", "300ms") if quick else ("3s", "1s")
+    busy = {"faults": {"think": "10s", "gaps": "user"}, "processes": {"initial": 1}}
+    spawn = {"spawn": {"mode": "per_task", "tasks": 1, "work": 0,
+                       "tables": prof["_read"]["tables_per_child"]}}
+    return {
+        "sync_rcu_idle": _scenario(prof, long, {"rcu_callers": {"loop": True}}),
+        "sync_rcu_busy": _scenario(prof, long, {"rcu_callers": {"loop": True}, **busy}),
+        "fault": _scenario(prof, short, {"processes": {"initial": 4},
+                                         "faults": {"cpus": 1, "think": "20us"}}),
+        "spawn": _scenario(prof, short, spawn, mm_lifetime="none"),
+        "spawn_sync": _scenario(prof, long, spawn, mm_lifetime="synchronize_rcu_exit_mmap"),
+    }
+
+
+METRIC = {"sync_rcu_idle": "rcu.synchronize", "sync_rcu_busy": "rcu.synchronize",
+          "fault": "fault", "spawn": "spawn.latency", "spawn_sync": "spawn.latency"}
+FITTED = {"fault": "costs.fault_work fitted to this figure",
+          "spawn": "costs.fork and costs.exit fitted to this figure"}
+
+
+def _run(cfg: dict) -> dict:
+    from desim.config import validate
+    from desim.engine import simulate
+
+    return simulate(validate(cfg)).summary
+
+
+def fit_spawn(prof: dict, measured_p50: float, tables: int) -> None:
+    """Fit fork (2/3) and exit (1/3) costs so the plain spawn loop's p50 matches: one trial
+    run with a first guess, then both scaled by what is left to explain (the loop's other
+    costs, page tables and context switches, are the model's own)."""
+    def trial(fork: int, exit_: int) -> float:
+        p = {**prof, "costs": {**prof["costs"], "fork": f"{fork}ns", "exit": f"{exit_}ns"}}
+        cfg = _scenario(p, "200ms", {"spawn": {"mode": "per_task", "tasks": 1, "work": 0,
+                                               "tables": tables}}, mm_lifetime="none")
+        return _run(cfg)["spawn.latency.p50_ns"]
+
+    fork, exit_ = round(measured_p50 * 2 / 3), round(measured_p50 / 3)
+    got = trial(fork, exit_)
+    other = max(0.0, got - fork - exit_)
+    scale = max(0.05, (measured_p50 - other) / (fork + exit_))
+    prof["costs"].update(fork=f"{max(1, round(fork * scale))}ns",
+                         exit=f"{max(1, round(exit_ * scale))}ns")
+
+
+def simulate_probe(prof: dict, measured: dict, quick: bool,
+                   progress: Callable[[str], None] = lambda s: None) -> dict[str, dict]:
+    """desim's figures for each measured scenario: {name: {p50, p90, p99, mean, n}}."""
+    if "spawn" in measured:
+        progress("fitting fork and exit costs to the plain spawn loop")
+        fit_spawn(prof, measured["spawn"]["p50"], prof["_read"]["tables_per_child"])
+    out = {}
+    for name, cfg in scenarios(prof, quick).items():
+        if name not in measured:
+            continue
+        progress(f"simulating {name}")
+        s = _run(cfg)
+        key = METRIC[name]
+        out[name] = {"n": s.get(f"{key}.count", 0), "p50": s.get(f"{key}.p50_ns"),
+                     "p99": s.get(f"{key}.p99_ns"), "mean": s.get(f"{key}.mean_ns")}
+    return out
+
+
+def explain(name: str, facts: dict, ratio: float) -> str:
+    """What the model leaves out that can move this scenario, as far as the probe can tell."""
+    params = facts.get("rcu_params", {})
+    notes = []
+    if name.startswith(("sync", "spawn_sync")) and params.get("rcu_normal_wake_from_gp") == "1":
+        notes.append("likely: the host wakes synchronize_rcu() callers from the GP kthread at "
+                     "the GP's end (rcu_normal_wake_from_gp=1, Linux 6.9+); desim models v6.6, "
+                     "where the wake-up is a callback its CPU notices at a tick and invokes "
+                     "after the GP, about two jiffies more (as root, writing 0 to "
+                     "/sys/module/rcutree/parameters/rcu_normal_wake_from_gp makes the host "
+                     "wake callers that way too)")
+    if name == "sync_rcu_idle" and ratio < 1:
+        notes.append("an idle host's CPUs also wake for timers and housekeeping desim does not "
+                     "model")
+    if name in ("spawn", "spawn_sync"):
+        notes.append("the child is a fork of the probe's Python process; desim's child has the "
+                     "same number of PTE tables but no other fork/exit work than the fitted cost")
+    return "; ".join(notes)
+
+
+def compare(facts: dict, measured: dict, simulated: dict) -> list[dict]:
+    rows = []
+    for name, m in measured.items():
+        s = simulated.get(name)
+        if s is None or not s.get("p50"):
+            rows.append({"scenario": name, "measured_p50": m["p50"], "simulated_p50": None,
+                         "ratio": None, "verdict": "not simulated", "why": ""})
+            continue
+        ratio = s["p50"] / m["p50"]
+        if name in FITTED:
+            verdict, why = "fitted", FITTED[name]
+        elif abs(ratio - 1) <= TOLERANCE:
+            verdict, why = "agrees", ""
+        else:
+            verdict, why = "differs", explain(name, facts, ratio)
+        rows.append({"scenario": name, "measured_p50": m["p50"], "simulated_p50": s["p50"],
+                     "measured_p99": m["p99"], "simulated_p99": s["p99"], "ratio": ratio,
+                     "verdict": verdict, "why": why})
+    return rows

@@ -23,6 +23,9 @@ class RcuCallersParams(Params):
     kind: Literal["synchronize", "expedited", "barrier"] = Field(
         "synchronize", description="which wait to call"
     )
+    loop: bool = Field(
+        False, description="one task calling back to back on one CPU, as a measuring loop does "
+        "(rate is then ignored)")
 
 
 @ELEMENTS.register("rcu_callers")
@@ -31,16 +34,28 @@ class RcuCallers(Element):
     summary = "tasks calling synchronize_rcu / _expedited / rcu_barrier, to time grace periods"
 
     def start(self) -> None:
-        self.env.process(self._arrivals())
+        self.env.process(self._loop() if self.p.loop else self._arrivals())
+
+    def _wait_fn(self):
+        rcu = self.m.rcu
+        return {"synchronize": rcu.synchronize, "expedited": rcu.synchronize_expedited,
+                "barrier": rcu.barrier}[self.p.kind]
+
+    def _loop(self):
+        """A closed loop: the next call starts when the last returns (``desim probe``'s)."""
+        m = self.m
+        wait = self._wait_fn()
+        cpu = m.cpus[0]
+        task = object()
+        while True:
+            yield from self.run_on(m, cpu, task, wait(cpu, task))
 
     def _arrivals(self):
         m = self.m
         env = self.env
         gap = self.p.rate.ns_sampler(self.rng("arrivals"))
         u = self.uniform("cpu")
-        rcu = m.rcu
-        wait = {"synchronize": rcu.synchronize, "expedited": rcu.synchronize_expedited,
-                "barrier": rcu.barrier}[self.p.kind]
+        wait = self._wait_fn()
         while True:
             yield from self.wait(gap())  # phase-scaled, as every element's arrivals
             cpu = m.cpus[int(u() * len(m.cpus))]
