@@ -18,7 +18,13 @@ from desim import __version__
 from desim.config import Config
 from desim.model.machine import Machine
 from desim.model.safety import SafetyStop
-from desim.records import MEMORY_COLUMNS, SERIES_COLUMNS, LatencyBin
+from desim.records import (
+    MEMORY_COLUMNS,
+    SERIES_COLUMNS,
+    LatencyBin,
+    counter_table,
+    declared_counters,
+)
 from desim.rng import Streams
 from desim.workloads import ELEMENTS
 
@@ -105,10 +111,35 @@ def _sampler(m: Machine, interval: int, series: dict[str, list]):
         yield Timeout(env, interval)
 
 
+def memory_results(m: Machine, series: dict[str, list]):
+    """The memory books' contribution to summary.json: the exact peak of each kind (kept by the
+    account at every transition since the warm-up) and its mean over the sampled series."""
+    def results(now: int) -> dict[str, float]:
+        acc = m.allocator.account
+        peaks = acc.peaks()
+        total = [h + b for h, b in zip(series["held"], series["tlb_batch"], strict=True)]
+        cols = {**series, "total": total}
+        s: dict[str, float] = {}
+        for kind in MEMORY_COLUMNS:
+            col = cols[kind]
+            s[f"mem.{kind}.peak_bytes"] = peaks[kind]
+            s[f"mem.{kind}.mean_bytes"] = sum(col) / len(col) if col else 0
+        # overhead: every byte page tables cost beyond the live tables, batch pages included
+        waste = [tt - lv for tt, lv in zip(total, series["live"], strict=True)]
+        s["mem.overhead.peak_bytes"] = peaks["overhead"]
+        s["mem.overhead.mean_bytes"] = sum(waste) / len(waste) if waste else 0
+        s["mem.samples"] = len(series["t_ns"])
+        s["mem.held_end_bytes"] = acc.held
+        return s
+    return results
+
+
 def build(config: Config, streams: Streams | None = None) -> Machine:
     m = Machine(config, streams)
     for name, params in config.workload.items():
-        ELEMENTS.get(name)(m, params).start()
+        cls = ELEMENTS.get(name)
+        m.counters.update(counter_table(declared_counters(cls)))
+        cls(m, params).start()
     return m
 
 
@@ -125,6 +156,7 @@ def simulate(config: Config, streams: Streams | None = None, progress=None,
         trace.attach(m)
     env = m.env
     series: dict[str, list] = {c: [] for c in SERIES_COLUMNS}
+    m.result_hooks.insert(3, memory_results(m, series))   # beside the machine's own parts
     if config.record.enabled:
         env.process(_sampler(m, config.record.sample_interval, series))
     if config.warmup:
@@ -155,58 +187,6 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
         "sim.duration_ns": now,
         "sim.events": events,
     }
-    for op, h in m.latency.items():
-        s.update(h.summary(op))
-    rcu = m.rcu
-    s.update(rcu.gp_length.summary("rcu.gp"))
-    s.update(rcu.sync_latency.summary("rcu.synchronize"))
-    s.update(rcu.exp_latency.summary("rcu.expedited"))
-    s.update(rcu.barrier_latency.summary("rcu.barrier"))
-    s["rcu.gps_completed"] = rcu.completed
-    s["rcu.callbacks_queued"] = rcu.queued
-    s["rcu.callbacks_invoked"] = rcu.invoked
-    s["rcu.callbacks_pending_end"] = rcu.pending
-    s["rcu.callbacks_pending_max"] = rcu.max_pending
-    s["ipi.sent"] = m.ipis_sent
-    for st in m.lock_classes.values():
-        if st.acquisitions:
-            s.update(st.summary())
-    # memory: the exact peak of each kind (kept by the account at every transition since the
-    # warm-up) and the mean over the sampled series
-    acc = m.allocator.account
-    peaks = acc.peaks()
-    t = series["t_ns"]
-    total = [h + b for h, b in zip(series["held"], series["tlb_batch"], strict=True)]
-    cols = {**series, "total": total}
-    for kind in MEMORY_COLUMNS:
-        col = cols[kind]
-        s[f"mem.{kind}.peak_bytes"] = peaks[kind]
-        s[f"mem.{kind}.mean_bytes"] = sum(col) / len(col) if col else 0
-    # overhead: every byte page tables cost beyond the live tables, batch pages included
-    waste = [tt - lv for tt, lv in zip(total, series["live"], strict=True)]
-    s["mem.overhead.peak_bytes"] = peaks["overhead"]
-    s["mem.overhead.mean_bytes"] = sum(waste) / len(waste) if waste else 0
-    s["mem.samples"] = len(t)
-    s["mem.held_end_bytes"] = acc.held
-    pages = m.pages
-    s["pages.allocated"] = pages.allocated
-    s["pages.freed"] = pages.freed
-    s["pages.held_end"] = pages.held
-    s["pages.pgtable_held_end"] = pages.pages_held("pgtable")
-    s["pages.alloc_failed"] = pages.failed
-    for k, v in sorted(m.counters.items()):
-        s[f"count.{k}"] = v
-    # which share of page-table frees went through pte_free_defer (retraction), as against
-    # mmu_gather (munmap, exit) and pte_free (a lost populate race)
-    c = m.counters
-    deferred = c.get("tables.deferred", 0)
-    frees = deferred + c.get("tables.gathered", 0) + c.get("alloc.lost_race", 0)
-    s["tables.freed"] = frees
-    s["tables.defer_share"] = deferred / frees if frees else 0.0
-    s["mm.alive_end"] = len(m.mms)
-    s["mm.alive_peak"] = m.mms_alive_peak
-    s["cpu.busy_fraction"] = sum(c.busy_fraction(now) for c in m.cpus) / len(m.cpus)
-    s["cpu.softirq_ns"] = sum(c.softirq_ns for c in m.cpus)
     for hook in m.result_hooks:
         s.update(hook(now))
     if m.safety is not None:
@@ -223,7 +203,7 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
              for st in m.lock_classes.values() if st.acquisitions]
     return RunResult(
         config=cfg, summary=s, series=series, latency_hist=hist_rows, locks=locks,
-        gp_spans=list(rcu.gp_spans), violations=violations, events=events, wall_s=wall,
+        gp_spans=list(m.rcu.gp_spans), violations=violations, events=events, wall_s=wall,
         stopped_early=stopped, samples=m.samples,
     )
 

@@ -106,15 +106,24 @@ SERIES_METRICS = SERIES_COLUMNS[1:]      # what steady-state means are computed 
 # The machine's own counters; designs and workload elements declare theirs (``counters`` on
 # their class). In summary.json each is ``count.<name>``; a counter never incremented is left out.
 CORE_COUNTERS = (
-    "mm.created", "mm.exited", "mm.freed",
+    "mm.created", "mm.exited", "mm.freed", "munmap.count", "collapse.madvise",
     "tables.allocated", "tables.deferred", "tables.gathered",
     "alloc.failed", "alloc.lost_race", "fault.retries",
-    "tlb.batches", "tlb.sync_frees", "ipi.waited_irqs_off",
+    "tlb.batches", "tlb.sync_frees", "tlb.flush_frees", "ipi.waited_irqs_off",
 )
 
 
+def declared_counters(cls: type) -> tuple[str, ...]:
+    """The counters a plugin class and its bases declare (``counters`` class attributes)."""
+    out: list[str] = []
+    for c in reversed(cls.__mro__):
+        out.extend(c.__dict__.get("counters", ()))
+    return tuple(out)
+
+
 def counter_table(*declared: tuple[str, ...]) -> dict[str, int]:
-    """A counter table holding exactly the declared names, at zero."""
+    """A counter table holding exactly the declared names, at zero: incrementing any other
+    name raises ``KeyError`` at once."""
     table: dict[str, int] = {}
     for names in declared:
         for n in names:

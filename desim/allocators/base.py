@@ -42,6 +42,7 @@ class Allocator:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     summary: ClassVar[str] = ""
+    counters: ClassVar[tuple[str, ...]] = ()   # the design's own counters (desim.records)
     # Safety violation kinds the design, as the kernel merged it, is known to commit.
     known_violations: ClassVar[tuple[str, ...]] = ()
     # The machine (desim.model.arch) a config with no machine.arch models for this design.

@@ -113,6 +113,7 @@ class _PoolPage:
 
 @ALLOCATORS.register("percpu-pool")
 class PercpuPool(Allocator):
+    counters = ('percpu_pool.call_rcu', 'percpu_pool.pages_carved', 'percpu_pool.pages_returned', 'percpu_pool.reused')
     arch = "arm64"   # a proposal for every MMU_GATHER_RCU_TABLE_FREE arch with fragments
     Params = PercpuPoolParams
     summary = "Jason's global per-CPU fragment pool: next/this-cycle/free waterfall, 1 call_rcu/CPU"

@@ -91,6 +91,7 @@ class FragPage:
 
 @ALLOCATORS.register("powerpc")
 class Powerpc(Allocator):
+    counters = ('powerpc.alloc_race', 'powerpc.rcu_page_frees', 'powerpc.teardown_dropped', 'powerpc.teardown_free_active')
     Params = PowerpcParams
     summary = ("powerpc 6.6: per-mm fragment cache under page_table_lock, fragments never reused, "
                "PG_active pages freed by RCU")

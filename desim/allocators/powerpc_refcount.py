@@ -55,6 +55,7 @@ class DeferPage(FragPage):
 
 @ALLOCATORS.register("powerpc-refcount")
 class PowerpcRefcount(Powerpc):
+    counters = ('powerpc.defer_joined', 'powerpc.redefer')
     known_violations = ()   # never sets PG_active
     summary = ("powerpc, Hugh's v2: deferrals counted in pt_frag_refcount (+0x10000 each), "
                "one rcu_head user, callback re-defers once")

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 @ALLOCATORS.register("s390")
 class S390(HalfPageAllocator):
+    counters = ('s390.active_pages', 's390.page_call_rcu')
     summary = "s390 6.6: 2 KiB halves, AA/PP bits, per-mm pgtable_list, Active pages not reused"
 
     def __init__(self, machine, params) -> None:

@@ -77,6 +77,7 @@ class S390PageState:
 
 
 class HalfPageAllocator(Allocator):
+    counters = ('s390.fresh_pages', 's390.list_hits', 's390.pages_freed', 's390.pgste_pages', 's390.pgste_defer')
     arch = "s390"
     """Shared half-page machinery: ``page_table_alloc``, the per-mm list, the accounting, and
     ``page_table_free_rcu``. Subclasses give the list lock, the other free paths, and where a

@@ -79,6 +79,7 @@ def _free_mm_cb(cpu: CPU, arg) -> None:
 
 @ALLOCATORS.register("s390-hh")
 class S390HH(HalfPageAllocator):
+    counters = ('s390.defer_call_rcu', 's390.defer_rides_other', 's390.mmdrop_async', 's390.rcu_requeue', 's390.relinked')
     Params = S390HHParams
     summary = "s390 v2: HH bits, global list lock, pt_mm; Gordeev's rule; mm-lifetime choices"
     # The machine-wide mm_lifetime rules this design implements itself (desim.model.mm_lifetime

@@ -7,7 +7,6 @@ imports pandas: results leave as plain Python structures (``desim.engine``).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 
 import simpy
@@ -21,7 +20,7 @@ from desim.model.memory import MM, Page, PageAllocator, RWSem
 from desim.model.rcu import RCU
 from desim.model.safety import SafetyChecker
 from desim.model.stats import LockClassStats, LogHistogram
-from desim.records import LATENCY_OPS
+from desim.records import CORE_COUNTERS, LATENCY_OPS, counter_table, declared_counters
 from desim.rng import Streams
 
 
@@ -61,7 +60,12 @@ class Machine:
         self.rcu = RCU(self)
         self.ipis_sent = 0
         self.irqs_off: dict[CPU, Event] = {}  # CPUs with IRQs disabled -> fires on re-enable
-        self.counters: defaultdict[str, int] = defaultdict(int)
+        from desim.model.mm_lifetime import COUNTERS as LIFETIME_COUNTERS
+
+        # declared counters only (desim.records): a misspelt name fails at its first use
+        self.counters: dict[str, int] = counter_table(
+            CORE_COUNTERS, LIFETIME_COUNTERS,
+            declared_counters(ALLOCATORS.get(config.allocator.name)))
         self.latency = {op: LogHistogram() for op in LATENCY_OPS}
         self.samples: dict[str, list] | None = (
             {op: [] for op in LATENCY_OPS} if config.record.latency_samples else None
@@ -80,7 +84,11 @@ class Machine:
         self.next_mm_id = 0
         self.mms_alive_peak = 0
         # Parts made on demand (the scheduler) add their results and their warm-up reset here.
-        self.result_hooks: list[Callable[[int], dict[str, float]]] = []
+        # What each component contributes to summary.json, in this order: ``hook(now)`` returns
+        # flat {metric: number}. Elements and the scheduler append theirs when they start; the
+        # engine adds the memory books' (they need its time series).
+        self.result_hooks: list[Callable[[int], dict[str, float]]] = [
+            self.latency_results, self.rcu.results, self.lock_results, self.activity_results]
         self.clear_hooks: list[Callable[[], None]] = []
         self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
         # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
@@ -119,6 +127,45 @@ class Machine:
             hs.append(st.wait)
         return hs + list(self.rcu.histograms())
 
+    # -- what the machine's own parts contribute to summary.json --------------------------------
+    def latency_results(self, now: int) -> dict[str, float]:
+        s: dict[str, float] = {}
+        for op, h in self.latency.items():
+            s.update(h.summary(op))
+        s["ipi.sent"] = self.ipis_sent
+        return s
+
+    def lock_results(self, now: int) -> dict[str, float]:
+        s: dict[str, float] = {}
+        for st in self.lock_classes.values():
+            if st.acquisitions:
+                s.update(st.summary())
+        return s
+
+    def activity_results(self, now: int) -> dict[str, float]:
+        """The page allocator, the counters, the mms and the CPUs."""
+        pages = self.pages
+        s: dict[str, float] = {
+            "pages.allocated": pages.allocated, "pages.freed": pages.freed,
+            "pages.held_end": pages.held, "pages.pgtable_held_end": pages.pages_held("pgtable"),
+            "pages.alloc_failed": pages.failed,
+        }
+        c = self.counters
+        for k, v in sorted(c.items()):
+            if v:                   # a counter never incremented is left out
+                s[f"count.{k}"] = v
+        # which share of page-table frees went through pte_free_defer (retraction), as against
+        # mmu_gather (munmap, exit) and pte_free (a lost populate race)
+        deferred = c.get("tables.deferred", 0)
+        frees = deferred + c.get("tables.gathered", 0) + c.get("alloc.lost_race", 0)
+        s["tables.freed"] = frees
+        s["tables.defer_share"] = deferred / frees if frees else 0.0
+        s["mm.alive_end"] = len(self.mms)
+        s["mm.alive_peak"] = self.mms_alive_peak
+        s["cpu.busy_fraction"] = sum(cpu.busy_fraction(now) for cpu in self.cpus) / len(self.cpus)
+        s["cpu.softirq_ns"] = sum(cpu.softirq_ns for cpu in self.cpus)
+        return s
+
     def clear_stats(self) -> None:
         """End of warm-up: forget what was measured so far (state is kept)."""
         for h in self.latency.values():
@@ -130,7 +177,8 @@ class Machine:
             st.clear()
         self.rcu.clear_stats()
         self.allocator.account.reset_peaks()
-        self.counters.clear()
+        for k in self.counters:
+            self.counters[k] = 0
         self.ipis_sent = 0
         for hook in self.clear_hooks:
             hook()

@@ -53,6 +53,10 @@ def _free_mm_cb(cpu: CPU, arg) -> None:
     m.free_mm(cpu, mm)
 
 
+# counters this module increments (desim.records: declared, so a typo fails at once)
+COUNTERS = ("mm.exit_mmap_synchronize", "mm.exit_mmap_barrier", "mm.call_rcu", "mm.rcu_barrier",
+            "mm.slab_typesafe_by_rcu", "mm.mmdrop_synchronize", "mm.mmdrop_async")
+
 class MMLifetime:
     def __init__(self, m: Machine) -> None:
         self.m = m

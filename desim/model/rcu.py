@@ -284,6 +284,20 @@ class RCU:
     def histograms(self) -> tuple[LogHistogram, ...]:
         return self.gp_length, self.sync_latency, self.exp_latency, self.barrier_latency
 
+    def results(self, now: int) -> dict[str, float]:
+        """What RCU contributes to summary.json: GP lengths, the callers' waits, callbacks."""
+        s: dict[str, float] = {}
+        s.update(self.gp_length.summary("rcu.gp"))
+        s.update(self.sync_latency.summary("rcu.synchronize"))
+        s.update(self.exp_latency.summary("rcu.expedited"))
+        s.update(self.barrier_latency.summary("rcu.barrier"))
+        s["rcu.gps_completed"] = self.completed
+        s["rcu.callbacks_queued"] = self.queued
+        s["rcu.callbacks_invoked"] = self.invoked
+        s["rcu.callbacks_pending_end"] = self.pending
+        s["rcu.callbacks_pending_max"] = self.max_pending
+        return s
+
     def clear_stats(self) -> None:
         for h in self.histograms():
             h.clear()

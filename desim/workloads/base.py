@@ -140,6 +140,7 @@ class Element:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = Params
     summary: ClassVar[str] = ""
+    counters: ClassVar[tuple[str, ...]] = ()   # the element's own counters (desim.records)
 
     def __init__(self, machine: Machine, params: BaseModel) -> None:
         self.m = machine

@@ -37,6 +37,7 @@ class KhugepagedParams(Params):
 @ELEMENTS.register("khugepaged")
 class Khugepaged(Element):
     Params = KhugepagedParams
+    counters = ('khugepaged.collapses',)
     summary = "kthread retracting shmem page tables with pte_free_defer (no mmap_lock)"
 
     def start(self) -> None:

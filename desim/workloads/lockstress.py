@@ -53,6 +53,7 @@ class LockstressParams(Params):
 @ELEMENTS.register("lockstress")
 class Lockstress(Element):
     Params = LockstressParams
+    counters = ('lockstress.arrivals', 'lockstress.cycles')
     summary = "calibration: think / acquire / hold / release on K spinlocks (closed or Poisson)"
 
     def start(self) -> None:

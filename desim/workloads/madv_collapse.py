@@ -30,6 +30,7 @@ class MadvCollapseParams(Params):
 @ELEMENTS.register("madv_collapse")
 class MadvCollapse(Element):
     Params = MadvCollapseParams
+    counters = ('collapse.no_shmem_range',)
     summary = "madvise(MADV_COLLAPSE): collapse_pte_mapped_thp under mmap_read_lock"
 
     def start(self) -> None:

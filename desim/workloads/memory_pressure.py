@@ -42,6 +42,7 @@ class MemoryPressureParams(Params):
 @ELEMENTS.register("memory_pressure")
 class MemoryPressure(Element):
     Params = MemoryPressureParams
+    counters = ('pressure.hog_pages', 'pressure.random_failures', 'pressure.watermark_failures')
     summary = "page allocation failing at a rate or below a free-page level (GFP_NOWAIT)"
 
     def start(self) -> None:
