@@ -18,13 +18,7 @@ from desim import __version__
 from desim.config import Config
 from desim.model.machine import Machine
 from desim.model.safety import SafetyStop
-from desim.records import (
-    MEMORY_COLUMNS,
-    SERIES_COLUMNS,
-    LatencyBin,
-    counter_table,
-    declared_counters,
-)
+from desim.records import MEMORY_COLUMNS, SERIES_COLUMNS, LatencyBin
 from desim.rng import Streams
 from desim.workloads import ELEMENTS
 
@@ -137,9 +131,7 @@ def memory_results(m: Machine, series: dict[str, list]):
 def build(config: Config, streams: Streams | None = None) -> Machine:
     m = Machine(config, streams)
     for name, params in config.workload.items():
-        cls = ELEMENTS.get(name)
-        m.counters.update(counter_table(declared_counters(cls)))
-        cls(m, params).start()
+        ELEMENTS.get(name)(m, params).start()
     return m
 
 

@@ -110,6 +110,8 @@ CORE_COUNTERS = (
     "tables.allocated", "tables.deferred", "tables.gathered",
     "alloc.failed", "alloc.lost_race", "fault.retries",
     "tlb.batches", "tlb.sync_frees", "tlb.flush_frees", "ipi.waited_irqs_off",
+    # gup_fast_walk (desim.workloads.gup_fast) is a machine operation tests call directly
+    "gup_fast.walks", "gup_fast.pages", "gup_fast.backoffs",
 )
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from simpy.events import Event, Timeout
 
 from desim.config import MAX_CPUS, Int
+from desim.records import declared_counters
 from desim.rng import buffered
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ class Element:
         self.p = params
         self.env = machine.env
         self.state = shared(machine)
+        for name in declared_counters(type(self)):
+            machine.counters.setdefault(name, 0)
 
     def rng(self, stream: str) -> np.random.Generator:
         return self.m.streams.get(f"{self.name}.{stream}")

@@ -65,7 +65,6 @@ def gup_fast_walk(m, cpu, mm, pick: float, pages: int, cost: int):
 @ELEMENTS.register("gup_fast")
 class GupFast(Element):
     Params = GupFastParams
-    counters = ('gup_fast.backoffs', 'gup_fast.pages', 'gup_fast.walks')
     summary = "GUP-fast walkers: lockless walk with IRQs off, blocking the table-free IPI"
 
     def start(self) -> None:
