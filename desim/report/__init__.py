@@ -24,23 +24,12 @@ import matplotlib.pyplot as plt
 
 from desim.report import tables
 from desim.report.figures import Context, Fig, Skip
-from desim.report.figures.latency import latency_ecdf, latency_vs_x
-from desim.report.figures.locks import locks
-from desim.report.figures.memory import memory_split, waste_time, waste_vs_x
-from desim.report.figures.rcu import cb_backlog, free_to_reuse, gp_length
-from desim.report.figures.safety import safety
 from desim.report.html import render
 from desim.report.load import Results, ResultsError, load
+from desim.report.registry import FIGURES
 from desim.report.spec import ReportSpec, ReportSpecError, parse_spec
 from desim.report.style import GLOSSARY, apply_theme, design_colour
 from desim.rundir import REPORT, RunDirError, Staging, check_target
-
-BUILDERS = {
-    "memory_split": memory_split, "waste_time": waste_time, "waste_vs_x": waste_vs_x,
-    "latency_ecdf": latency_ecdf, "latency_vs_x": latency_vs_x, "locks": locks,
-    "gp_length": gp_length, "cb_backlog": cb_backlog, "free_to_reuse": free_to_reuse,
-    "safety": safety,
-}
 
 __all__ = ["Report", "ReportSpecError", "ResultsError", "make_report"]
 
@@ -113,7 +102,7 @@ def _write(res: Results, spec: ReportSpec, outdir: Path, t0: float) -> Report:
     report = Report(out=outdir, html=outdir / "report.html")
     figs, skipped = [], []
     for name in spec.figures:
-        r = BUILDERS[name](ctx)
+        r = FIGURES.get(name)(ctx)
         if isinstance(r, Skip):
             skipped.append(r)
             continue

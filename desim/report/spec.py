@@ -15,18 +15,19 @@ Unknown keys and names are refused with a one-line error naming the field and al
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from desim.records import LATENCY_OPS
+from desim.report.registry import groups, ordered
 
-GROUPS: dict[str, list[str]] = {
-    "memory": ["memory_split", "waste_time", "waste_vs_x"],
-    "latency": ["latency_ecdf", "latency_vs_x"],
-    "locks": ["locks"],
-    "rcu": ["gp_length", "cb_backlog", "free_to_reuse"],
-    "safety": ["safety"],
-}
-ALL_FIGURES = [f for fs in GROUPS.values() for f in fs]
+
+def __getattr__(name: str):
+    # GROUPS and ALL_FIGURES come from the figure registry, loaded on first use
+    if name == "GROUPS":
+        return groups()
+    if name == "ALL_FIGURES":
+        return [n for n, _ in ordered()]
+    raise AttributeError(name)
 
 # The answer to the main question (what deferring costs in memory, and is it safe) first.
 DEFAULT_METRICS = [
@@ -44,7 +45,7 @@ class ReportSpecError(ValueError):
 class ReportSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    figures: list[str] = list(GROUPS)
+    figures: list[str] = Field(default_factory=lambda: list(groups()))
     x: str | None = None
     metrics: list[str] | None = None
     latency_ops: list[str] = ["fault", "alloc", "defer", "exit"]
@@ -54,14 +55,16 @@ class ReportSpec(BaseModel):
     @classmethod
     def _figures(cls, v: list[str]) -> list[str]:
         out: list[str] = []
+        grouped = groups()
+        every = [n for n, _ in ordered()]
         for name in v:
-            if name in GROUPS:
-                out += GROUPS[name]
-            elif name in ALL_FIGURES:
+            if name in grouped:
+                out += grouped[name]
+            elif name in every:
                 out.append(name)
             else:
                 raise ValueError(f"unknown figure {name!r}; allowed: "
-                                 f"{', '.join([*GROUPS, *ALL_FIGURES])}")
+                                 f"{', '.join([*grouped, *every])}")
         return list(dict.fromkeys(out))
 
     @field_validator("latency_ops")

@@ -10,6 +10,7 @@ from matplotlib.lines import Line2D
 
 from desim.report.figures import Context, Fig, Skip
 from desim.report.figures.plot import band_line, hist_ecdf, legend, vs_x
+from desim.report.registry import figure
 from desim.report.style import log_time_axis, subplots
 
 CUT_NOTE = (" A ▼ marks a confidence interval reaching 0 or below, which a log axis cannot "
@@ -70,6 +71,7 @@ def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: st
     return Fig(name, title, cap + (f" ({note})" if note else ""), fig)
 
 
+@figure("latency_ecdf", group="latency", rank=20)
 def latency_ecdf(ctx: Context) -> Fig | Skip:
     return ecdf_panels(
         ctx, list(ctx.spec.latency_ops), "latency_ecdf", "Latency distributions (ECDF)",
@@ -77,6 +79,7 @@ def latency_ecdf(ctx: Context) -> Fig | Skip:
         "(log x axis).")
 
 
+@figure("latency_vs_x", group="latency", rank=21)
 def latency_vs_x(ctx: Context) -> Fig | Skip:
     title = "Latency p50 / p99 vs swept parameter"
     if ctx.x is None:

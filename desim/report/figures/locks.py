@@ -13,6 +13,7 @@ from matplotlib.ticker import FuncFormatter
 from desim.report.figures import Context, Fig, Skip
 from desim.report.figures.latency import CUT_NOTE
 from desim.report.figures.plot import bars_by_series, legend, vs_x
+from desim.report.registry import figure
 from desim.report.style import log_time_axis, ns_label, percent_axis, subplots
 
 MAX_CLASSES = 5
@@ -23,6 +24,7 @@ ROWS = [
 ]
 
 
+@figure("locks", group="locks", rank=30)
 def locks(ctx: Context) -> Fig | Skip:
     title = "Lock contention and wait per lock class"
     runs = ctx.runs

@@ -13,6 +13,7 @@ from matplotlib.patches import Patch
 
 from desim.report.figures import Context, Fig, Skip
 from desim.report.figures.plot import band_line, legend, over_time, vs_x
+from desim.report.registry import figure
 from desim.report.style import (
     KIND_COLOURS,
     KIND_NOTES,
@@ -24,6 +25,7 @@ from desim.stats import mean_ci
 KINDS = list(KIND_COLOURS)
 
 
+@figure("memory_split", group="memory", rank=10)
 def memory_split(ctx: Context) -> Fig | Skip:
     title = "Page-table memory by kind"
     cols = [f"mem.{k}.mean_bytes" for k in KINDS]
@@ -64,6 +66,7 @@ def memory_split(ctx: Context) -> Fig | Skip:
     return Fig("memory_split", title, cap + (f" ({note})" if note else ""), fig)
 
 
+@figure("waste_time", group="memory", rank=11)
 def waste_time(ctx: Context) -> Fig | Skip:
     title = "Waste over time"
     ts = ctx.table("timeseries")
@@ -94,6 +97,7 @@ def waste_time(ctx: Context) -> Fig | Skip:
     return Fig("waste_time", title, cap + (f" ({note})" if note else ""), fig)
 
 
+@figure("waste_vs_x", group="memory", rank=12)
 def waste_vs_x(ctx: Context) -> Fig | Skip:
     title = "Waste vs swept parameter"
     if ctx.x is None:

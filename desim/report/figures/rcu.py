@@ -11,9 +11,11 @@ from __future__ import annotations
 from desim.report.figures import Context, Fig, Skip
 from desim.report.figures.latency import ecdf_panels
 from desim.report.figures.plot import band_line, legend, over_time, sample_ecdf
+from desim.report.registry import figure
 from desim.report.style import log_time_axis, subplots
 
 
+@figure("gp_length", group="rcu", rank=40)
 def gp_length(ctx: Context) -> Fig | Skip:
     title = "Grace-period length"
     gp = ctx.table("gp")
@@ -45,6 +47,7 @@ def gp_length(ctx: Context) -> Fig | Skip:
     return Fig("gp_length", title, cap + (f" ({note})" if note else ""), fig)
 
 
+@figure("cb_backlog", group="rcu", rank=41)
 def cb_backlog(ctx: Context) -> Fig | Skip:
     title = "RCU callback backlog over time"
     ts = ctx.table("timeseries")
@@ -81,6 +84,7 @@ def cb_backlog(ctx: Context) -> Fig | Skip:
     return Fig("cb_backlog", title, cap + (f" ({note})" if note else ""), fig)
 
 
+@figure("free_to_reuse", group="rcu", rank=42)
 def free_to_reuse(ctx: Context) -> Fig | Skip:
     return ecdf_panels(
         ctx, ["free_to_reuse"], "free_to_reuse", "Free-to-reuse delay",

@@ -10,6 +10,7 @@ import numpy as np
 
 from desim.report.figures import Context, Fig, Skip
 from desim.report.figures.plot import legend
+from desim.report.registry import figure
 from desim.report.style import subplots
 
 KIND_LABELS = {
@@ -28,6 +29,7 @@ def kinds_in(runs) -> list[str]:
             and np.issubdtype(runs[c].dtype, np.number)]
 
 
+@figure("safety", group="safety", rank=50)
 def safety(ctx: Context) -> Fig | Skip:
     title = "Safety violations"
     runs = ctx.runs
