@@ -42,7 +42,6 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None, command: str)
 
     try:
         cfg = load_config(path, list(overrides), seed)
-        check_buildable(cfg)
     except ConfigError as exc:
         try:
             keys = [k for k in read_yaml(path) if k in EXPERIMENT_KEYS]
@@ -59,18 +58,6 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None, command: str)
         err.print(f"note: {path} has no workload: section, so the machine runs idle "
                   "(configs/default.yaml has one to copy)", soft_wrap=True, highlight=False)
     return cfg
-
-
-def check_buildable(cfg: Config) -> None:
-    """Build the machine without running it, turning design-level refusals into ConfigError."""
-    from desim.config import ConfigError
-    from desim.engine import build
-    from desim.registry import UnknownName
-
-    try:
-        build(cfg)
-    except (ValueError, UnknownName) as exc:
-        raise ConfigError(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -358,6 +358,18 @@ class Config(Strict):
         return self
 
     @model_validator(mode="after")
+    def _requirements(self):
+        """What the design and each workload element declare they need of the machine
+        (``check_config`` on their classes), checked here so that no machine is built to find out."""
+        from desim.allocators import ALLOCATORS
+        from desim.workloads import ELEMENTS
+
+        ALLOCATORS.get(self.allocator.name).check_config(self.allocator.params, self)
+        for name, params in self.workload.items():
+            ELEMENTS.get(name).check_config(params, self)
+        return self
+
+    @model_validator(mode="after")
     def _times(self):
         if self.warmup >= self.duration:
             raise ValueError("warmup must be shorter than duration")

@@ -15,7 +15,6 @@ from rich.console import Console
 
 from desim.cli import main
 from desim.config import ConfigError
-from desim.sweep.experiment import load_experiment
 from desim.stats import (
     StatsOptions,
     mser_truncation,
@@ -23,6 +22,7 @@ from desim.stats import (
     steady_means,
     t_interval,
 )
+from desim.sweep.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 WALL = {"sim.wall_s", "sim.events_per_s"}

@@ -6,6 +6,7 @@ import math
 import pytest
 from conftest import make_config, make_machine, run_task
 
+from desim.config import ConfigError, validate
 from desim.engine import build, simulate
 from desim.model import mm_ops
 from desim.model.memory import LIVE, PENDING
@@ -153,17 +154,18 @@ def test_phases_scale_rates_without_recreating_processes():
 def test_placement_policies():
     m = make_machine({"machine.cpus": 4})
     u = iter([0.1, 0.9, 0.5, 0.3] * 10).__next__
-    pinned = Placer(m, Placement(policy="pinned", cpus=(1, 3)), u, "f")
+    pinned = Placer(m, Placement(policy="pinned", cpus=(1, 3)), u)
     assert [pinned.home().id for _ in range(4)] == [1, 3, 1, 3]
-    spread = Placer(m, Placement(policy="spread"), u, "f")
+    spread = Placer(m, Placement(policy="spread"), u)
     m.cpus[0].acquire(object())
     m.cpus[1].acquire(object())
     assert spread.home().id == 2
-    mig = Placer(m, Placement(policy="migrating"), u, "f")
+    mig = Placer(m, Placement(policy="migrating"), u)
     assert {mig.where(m.cpus[0]).id for _ in range(4)} == {0, 3, 2, 1}
     assert Placement.model_validate("pinned").policy == "pinned"
-    with pytest.raises(ValueError, match="placement.cpus: CPU 7"):
-        Placer(m, Placement(cpus=(7,)), u, "placement")
+    with pytest.raises(ConfigError, match="workload.processes.placement.cpus: CPU 7"):
+        validate({"machine": {"cpus": 4},
+                  "workload": {"processes": {"placement": {"cpus": [7]}}}})
 
 
 def test_pinned_processes_live_on_their_cpus_and_persistent_ones_stay():

@@ -65,6 +65,31 @@ class Allocator:
         # which a set of objects hashed by address would not.
         self.held_pages: dict[Page, None] = {}
 
+    # -- what the design needs of the machine, checked when a config is loaded -----------------
+    @classmethod
+    def page_sizes(cls, params: BaseModel) -> tuple[int, ...] | None:
+        """The base page sizes the design runs on (None: any)."""
+        return None
+
+    @classmethod
+    def check_config(cls, params: BaseModel, config) -> None:
+        """Refuse a config the design cannot run: a ``ValueError`` whose message starts with
+        the dotted field to blame. ``desim.config.Config`` calls it at load time, so
+        ``desim validate`` and ``desim sweep --dry-run`` name the field without building a
+        machine. Designs with more needs extend it."""
+        sizes = cls.page_sizes(params)
+        have = config.machine.page_size
+        if sizes is not None and have not in sizes:
+            want = " or ".join(f"{s // 1024}KiB" for s in sizes)
+            what = " ".join([cls.name, *cls.geometry(params)])
+            raise ValueError(f"machine.page_size: {what} needs {want} pages, got "
+                             f"{have // 1024}KiB")
+
+    @classmethod
+    def geometry(cls, params: BaseModel) -> tuple[str, ...]:
+        """Words naming the table geometry behind ``page_sizes``, for error messages."""
+        return ()
+
     # -- helpers for designs ------------------------------------------------------------------
     def new_table_page(self, cpu: CPU) -> Page | None:
         """Allocate a page and construct it as a page-table page (ptl initialised)."""

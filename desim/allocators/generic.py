@@ -33,13 +33,17 @@ class Generic(Allocator):
     Params = GenericParams
     summary = "x86-64/arm64: one table per page, pte_free_defer = call_rcu on the page"
 
+    @classmethod
+    def check_config(cls, params, config) -> None:
+        super().check_config(params, config)
+        size = getattr(params, "table_size", None)
+        if size and size > config.machine.page_size:
+            raise ValueError(f"allocator.params.table_size: {size} exceeds the page size "
+                             f"{config.machine.page_size}")
+
     def __init__(self, machine, params: GenericParams) -> None:
         super().__init__(machine, params)
         self.table_size = params.table_size or self.page_size
-        if self.table_size > self.page_size:
-            raise ValueError(
-                f"allocator.params.table_size: {self.table_size} exceeds the page size {self.page_size}"
-            )
         self.slack = self.page_size - self.table_size
 
     def pte_alloc_one(self, cpu: CPU, mm: MM):

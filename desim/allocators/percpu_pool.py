@@ -118,16 +118,18 @@ class PercpuPool(Allocator):
     Params = PercpuPoolParams
     summary = "Jason's global per-CPU fragment pool: next/this-cycle/free waterfall, 1 call_rcu/CPU"
 
+    @classmethod
+    def check_config(cls, params, config) -> None:
+        super().check_config(params, config)
+        fs = params.fragment_size
+        if fs & (fs - 1) or fs < 64 or fs > config.machine.page_size:
+            raise ValueError(f"allocator.params.fragment_size: {fs} must be a power of two from "
+                             f"64 bytes up to the page size {config.machine.page_size}")
+
     def __init__(self, machine, params: PercpuPoolParams) -> None:
         super().__init__(machine, params)
-        fs = params.fragment_size
-        if fs & (fs - 1) or fs < 64 or fs > self.page_size:
-            raise ValueError(
-                f"allocator.params.fragment_size: {fs} must be a power of two from 64 bytes "
-                f"up to the page size {self.page_size}"
-            )
-        self.fs = fs
-        self.per_page = self.page_size // fs
+        self.fs = params.fragment_size
+        self.per_page = self.page_size // self.fs
         self.keep_empty = params.keep_empty
         self.list_op = params.list_op
         self.pools = [_Pool(c.id, machine.lock("percpu_pool")) for c in machine.cpus]

@@ -60,10 +60,6 @@ GEOMETRIES: dict[str, tuple[int, int]] = {
 }
 
 
-def _kib(n: int) -> str:
-    return f"{n // 1024}KiB"
-
-
 class PowerpcParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     geometry: Literal["hash64k", "radix64k", "8xx16k"] = Field(
@@ -103,16 +99,18 @@ class Powerpc(Allocator):
     def default_arch(cls, params: BaseModel) -> str:
         return "powerpc-radix" if getattr(params, "geometry", "") == "radix64k" else "powerpc-hash"
 
+    @classmethod
+    def geometry(cls, params) -> tuple[str, ...]:
+        return ("geometry", params.geometry)
+
+    @classmethod
+    def page_sizes(cls, params) -> tuple[int, ...]:
+        return (GEOMETRIES[params.geometry][0],)   # the geometry's page size
+
     def __init__(self, machine, params: PowerpcParams) -> None:
         super().__init__(machine, params)
-        need, frag = GEOMETRIES[params.geometry]
-        if self.page_size != need:
-            raise ValueError(
-                f"machine.page_size: {self.name} geometry {params.geometry} needs "
-                f"{_kib(need)} pages, got {_kib(self.page_size)}"
-            )
-        self.frag = frag
-        self.nr = need // frag          # PTE_FRAG_NR
+        need, self.frag = GEOMETRIES[params.geometry]
+        self.nr = need // self.frag     # PTE_FRAG_NR
         self.counters = machine.counters
 
     # -- allocation -----------------------------------------------------------------------------

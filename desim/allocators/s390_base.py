@@ -83,13 +83,16 @@ class HalfPageAllocator(Allocator):
     ``page_table_free_rcu``. Subclasses give the list lock, the other free paths, and where a
     gathered half leaves its page on the list (``list_after_free_rcu``)."""
 
+    @classmethod
+    def geometry(cls, params) -> tuple[str, ...]:
+        return ("(2 KiB tables, two per page)",)
+
+    @classmethod
+    def page_sizes(cls, params) -> tuple[int, ...]:
+        return (2 * HALF,)   # 2 KiB tables, two per 4 KiB page
+
     def __init__(self, machine, params) -> None:
         super().__init__(machine, params)
-        if self.page_size != 2 * HALF:
-            raise ValueError(
-                f"allocator.name: {self.name} needs machine.page_size 4KiB (2 KiB tables, two "
-                f"per page), got {self.page_size}"
-            )
         self.in_transit: set = set()   # fresh pages not yet on their list (see pte_alloc_one)
 
     # -- hooks ----------------------------------------------------------------------------

@@ -34,12 +34,9 @@ class S390FullPage(Generic):
     Params = S390FullPageParams
     summary = "s390 6.7+: one 2 KiB table per 4 KiB page, pte_free_defer = call_rcu"
 
-    def __init__(self, machine, params: S390FullPageParams) -> None:
-        super().__init__(machine, params)
-        if self.page_size != 2 * HALF:
-            raise ValueError(
-                f"allocator.name: s390-fullpage needs machine.page_size 4KiB, got {self.page_size}"
-            )
+    @classmethod
+    def page_sizes(cls, params) -> tuple[int, ...]:
+        return (2 * HALF,)
 
     def table_bytes(self, mm: MM) -> int:
         # A KVM guest's table uses the upper half for its PGSTEs: the whole page is live.

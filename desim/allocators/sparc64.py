@@ -28,11 +28,10 @@ class Sparc64(Generic):
     Params = Sparc64Params
     summary = "sparc64: one 8 KiB table per 8 KiB page, pte_free_defer = call_rcu on the page"
 
+    @classmethod
+    def page_sizes(cls, params) -> tuple[int, ...]:
+        return (SPARC64_PAGE,)
+
     def __init__(self, machine, params: Sparc64Params) -> None:
-        size = machine.config.machine.page_size
-        if size != SPARC64_PAGE:
-            raise ValueError(
-                f"machine.page_size: sparc64 needs 8KiB pages, got {size // 1024}KiB"
-            )
         super().__init__(machine, GenericParams(table_size=SPARC64_PAGE))
         self.params = params

@@ -53,12 +53,15 @@ class UnsafeSharedRcuHead(Generic):
     Params = SharedParams
     summary = "UNSAFE control: fragments share a page; each deferral queues the page's one rcu_head"
 
+    @classmethod
+    def check_config(cls, params, config) -> None:
+        if config.machine.page_size % params.fragments:
+            raise ValueError(f"allocator.params.fragments: {params.fragments} does not divide "
+                             f"the page size {config.machine.page_size}")
+
     def __init__(self, machine, params: SharedParams) -> None:
         page_size = machine.config.machine.page_size
         n = params.fragments
-        if page_size % n:
-            raise ValueError(f"allocator.params.fragments: {n} does not divide the page "
-                             f"size {page_size}")
         super().__init__(machine, GenericParams(table_size=page_size // n))
         self.params = params
         self.n = n

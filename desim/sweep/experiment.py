@@ -146,7 +146,7 @@ class Experiment:
             try:
                 inputs, names = collect_inputs(cfg, self.base_dir, read)
                 with relative_to(self.base_dir), serve_inputs(inputs, names):
-                    check_buildable(validate(copy.deepcopy(cfg)))
+                    validate(copy.deepcopy(cfg))
             except ConfigError as exc:
                 invalid = str(exc)
             for r, child in enumerate(children):
@@ -215,17 +215,6 @@ def collect_inputs(config: dict, base_dir: Path, read: dict[str, InputFile] | No
                 raise ConfigError(f"{where}: the input files of one run exceed "
                                   f"{MAX_INPUT_BYTES >> 20} MiB together")
     return inputs, names
-
-
-def check_buildable(cfg) -> None:
-    """Build the machine without running it: designs refuse some geometries at build time."""
-    from desim.engine import build
-    from desim.registry import UnknownName
-
-    try:
-        build(cfg)
-    except (ValueError, UnknownName) as exc:
-        raise ConfigError(" ".join(str(exc).split())) from None
 
 
 def _err(path: Path, msg: str) -> ConfigError:

@@ -61,12 +61,9 @@ class Placer:
 
     __slots__ = ("cpus", "policy", "u", "_next")
 
-    def __init__(self, m: Machine, placement: Placement, u, field: str) -> None:
+    def __init__(self, m: Machine, placement: Placement, u) -> None:
         n = len(m.cpus)
         ids = placement.cpus if placement.cpus is not None else range(n)
-        bad = [i for i in ids if i >= n]
-        if bad:
-            raise ValueError(f"{field}.cpus: CPU {bad[0]} but the machine has {n} CPUs")
         self.cpus = [m.cpus[i] for i in ids]
         self.policy = placement.policy
         self.u = u
@@ -151,6 +148,23 @@ class Element:
         for name in declared_counters(type(self)):
             machine.counters.setdefault(name, 0)
 
+    @classmethod
+    def check_config(cls, params: BaseModel, config) -> None:
+        """Refuse parameters the configured machine cannot satisfy (``ValueError`` naming the
+        dotted field), when the config is loaded: a ``cpus`` count above the machine's, a
+        ``cpu`` id or a placement's CPU ids outside it. Elements with more needs extend it."""
+        n = config.machine.cpus
+        where = f"workload.{cls.name}"
+        for field in type(params).model_fields:
+            v = getattr(params, field)
+            if field == "cpus" and isinstance(v, int) and v > n:
+                raise ValueError(f"{where}.cpus: {v} but the machine has {n} CPUs")
+            if field == "cpu" and isinstance(v, int) and v >= n:
+                raise ValueError(f"{where}.cpu: {v} but the machine has {n} CPUs")
+            if isinstance(v, Placement) and v.cpus is not None and max(v.cpus) >= n:
+                raise ValueError(f"{where}.{field}.cpus: CPU {max(v.cpus)} but the machine has "
+                                 f"{n} CPUs")
+
     def rng(self, stream: str) -> np.random.Generator:
         return self.m.streams.get(f"{self.name}.{stream}")
 
@@ -160,7 +174,7 @@ class Element:
         return buffered(rng.random)
 
     def placer(self, placement: Placement, stream: str = "placement") -> Placer:
-        return Placer(self.m, placement, self.uniform(stream), f"workload.{self.name}.placement")
+        return Placer(self.m, placement, self.uniform(stream))
 
     def rate_multiplier(self) -> float:
         return self.state.mult.get(self.name, 1.0)

@@ -56,8 +56,6 @@ class Faults(Element):
             self.env.process(self._per_process())
             return
         n = self.p.cpus or len(self.m.cpus)
-        if n > len(self.m.cpus):
-            raise ValueError(f"workload.faults.cpus: {n} but the machine has {len(self.m.cpus)} CPUs")
         for cpu in self.m.cpus[:n]:
             self.env.process(self._loop(cpu))
 

@@ -41,11 +41,6 @@ class Khugepaged(Element):
     summary = "kthread retracting shmem page tables with pte_free_defer (no mmap_lock)"
 
     def start(self) -> None:
-        if self.p.cpu >= len(self.m.cpus):
-            raise ValueError(
-                f"workload.khugepaged.cpu: {self.p.cpu} but the machine has "
-                f"{len(self.m.cpus)} CPUs"
-            )
         self.env.process(self._kthread())
 
     def _victims(self, u) -> list:

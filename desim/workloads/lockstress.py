@@ -62,9 +62,6 @@ class Lockstress(Element):
         self.hold = p.hold.ns_sampler(self.rng("hold"))
         if p.mode == "closed":
             n = p.cpus or len(self.m.cpus)
-            if n > len(self.m.cpus):
-                raise ValueError(f"workload.lockstress.cpus: {n} but the machine has "
-                                 f"{len(self.m.cpus)} CPUs")
             for cpu in self.m.cpus[:n]:
                 self.env.process(self._loop(cpu))
         else:

@@ -45,12 +45,16 @@ class MemoryPressure(Element):
     counters = ('pressure.hog_pages', 'pressure.random_failures', 'pressure.watermark_failures')
     summary = "page allocation failing at a rate or below a free-page level (GFP_NOWAIT)"
 
+    @classmethod
+    def check_config(cls, params, config) -> None:
+        super().check_config(params, config)
+        if (params.min_free_pages or params.hog_pages) and config.machine.memory_limit is None:
+            field = "min_free_pages" if params.min_free_pages else "hog_pages"
+            raise ValueError(f"workload.memory_pressure.{field}: needs machine.memory_limit")
+
     def start(self) -> None:
         p = self.p
         pages = self.m.pages
-        if (p.min_free_pages or p.hog_pages) and pages.limit is None:
-            field = "min_free_pages" if p.min_free_pages else "hog_pages"
-            raise ValueError(f"workload.memory_pressure.{field}: needs machine.memory_limit")
         u = self.uniform("fail")
         mult = self.state.mult
         name = self.name

@@ -43,6 +43,13 @@ class Processes(Element):
     Params = ProcessesParams
     summary = "mm population: fork/exec arrivals, lifetimes, exit through mmu_gather"
 
+    @classmethod
+    def check_config(cls, params, config) -> None:
+        super().check_config(params, config)
+        if params.persistent > params.initial:
+            raise ValueError(f"workload.processes.persistent: {params.persistent} exceeds "
+                             f"initial ({params.initial})")
+
     def start(self) -> None:
         p = self.p
         self.n_tables = p.tables.sampler(self.rng("tables"))
@@ -50,9 +57,6 @@ class Processes(Element):
         self.lifetime = p.lifetime.ns_sampler(self.rng("lifetime")) if p.lifetime else None
         self.placer_ = self.placer(p.placement)
         self.state.proc_placer = self.placer_
-        if p.persistent > p.initial:
-            raise ValueError(f"workload.processes.persistent: {p.persistent} exceeds initial "
-                             f"({p.initial})")
         for i in range(p.initial):
             self.env.process(self._life(self.placer_.home(), i < p.persistent))
         if p.fork_rate is not None:

@@ -53,8 +53,6 @@ class Spawn(Element):
         m.clear_hooks.append(self.clear_stats)
         if p.mode == "per_cpu":
             n = p.cpus or len(m.cpus)
-            if n > len(m.cpus):
-                raise ValueError(f"workload.spawn.cpus: {n} but the machine has {len(m.cpus)} CPUs")
             for c in m.cpus[:n]:
                 self.env.process(self._loop([c]))
         else:

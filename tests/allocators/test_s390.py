@@ -213,7 +213,8 @@ def test_invariant_checker_catches_a_corrupted_page():
 
 
 def test_s390_refuses_other_page_sizes():
-    with pytest.raises(ValueError, match="page_size 4KiB"):
+    with pytest.raises(ValueError, match=r"machine.page_size: s390 \(2 KiB tables, two per "
+                                         r"page\) needs 4KiB pages, got 64KiB"):
         make_machine({"allocator.name": "s390", "machine.page_size": "64KiB"})
 
 
