@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass, field
 from itertools import count
 
-from simpy.core import URGENT
-from simpy.events import Event, Timeout
+from simpy.events import Timeout
 
 from desim import __version__
 from desim.config import Config
 from desim.model.machine import Machine
 from desim.model.safety import SafetyStop
+from desim.model.simcore import urgent_marker
 from desim.records import MEMORY_COLUMNS, SERIES_COLUMNS, LatencyBin
 from desim.rng import Streams
 from desim.workloads import ELEMENTS
@@ -69,12 +69,8 @@ def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
     t = env._now
     while t < until:
         t = min(until, t + span)
-        cp = Event(env)
-        cp._ok = True
-        cp._value = None
-        cp.callbacks.append(_raise_checkpoint)
-        # URGENT: before the events of instant ``t``, so a span covers times below ``t`` only.
-        env.schedule(cp, URGENT, t - env._now)
+        # first among the events of instant ``t``, so a span covers times below ``t`` only
+        urgent_marker(env, t - env._now, _raise_checkpoint)
         i = 0
         try:
             for i in count():  # noqa: B007 - ``i`` is read after the loop ends by an exception

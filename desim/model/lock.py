@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from simpy.core import NORMAL
 from simpy.events import Event
 
+from desim.model.simcore import schedule_decided
 from desim.model.stats import LockClassStats
 
 if TYPE_CHECKING:
@@ -75,9 +75,7 @@ class SpinLock:
         st.wait.add(grant - t_wait)
         if nxt.trace is not None:
             nxt.trace.handoff(self, cpu, nxt, ev, t_wait, grant)
-        ev._ok = True
-        ev._value = None
-        env.schedule(ev, NORMAL, delay)
+        schedule_decided(env, ev, delay)
 
     def acquire_at(self, cpu: CPU, t: int) -> None:
         """Take the free lock for ``cpu`` as of time ``t`` (now or later), with no event.

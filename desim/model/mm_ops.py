@@ -112,9 +112,8 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         d = costs.pte_walk + cpu.debt
         cpu.debt = 0
         t2 = env._now + d  # the walk ends
-        queue = env._queue
         if LOOKAHEAD and lock.holder is None and page.gen == gen and page.allocated \
-                and table.state == LIVE and (not queue or queue[0][0] > t2):
+                and table.state == LIVE and env.peek() > t2:
             # Lookahead: no event is due anywhere before the walk ends at t2, and only an event
             # can schedule another, so nothing can change the table, its page or the ptl before
             # then: the checks the walk's end would make (the read, pmd_same) pass now, and the

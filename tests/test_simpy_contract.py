@@ -1,0 +1,41 @@
+"""What desim relies on of SimPy (desim.model.simcore): if a SimPy release changes any of it,
+this fails before any figure moves."""
+
+from __future__ import annotations
+
+import simpy
+from simpy.events import Event, Timeout
+
+from desim.model.simcore import schedule_decided, urgent_marker
+
+
+def test_a_decided_event_fires_at_its_delay_with_its_value():
+    env = simpy.Environment()
+    ev = Event(env)
+    schedule_decided(env, ev, 7, value="granted")
+    seen = []
+
+    def waiter():
+        v = yield ev
+        seen.append((env.now, v))
+
+    env.process(waiter())
+    env.run()
+    assert seen == [(7, "granted")]
+
+
+def test_an_urgent_marker_runs_before_every_other_event_of_its_instant():
+    env = simpy.Environment()
+    order = []
+    Timeout(env, 5).callbacks.append(lambda e: order.append("timeout"))
+    urgent_marker(env, 5, lambda e: order.append("marker"))
+    env.run()
+    assert order == ["marker", "timeout"] and env.now == 5
+
+
+def test_peek_is_the_time_of_the_next_event_and_infinity_when_none():
+    env = simpy.Environment()
+    assert env.peek() == float("inf")
+    Timeout(env, 3)
+    Timeout(env, 2)
+    assert env.peek() == 2
