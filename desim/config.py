@@ -30,6 +30,7 @@ from pydantic import (
 from desim.distributions import AnyDist
 from desim.inputs import MAX_DEPTH, InputError, load_yaml, read_text
 from desim.model.arch import ARCH_NAMES, ARCHES
+from desim.model.costs import PROFILES
 from desim.registry import UnknownName
 from desim.units import parse_size_bytes, parse_time_ns
 
@@ -138,7 +139,7 @@ def _cost(v: Any) -> Any:
 Cost = Annotated[Duration | AnyDist, BeforeValidator(_cost)]
 """A per-operation cost that varies: a duration, or a distribution of durations."""
 
-COST_PROFILES = ("arch", "flat")
+COST_PROFILES = ("arch", "flat", *PROFILES)
 
 
 class CostsConfig(Strict):
@@ -146,13 +147,15 @@ class CostsConfig(Strict):
 
     A field left out takes the value of ``profile``: ``arch`` (default), the cost profile of
     ``machine.arch`` (``desim.model.costs``: distributions where the kernel's cost varies, page
-    zeroing and teardown per platform); ``flat``, the constants below (a current x86-64 server,
-    every cost fixed: the figures before costs had a shape).
+    zeroing and teardown per platform); a profile by name (``x86-64``, ``arm64``,
+    ``powerpc-hash``, ``powerpc-radix``, ``s390``: another platform's costs on this machine);
+    ``flat``, the constants below (a current x86-64 server, every cost fixed, no zeroing or
+    zapping charged: the figures before costs had a shape).
     """
 
     profile: Literal[COST_PROFILES] = Field(  # type: ignore[valid-type]
         "arch", description="where the costs not given come from: arch (the machine's cost "
-        "profile) or flat (constants)")
+        "profile), a profile by name (" + ", ".join(PROFILES) + ") or flat (constants)")
     lock_uncontended: Duration = Field(25, description="cache-hot spin_lock + spin_unlock")
     lock_handoff: Duration = Field(100, description="lock cache line moving between CPUs")
     pte_walk: Duration = Field(150, description="pte_offset_map + read the PTE, locklessly")
@@ -389,12 +392,11 @@ class Config(Strict):
         if any(getattr(mc, k) != v for k, v in upd.items()):
             object.__setattr__(self, "machine", mc.model_copy(update=upd))  # frozen: built here
         cc = self.costs
-        if cc.profile == "arch":
-            from desim.model.costs import PROFILES
-
-            # the costs the config gives win; the rest come from the arch's profile
+        if cc.profile != "flat":
+            # the costs the config gives win; the rest come from the profile
             given = cc.model_dump(include=cc.model_fields_set, by_alias=True)
-            filled = CostsConfig.model_validate({**PROFILES[a.cost_profile], **given})
+            profile = PROFILES[a.cost_profile if cc.profile == "arch" else cc.profile]
+            filled = CostsConfig.model_validate({**profile, **given})
             object.__setattr__(self, "costs", filled)  # frozen: built here
         return self
 
