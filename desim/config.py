@@ -27,8 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from desim.distributions import AnyDist
 from desim.inputs import MAX_DEPTH, InputError, load_yaml, read_text
 from desim.model.arch import ARCH_NAMES, ARCHES
+from desim.model.costs import PROFILES
 from desim.registry import UnknownName
 from desim.units import parse_size_bytes, parse_time_ns
 
@@ -123,25 +125,59 @@ class MachineConfig(Strict):
         return None if self.memory_limit is None else self.memory_limit // self.page_size
 
 
-class CostsConfig(Strict):
-    """CPU time of the operations the model charges (ns). Defaults: a current x86-64 server."""
+def _cost(v: Any) -> Any:
+    """A cost: a plain duration is a constant (an int, free to charge), a mapping a distribution
+    (``desim.distributions``; a ``constant`` one is kept as its int)."""
+    from desim.distributions import Constant, _Dist, _time
 
+    if isinstance(v, dict | _Dist):
+        d = _time(v)
+        return round(d.value) if isinstance(d, Constant) else d
+    return v
+
+
+Cost = Annotated[Duration | AnyDist, BeforeValidator(_cost)]
+"""A per-operation cost that varies: a duration, or a distribution of durations."""
+
+COST_PROFILES = ("arch", "flat", *PROFILES)
+
+
+class CostsConfig(Strict):
+    """CPU time of the operations the model charges (ns).
+
+    A field left out takes the value of ``profile``: ``arch`` (default), the cost profile of
+    ``machine.arch`` (``desim.model.costs``: distributions where the kernel's cost varies, page
+    zeroing and teardown per platform); a profile by name (``x86-64``, ``arm64``,
+    ``powerpc-hash``, ``powerpc-radix``, ``s390``: another platform's costs on this machine);
+    ``flat``, the constants below (a current x86-64 server, every cost fixed, no zeroing or
+    zapping charged: the figures before costs had a shape).
+    """
+
+    profile: Literal[COST_PROFILES] = Field(  # type: ignore[valid-type]
+        "arch", description="where the costs not given come from: arch (the machine's cost "
+        "profile), a profile by name (" + ", ".join(PROFILES) + ") or flat (constants)")
     lock_uncontended: Duration = Field(25, description="cache-hot spin_lock + spin_unlock")
     lock_handoff: Duration = Field(100, description="lock cache line moving between CPUs")
     pte_walk: Duration = Field(150, description="pte_offset_map + read the PTE, locklessly")
-    fault_work: Duration = Field(700, description="rest of a minor fault, under the ptl")
-    page_alloc: Duration = Field(250, description="take a page from the page allocator")
+    fault_work: Cost = Field(700, description="rest of a minor fault, under the ptl")
+    page_alloc: Cost = Field(250, description="take a page from the page allocator, besides "
+                             "zeroing it")
+    page_zero: Duration = Field(0, description="clear_page of each 4 KiB of a page allocated "
+                                "zeroed (page tables): a 64 KiB page costs 16 times this")
     page_free: Duration = Field(150, description="return a page to the page allocator")
     table_ctor: Duration = Field(60, description="pagetable_pte_ctor/dtor: ptl init, accounting")
     call_rcu: Duration = Field(30, description="queue one callback")
     rcu_callback: Duration = Field(40, description="softirq overhead per callback invoked")
-    tlb_flush: Duration = Field(1500, description="flush the TLB for a range")
-    ipi_latency: Duration = Field(2000, description="send an IPI until the target handles it")
+    tlb_flush: Cost = Field(1500, description="flush the TLB for a range")
+    ipi_latency: Cost = Field(2000, description="send an IPI until the target handles it")
     ipi_handler: Duration = Field(500, description="CPU time the IPI handler takes on a target")
     exp_gp_overhead: Duration = Field(40000, description="expedited GP: kworker wake-up, setup")
-    fork: Duration = Field(60000, description="fork+exec of a process, besides page tables")
-    exit: Duration = Field(30000, description="exit of a process, besides page tables")
-    munmap: Duration = Field(3000, description="munmap of a range, besides page tables")
+    fork: Cost = Field(60000, description="fork+exec of a process, besides page tables")
+    exit: Cost = Field(30000, description="exit of a process, besides page tables and zapping")
+    munmap: Cost = Field(3000, description="munmap of a range, besides page tables and zapping")
+    zap_page: Duration = Field(0, description="zap_pte_range per mapped page at munmap and exit "
+                               "(clear the PTE, drop rmap and refcount, free in batches); a "
+                               "table maps machine.arch's PTEs per table")
     mm_free: Duration = Field(300, description="free the mm_struct")
 
 
@@ -355,6 +391,13 @@ class Config(Strict):
                "hz": mc.hz or a.hz}
         if any(getattr(mc, k) != v for k, v in upd.items()):
             object.__setattr__(self, "machine", mc.model_copy(update=upd))  # frozen: built here
+        cc = self.costs
+        if cc.profile != "flat":
+            # the costs the config gives win; the rest come from the profile
+            given = cc.model_dump(include=cc.model_fields_set, by_alias=True)
+            profile = PROFILES[a.cost_profile if cc.profile == "arch" else cc.profile]
+            filled = CostsConfig.model_validate({**profile, **given})
+            object.__setattr__(self, "costs", filled)  # frozen: built here
         return self
 
     @model_validator(mode="after")

@@ -8,8 +8,8 @@ mapping takes units too (``median: 50ms``, ``values: [1us, 3us]``). Kinds:
 * ``constant``: ``value``;
 * ``exponential``: ``mean``;
 * ``uniform``: ``low``, ``high``;
-* ``lognormal``: ``median`` and ``p99`` (the usual way latencies are published), or ``median``
-  and ``sigma``, or ``mu`` and ``sigma`` (of the underlying normal, ``mu`` in log base units:
+* ``lognormal``: ``median`` and ``p99`` or ``p95`` (the usual ways latencies are published),
+  or ``median`` and ``sigma``, or ``mu`` and ``sigma`` (of the underlying normal, ``mu`` in log base units:
   log-ns for times);
 * ``empirical``: ``values`` (a list of samples) or ``file`` (a CSV of samples: one number per
   row, optionally with units; ``column`` picks a column by name or index, default the first;
@@ -54,6 +54,7 @@ from desim.units import MAX_TIME_NS, format_ns, parse_rate_per_ns, parse_time_ns
 
 # z such that P(N(0,1) <= z) = 0.99 (scipy-free: numpy has no ppf)
 Z99 = 2.3263478740408408
+Z95 = 1.6448536269514722
 # Drawn times are capped here: far beyond any run (runs are at most MAX_TIME_NS, and phases
 # scale gaps by at most 1000), so the cap changes no outcome, yet now + gap stays inside int64.
 NS_CAP = 1 << 62
@@ -188,25 +189,29 @@ class Uniform(_Dist):
 class Lognormal(_Dist):
     """exp(N(mu, sigma^2)): heavy right tail, the shape of process lifetimes and latencies.
 
-    Given a median m and 99th percentile q: mu = ln m, sigma = ln(q/m) / z99 (z99 = 2.326).
+    Given a median m and 99th percentile q: mu = ln m, sigma = ln(q/m) / z99 (z99 = 2.326);
+    from a 95th percentile, sigma = ln(q/m) / z95 (z95 = 1.645).
     The fields given are kept; ``mu`` and ``sigma`` are always available as properties.
     """
 
     dist: Literal["lognormal"] = "lognormal"
     median: float | None = Field(None, gt=0)
     p99: float | None = Field(None, gt=0)
+    p95: float | None = Field(None, gt=0)
     mu_: float | None = Field(None, alias="mu")
     sigma_: float | None = Field(None, alias="sigma", ge=0)
 
     @model_validator(mode="after")
     def _shape(self):
-        given = {k for k, v in (("median", self.median), ("p99", self.p99), ("mu", self.mu_),
-                                ("sigma", self.sigma_)) if v is not None}
-        if given not in ({"median", "p99"}, {"median", "sigma"}, {"mu", "sigma"}):
-            raise ValueError("lognormal takes median and p99, median and sigma, or mu and sigma "
-                             f"(got {', '.join(sorted(given)) or 'none'})")
-        if self.p99 is not None and self.median is not None and self.p99 < self.median:
-            raise ValueError("p99 must be >= median")
+        given = {k for k, v in (("median", self.median), ("p99", self.p99), ("p95", self.p95),
+                                ("mu", self.mu_), ("sigma", self.sigma_)) if v is not None}
+        if given not in ({"median", "p99"}, {"median", "p95"}, {"median", "sigma"},
+                         {"mu", "sigma"}):
+            raise ValueError("lognormal takes median and p99, median and p95, median and sigma, "
+                             f"or mu and sigma (got {', '.join(sorted(given)) or 'none'})")
+        for name, q in (("p99", self.p99), ("p95", self.p95)):
+            if q is not None and self.median is not None and q < self.median:
+                raise ValueError(f"{name} must be >= median")
         return self
 
     @property
@@ -217,6 +222,8 @@ class Lognormal(_Dist):
     def sigma(self) -> float:
         if self.sigma_ is not None:
             return self.sigma_
+        if self.p95 is not None:
+            return math.log(self.p95 / self.median) / Z95  # type: ignore[operator]
         return math.log(self.p99 / self.median) / Z99  # type: ignore[operator]
 
     def mean(self) -> float:
@@ -347,7 +354,7 @@ DIST_TYPES: dict[str, type[_Dist]] = {
     "lognormal": Lognormal,
     "empirical": Empirical,
 }
-_QUANTITY_FIELDS = ("value", "mean", "low", "high", "median", "p99")
+_QUANTITY_FIELDS = ("value", "mean", "low", "high", "median", "p99", "p95")
 _PLAIN_FIELDS = ("mu", "sigma")  # lognormal's log-space parameters: plain numbers
 
 

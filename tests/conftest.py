@@ -13,6 +13,9 @@ BASE = {
     "seed": 1,
     "duration": "50ms",
     "machine": {"cpus": 4, "hz": 1000, "page_size": "4KiB"},
+    # constant costs, so that unit tests can state exact times (runs of the example configs
+    # use each arch's cost profile)
+    "costs": {"profile": "flat"},
     "workload": {},
     # The periodic invariant auditor never runs out of events; tests that call env.run() with
     # no end time need it off, and tests of the auditor turn it on.

@@ -93,7 +93,7 @@ class Allocator:
     # -- helpers for designs ------------------------------------------------------------------
     def new_table_page(self, cpu: CPU) -> Page | None:
         """Allocate a page and construct it as a page-table page (ptl initialised)."""
-        page = self.m.pages.alloc(cpu, "pgtable")
+        page = self.m.pages.alloc(cpu, "pgtable", zero=True)
         if page is None:
             return None
         page.flags |= PG_TABLE

@@ -21,6 +21,12 @@
   ``CONFIG_HZ_1000``); ``arch/arm64/configs/defconfig`` 250; ``arch/powerpc/configs/
   ppc64_defconfig`` and ``arch/s390/configs/defconfig`` 100; ``arch/sparc/configs/
   sparc64_defconfig`` 100.
+* **Costs** (``cost_profile``, desim.model.costs): what each operation costs, with its spread;
+  the x86-64 guest and sparc64 take x86-64's (no source of their own).
+* **PTEs per table** (``ptes_per_table``, what a table's teardown zaps): ``PAGE_SIZE / 8`` on
+  x86-64, arm64 and sparc64 (one page of 8-byte PTEs); powerpc's tables are fragments of a 64 KiB
+  page: 256 PTEs with hash (``H_PTE_INDEX_SIZE`` 8, asm/book3s/64/hash-64k.h), 32 with radix
+  (``RADIX_PTE_INDEX_SIZE`` 5, radix-64k.h); s390's 2 KiB tables hold 256 (``PTRS_PER_PTE``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ class Arch:
     hz: int
     about: str
     deposits_pgtable: bool = False
+    cost_profile: str = "x86-64"
+    ptes_per_table: int | None = None   # None: one page of 8-byte PTEs
+
+    def ptes(self, page_size: int) -> int:
+        """PTEs one table holds on this machine with ``page_size`` pages."""
+        return self.ptes_per_table or page_size // 8
 
 
 ARCHES: dict[str, Arch] = {a.name: a for a in (
@@ -45,12 +57,15 @@ ARCHES: dict[str, Arch] = {a.name: a for a in (
          "for gathered tables); HZ 1000 as Fedora/RHEL build it, 250 on Debian/Ubuntu"),
     Arch("x86-64-guest", "rcu", 1000, "x86-64 paravirt guest (Xen PV, Hyper-V, KVM PV TLB "
          "flush): gathered tables freed by RCU batch"),
-    Arch("arm64", "rcu", 250, "arm64 (MMU_GATHER_RCU_TABLE_FREE); defconfig HZ 250"),
+    Arch("arm64", "rcu", 250, "arm64 (MMU_GATHER_RCU_TABLE_FREE); defconfig HZ 250",
+         cost_profile="arm64"),
     Arch("powerpc-hash", "rcu", 100, "powerpc book3s64, hash MMU, 64 KiB pages; "
-         "ppc64_defconfig HZ 100", deposits_pgtable=True),
+         "ppc64_defconfig HZ 100", deposits_pgtable=True, cost_profile="powerpc-hash",
+         ptes_per_table=256),
     Arch("powerpc-radix", "rcu", 100, "powerpc book3s64, radix MMU (POWER9+), 64 KiB pages; "
-         "ppc64_defconfig HZ 100"),
-    Arch("s390", "rcu", 100, "s390 LPAR or z/VM guest; defconfig HZ 100"),
+         "ppc64_defconfig HZ 100", cost_profile="powerpc-radix", ptes_per_table=32),
+    Arch("s390", "rcu", 100, "s390 LPAR or z/VM guest; defconfig HZ 100", cost_profile="s390",
+         ptes_per_table=256),
     Arch("sparc64", "rcu", 100, "sparc64, 8 KiB pages; sparc64_defconfig HZ 100"),
 )}
 ARCH_NAMES = tuple(ARCHES)

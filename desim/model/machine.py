@@ -14,6 +14,7 @@ from simpy.events import AllOf, Event
 
 from desim.config import Config
 from desim.model.arch import ARCHES
+from desim.model.costs import Draws
 from desim.model.cpu import CPU
 from desim.model.lock import SpinLock
 from desim.model.memory import MM, Page, PageAllocator, RWSem
@@ -56,6 +57,11 @@ class Machine:
                        if sc.enabled else None)
         self.lock_classes: dict[str, LockClassStats] = {}
         self.cpus = [CPU(self, i) for i in range(config.machine.cpus)]
+        # samplers of the costs that vary (desim.model.costs), before anything draws one
+        self.draw = Draws(config.costs, self.streams)
+        arch = ARCHES[config.machine.arch]
+        # zap_pte_range of one table at munmap and exit: every PTE it holds
+        self.zap_table = config.costs.zap_page * arch.ptes(config.machine.page_size)
         self.pages = PageAllocator(self, config.machine.page_size, config.machine.page_limit)
         self.rcu = RCU(self)
         self.ipis_sent = 0
@@ -257,7 +263,7 @@ class Machine:
         for c in self.cpus:
             if c is not cpu:
                 c.steal(h)
-        latency = self.costs.ipi_latency
+        latency = self.draw.ipi_latency()
         if self.irqs_off:
             t0 = self.env._now
             yield from self.wait_irqs_on(cpu)

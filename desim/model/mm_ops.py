@@ -82,6 +82,9 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
     """One minor fault in ``mm`` on the table at fraction ``pick`` of its tables."""
     env = m.env
     costs = m.costs
+    # one draw per fault, on either path below: the lookahead takes it when the walk starts,
+    # the slow path when the walk ends, with nothing run between (the lookahead's condition)
+    fault_work = m.draw.fault_work
     t0 = env._now
     if cpu.trace is not None:
         cpu.trace.op(cpu, "fault")
@@ -120,7 +123,7 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
             # ptl is ours from t2. The walk and the ptl section are one sleep instead of two;
             # from t2 on, other CPUs see the ptl held, as they would.
             lock.acquire_at(cpu, t2)
-            d += costs.fault_work
+            d += fault_work()
         else:
             yield Timeout(env, d)
             if safety is not None:
@@ -137,7 +140,7 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
                                       {"table": repr(table)})
                 m.counters["fault.retries"] += 1
                 continue
-            d = costs.fault_work
+            d = fault_work()
         d += cpu.debt  # the ptl's acquire cost, and time stolen meanwhile
         cpu.debt = 0
         yield Timeout(env, d)
@@ -157,7 +160,6 @@ def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, Page
     ``i_mmap=False``: the caller holds the mm's mmap_lock instead (collapse_pte_mapped_thp).
     """
     env = m.env
-    costs = m.costs
     alloc = m.allocator
     if cpu.trace is not None:
         cpu.trace.op(cpu, "retract_page_tables")
@@ -179,7 +181,7 @@ def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, Page
         tables.pop()
         if not m.deposits_pgtable:
             mm.target_tables -= 1   # PMD-mapped from now on: its faults need no PTE table
-        yield cpu.compute(costs.tlb_flush)
+        yield cpu.compute(m.draw.tlb_flush())
         ptl.release(cpu)
         mm.pmd_lock.release(cpu)
         td = env._now
@@ -234,7 +236,8 @@ def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int, remap: bool = Fals
             # taking i_mmap_lock must see it is no longer attached (it checks the state).
             t.state = DETACHED
         m.i_mmap_lock.up_write()
-        yield cpu.compute(m.costs.munmap)
+        # zap_pte_range over the range: every PTE of its tables
+        yield cpu.compute(m.draw.munmap() + m.zap_table * len(victims))
         yield from _free_tables(m, cpu, mm, victims)
         m.counters["munmap.count"] += 1
     mm.mmap_lock.up_write()
@@ -255,7 +258,8 @@ def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
     ev = mm.mmap_lock.down_write()
     if ev is not None:
         yield from m.sleep(cpu, task, ev)
-    yield cpu.compute(m.costs.exit)
+    # task teardown, then zap_pte_range over everything the mm mapped (unmap_vmas)
+    yield cpu.compute(m.draw.exit() + m.zap_table * len(mm.tables))
     tables, mm.tables = mm.tables, []
     yield from _free_tables(m, cpu, mm, tables)
     yield from m.allocator.mm_teardown(cpu, mm)
@@ -268,7 +272,7 @@ def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
 def do_fork(m: Machine, cpu: CPU, target_tables: int, pgste: bool = False):
     """fork+exec: a new mm whose tables its faults will populate."""
     t0 = m.env._now
-    yield cpu.compute(m.costs.fork)
+    yield cpu.compute(m.draw.fork())
     mm = m.new_mm(target_tables, pgste)
     m.record("fork", m.env._now - t0)
     return mm

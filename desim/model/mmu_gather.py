@@ -105,7 +105,7 @@ class MMUGather:
         """``tlb_finish_mmu``: flush the TLB, then hand the batch to RCU (or, in flush mode,
         free the gathered tables once the flush IPIs are answered)."""
         m = self.machine
-        yield self.cpu.compute(m.costs.tlb_flush)
+        yield self.cpu.compute(m.draw.tlb_flush())
         if not self.flush:
             self._flush()
             return

@@ -188,7 +188,7 @@ class Expedited:
         if targets:
             m.ipis_sent += len(targets)
             self.done = Event(env)
-            yield Timeout(env, costs.ipi_latency)
+            yield Timeout(env, m.draw.ipi_latency())
             preemptible = rcu.preemptible
             for c in targets:
                 c.steal(costs.ipi_handler)
