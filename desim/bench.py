@@ -255,9 +255,9 @@ out = []
 simulate(load_config(sys.argv[1], ['duration=1ms', 'warmup=0']))  # first-use costs: not timed
 for d in (int(sys.argv[2]), 2 * int(sys.argv[2])):
     cfg = load_config(sys.argv[1], [f'duration={d}ms', 'warmup=0', 'machine.cpus=' + sys.argv[3]])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = simulate(cfg)
-    out += [time.perf_counter() - t0, r.events, r.summary['fault.count']]
+    out += [time.perf_counter() - t0, time.process_time() - c0, r.events, r.summary['fault.count']]
 hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]
 print(*out, hwm[0].split()[1])
 """
@@ -265,7 +265,9 @@ print(*out, hwm[0].split()[1])
 
 def scaling_run(config: str, sim_ms: int, cpus: int) -> dict:
     """Wall seconds per simulated second of ``config`` on ``cpus`` CPUs, with the events and
-    faults per simulated second, and the peak RSS, in a child process.
+    faults per simulated second, and the peak RSS, in a child process. The child's CPU seconds
+    per simulated second are given too: on a host shared with other work they move less than
+    wall time does.
 
     The figures are the difference of a run of ``sim_ms`` and one of ``2 * sim_ms`` simulated
     ms: the start (building the machine, the initial processes populating their tables) cancels
@@ -274,9 +276,10 @@ def scaling_run(config: str, sim_ms: int, cpus: int) -> dict:
     """
     res = subprocess.run([sys.executable, "-c", _SCALING_CHILD, config, str(sim_ms), str(cpus)],
                          capture_output=True, text=True, check=True)
-    w1, e1, f1, w2, e2, f2, rss_kb = res.stdout.split()
+    w1, c1, e1, f1, w2, c2, e2, f2, rss_kb = res.stdout.split()
     per_s = 1000 / sim_ms
     return {"wall_s_per_sim_s": (float(w2) - float(w1)) * per_s,
+            "cpu_s_per_sim_s": (float(c2) - float(c1)) * per_s,
             "events_per_sim_s": (int(e2) - int(e1)) * per_s,
             "faults_per_sim_s": (float(f2) - float(f1)) * per_s,
             "peak_rss_mb": int(rss_kb) / 1024}
