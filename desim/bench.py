@@ -288,9 +288,10 @@ def scaling_run(config: str, sim_ms: int, cpus: int) -> dict:
 def bench_scaling(config: str, sim_ms: int, cpu_counts: tuple[int, ...] = SCALING_CPUS) -> dict:
     """Wall seconds per simulated second at each CPU count (``scaling_run``), and peak RSS.
 
-    ``scaling.wall_growth_per_cpu`` is the wall time per simulated second and per CPU at the
+    ``scaling.cpu_growth_per_cpu`` is the CPU time per simulated second and per CPU at the
     largest count over the same at the smallest: 1 means cost linear in the CPU count (every
-    CPU faults in a closed loop, so the work itself is linear).
+    CPU faults in a closed loop, so the work itself is linear). CPU time rather than wall time:
+    the smallest run lasts seconds, where a busy host's share moves wall time the most.
     """
     out: dict = {}
     for n in cpu_counts:
@@ -298,8 +299,8 @@ def bench_scaling(config: str, sim_ms: int, cpu_counts: tuple[int, ...] = SCALIN
         for k, v in r.items():
             out[f"scaling.cpus{n}.{k}"] = v
     lo, hi = cpu_counts[0], cpu_counts[-1]
-    out["scaling.wall_growth_per_cpu"] = (out[f"scaling.cpus{hi}.wall_s_per_sim_s"] / hi) / (
-        out[f"scaling.cpus{lo}.wall_s_per_sim_s"] / lo)
+    out["scaling.cpu_growth_per_cpu"] = (out[f"scaling.cpus{hi}.cpu_s_per_sim_s"] / hi) / (
+        out[f"scaling.cpus{lo}.cpu_s_per_sim_s"] / lo)
     return out
 
 
@@ -364,7 +365,7 @@ TARGETS = {
     "overhead.ratio": ("<=", 1.25),
     "memory.peak_rss_mb": ("<=", 500),
     "scaling.cpus256.wall_s_per_sim_s": ("<=", 60),
-    "scaling.wall_growth_per_cpu": ("<=", 1.5),
+    "scaling.cpu_growth_per_cpu": ("<=", 1.5),
     "sweep.speedup": (">=", 1.8),
 }
 
