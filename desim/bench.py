@@ -9,6 +9,8 @@ machine, so a noisy or slow host shifts both sides alike:
   machine with 16, 32 and 64 CPUs (cost per fault should stay flat as CPUs grow);
 * overhead: wall time with statistics and the safety checker on, against both off;
 * memory: peak RSS of a run of about ten million events (in a child process);
+* scaling: wall seconds per simulated second (steady part), and peak RSS, of the config on 8,
+  64, 256 and 1024 CPUs (each a short run in its own child process, scaled up);
 * sweep: ``--jobs 2`` against ``--jobs 1`` on a sweep of equal runs of the default config.
 """
 
@@ -243,6 +245,65 @@ def bench_memory(config: str, events: int) -> dict:
     return {"memory.events": int(ev), "memory.peak_rss_mb": int(rss_kb) / 1024}
 
 
+SCALING_CPUS = (8, 64, 256, 1024)
+
+_SCALING_CHILD = """\
+import sys, time
+from desim.config import load_config
+from desim.engine import simulate
+out = []
+simulate(load_config(sys.argv[1], ['duration=1ms', 'warmup=0']))  # first-use costs: not timed
+for d in (int(sys.argv[2]), 2 * int(sys.argv[2])):
+    cfg = load_config(sys.argv[1], [f'duration={d}ms', 'warmup=0', 'machine.cpus=' + sys.argv[3]])
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = simulate(cfg)
+    out += [time.perf_counter() - t0, time.process_time() - c0, r.events, r.summary['fault.count']]
+hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]
+print(*out, hwm[0].split()[1])
+"""
+
+
+def scaling_run(config: str, sim_ms: int, cpus: int) -> dict:
+    """Wall seconds per simulated second of ``config`` on ``cpus`` CPUs, with the events and
+    faults per simulated second, and the peak RSS, in a child process. The child's CPU seconds
+    per simulated second are given too: on a host shared with other work they move less than
+    wall time does.
+
+    The figures are the difference of a run of ``sim_ms`` and one of ``2 * sim_ms`` simulated
+    ms: the start (building the machine, the initial processes populating their tables) cancels
+    out, so what is scaled to one simulated second is the steady part. A child of its own, so
+    that the peak RSS (``VmHWM``, of the longer run) is this CPU count's alone.
+    """
+    res = subprocess.run([sys.executable, "-c", _SCALING_CHILD, config, str(sim_ms), str(cpus)],
+                         capture_output=True, text=True, check=True)
+    w1, c1, e1, f1, w2, c2, e2, f2, rss_kb = res.stdout.split()
+    per_s = 1000 / sim_ms
+    return {"wall_s_per_sim_s": (float(w2) - float(w1)) * per_s,
+            "cpu_s_per_sim_s": (float(c2) - float(c1)) * per_s,
+            "events_per_sim_s": (int(e2) - int(e1)) * per_s,
+            "faults_per_sim_s": (float(f2) - float(f1)) * per_s,
+            "peak_rss_mb": int(rss_kb) / 1024}
+
+
+def bench_scaling(config: str, sim_ms: int, cpu_counts: tuple[int, ...] = SCALING_CPUS) -> dict:
+    """Wall seconds per simulated second at each CPU count (``scaling_run``), and peak RSS.
+
+    ``scaling.cpu_growth_per_cpu`` is the CPU time per simulated second and per CPU at the
+    largest count over the same at the smallest: 1 means cost linear in the CPU count (every
+    CPU faults in a closed loop, so the work itself is linear). CPU time rather than wall time:
+    the smallest run lasts seconds, where a busy host's share moves wall time the most.
+    """
+    out: dict = {}
+    for n in cpu_counts:
+        r = scaling_run(config, sim_ms, n)
+        for k, v in r.items():
+            out[f"scaling.cpus{n}.{k}"] = v
+    lo, hi = cpu_counts[0], cpu_counts[-1]
+    out["scaling.cpu_growth_per_cpu"] = (out[f"scaling.cpus{hi}.cpu_s_per_sim_s"] / hi) / (
+        out[f"scaling.cpus{lo}.cpu_s_per_sim_s"] / lo)
+    return out
+
+
 def bench_sweep(config: str, duration: str, runs: int) -> dict:
     """``--jobs 2`` against ``--jobs 1`` on a sweep of ``runs`` equal runs of ``config``: mean
     wall times of two sweeps each."""
@@ -284,6 +345,7 @@ def run_all(quick: bool = False, config: str = str(REPO / "configs" / "default.y
         ("overhead", lambda: bench_overhead(config, "100ms" if quick else "500ms",
                                             1 if quick else 3)),
         ("memory", lambda: bench_memory(config, 1_000_000 if quick else 10_000_000)),
+        ("scaling", lambda: bench_scaling(config, 10 if quick else 25)),
         ("sweep", lambda: bench_sweep(config, "100ms" if quick else "2s", 4 if quick else 8)),
     ]
     for name, fn in steps:
@@ -302,6 +364,8 @@ TARGETS = {
     "model.cost_per_fault_growth": ("<=", 1.5),
     "overhead.ratio": ("<=", 1.25),
     "memory.peak_rss_mb": ("<=", 500),
+    "scaling.cpus256.wall_s_per_sim_s": ("<=", 60),
+    "scaling.cpu_growth_per_cpu": ("<=", 1.5),
     "sweep.speedup": (">=", 1.8),
 }
 

@@ -34,12 +34,21 @@ class Streams:
         return gen
 
 
-def buffered(draw, block: int = 4096):
+# Values per block. Each live sampler holds one block as Python floats (~32 B a value), and a
+# machine has a few samplers per CPU: at 4096, 1024 CPUs kept ~600 MB of buffered draws, spread
+# so wide that every draw missed the caches. At 256 the numpy call still costs ~4 ns a value.
+# Numpy fills an array one value after another from the stream, so the block size changes no
+# value drawn (tests/test_scaling.py checks whole runs).
+BLOCK = 256
+
+
+def buffered(draw, block: int | None = None):
     """A zero-argument sampler handing out, one at a time, values drawn ``block`` at once.
 
     ``draw(n)`` returns an array of ``n`` samples. Calling numpy per value costs ~1 us; drawing
     blocks amortises that to a few ns. The sampler is the ``__next__`` of a chain of blocks, so a
     draw costs one C call and no Python frame (samplers run several times per simulated fault).
     """
-    blocks = iter(lambda: draw(block).tolist(), None)  # never None: an endless stream of blocks
+    n = block or BLOCK
+    blocks = iter(lambda: draw(n).tolist(), None)  # never None: an endless stream of blocks
     return chain.from_iterable(blocks).__next__

@@ -23,3 +23,15 @@ def test_verdicts_compare_each_figure_with_its_target():
     assert all(verdicts(met).values()) and len(verdicts(met)) == len(TARGETS)
     assert not any(verdicts(missed).values())
     assert verdicts({}) == {}
+
+
+def test_scaling_run_reports_the_steady_part_per_simulated_second():
+    from desim.bench import REPO, scaling_run
+
+    r = scaling_run(str(REPO / "configs" / "default.yaml"), 2, 2)
+    assert set(r) == {"wall_s_per_sim_s", "cpu_s_per_sim_s", "events_per_sim_s", "faults_per_sim_s",
+                      "peak_rss_mb"}
+    # 2 CPUs faulting every ~20 us: about 2 x 48k faults per simulated second (think + ~1 us)
+    assert 60_000 < r["faults_per_sim_s"] < 130_000
+    assert r["events_per_sim_s"] > r["faults_per_sim_s"]
+    assert r["peak_rss_mb"] > 0

@@ -104,6 +104,7 @@ class CPU:
             self.owner = task
             if self.idle:
                 self.idle = False
+                self.rcu.awake.add(self.id)
                 self.busy_since = self.env._now
             elif self.users:
                 self.user_since = self.env._now
@@ -146,6 +147,7 @@ class CPU:
                 self.user_since = -1
             return
         self.idle = True
+        self.rcu.awake.discard(self.id)
         self.eqs += 1
         self.busy_ns += self.env._now - self.busy_since
 
@@ -155,6 +157,7 @@ class CPU:
         self.users += 1
         if self.idle and self.owner is None:
             self.idle = False
+            self.rcu.awake.add(self.id)
             self.busy_since = self.env._now
 
     def leave_user(self) -> None:
@@ -162,6 +165,7 @@ class CPU:
         self.users -= 1
         if not self.users and self.owner is None:
             self.idle = True
+            self.rcu.awake.discard(self.id)
             self.eqs += 1
             self.busy_ns += self.env._now - self.busy_since
 

@@ -99,6 +99,10 @@ QLOWMARK = 100                    # qlowmark: blimit comes back below this many 
 RCU_DIVISOR = 7                   # rcu_divisor: a batch is at least pending >> 7
 BIG_BATCH = 100                   # rcu_do_batch applies its time limit above this batch
 
+# Tests only: the tick visits every CPU and the GP kthread's placement scans every CPU, as
+# before they were made incremental (the lazy paths must give the same run).
+EAGER_SCANS = False
+
 
 class SegCBList:
     """A CPU's callbacks in four segments: DONE, WAIT (tagged), NEXT_READY (tagged), NEXT.
@@ -261,6 +265,10 @@ class RCU:
         self.pending = 0            # callbacks queued and not yet invoked (bypass included)
         self.tick_cbs = 0           # of which on non-offloaded CPUs: they keep ticks running
         self.blocked: dict[object, bool] = {}  # preempted readers -> they block the current GP
+        # Ids of the CPUs that take a tick: the ones not idle (kept by CPU) and the ones holding
+        # non-offloaded callbacks (added by call_rcu, dropped when their queue empties).
+        self.awake: set[int] = set()
+        self.cb_cpus: set[int] = set()
         self.kthread_cpu = self.cpus[-1]       # where the GP kthread last ran
         self._gp_wake: Event | None = None
         self._tick_wake: Event | None = None
@@ -326,6 +334,8 @@ class RCU:
         cbs.next.append(cb)
         n = cbs.n = cbs.n + 1
         self.tick_cbs += 1
+        if n == 1:
+            self.cb_cpus.add(cpu.id)
         if n > cpu.qlen_last_fqs_check + self.qhimark:
             # __call_rcu_core: a queue grown by qhimark notices GP changes and, with no GP
             # running, requests one at once; during a GP, lifts the CPU's batch limit.
@@ -524,6 +534,8 @@ class RCU:
             return
         cpus = self.cpus
         n = len(cpus)
+        if len(self.awake) == n and not EAGER_SCANS:
+            return      # no CPU is idle: the scan would find none
         for j in range(1, n):
             c = cpus[(k.id + j) % n]
             if c.idle:
@@ -653,7 +665,14 @@ class RCU:
         kernel_qs = self.kernel_tick_qs
         if self.trace is not None:
             self.trace.backlog(self.pending)
-        for c in self.cpus:
+        cpus = self.cpus
+        if not EAGER_SCANS:
+            # Only CPUs not idle or holding callbacks take the tick (the test below): visit
+            # those alone, in CPU order as the full scan does.
+            ids = self.awake | self.cb_cpus
+            if len(ids) < len(cpus):
+                cpus = [cpus[i] for i in sorted(ids)]
+        for c in cpus:
             cbs = c.cbs
             has_cbs = cbs.n and not c.offloaded
             if c.idle and not has_cbs:
@@ -754,6 +773,7 @@ class RCU:
                 cpu.blimit = self.blimit
             if n == 0:
                 cpu.qlen_last_fqs_check = 0
+                self.cb_cpus.discard(cpu.id)
             elif n < cpu.qlen_last_fqs_check - self.qhimark:
                 cpu.qlen_last_fqs_check = n
             if cost:

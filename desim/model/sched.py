@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 RUNNABLE, RUNNING, BLOCKED, DEAD = range(4)
 
+# Tests only: ``_pull`` scans every run queue even when the count of waiting tasks says all are
+# empty (the lazy path must give the same run).
+EAGER_PULL = False
+
 
 class Task:
     """A schedulable process (``task_struct``)."""
@@ -101,6 +105,7 @@ class Scheduler:
         self.wake_affine = cfg.wake_affine
         self.jiffy = m.config.machine.jiffy_ns
         self.rqs = [RunQueue() for _ in m.cpus]
+        self.waiting = 0                    # tasks on all run queues: none, no CPU can pull
         self.next_id = 0
         self._rot = 0
         # statistics
@@ -233,6 +238,7 @@ class Scheduler:
             return
         rq = self.rqs[cpu.id]
         rq.queue.append(task)
+        self.waiting += 1
         if not rq.tick_armed:
             self._arm(cpu, rq)
 
@@ -307,7 +313,9 @@ class Scheduler:
             prev.state = RUNNABLE
             prev.wait_since = self.env._now
             rq.queue.append(prev)
+            self.waiting += 1
         if rq.queue:
+            self.waiting -= 1
             self._dispatch(cpu, rq.queue.popleft(), replacing=True)
             return
         task = self._pull(cpu)
@@ -320,6 +328,8 @@ class Scheduler:
     def _pull(self, cpu: CPU) -> Task | None:
         """``newidle_balance``: a CPU about to idle takes the first waiting task of the busiest
         run queue that may run here (a task woken in kernel code stays where it slept)."""
+        if not self.waiting and not EAGER_PULL:
+            return None     # every run queue is empty: the scan below would find none
         rqs = self.rqs
         best = None
         for c in self.cpus:
@@ -331,6 +341,7 @@ class Scheduler:
         for t in best:
             if not t.kernel_resume and (t.allowed is None or cpu in t.allowed):
                 best.remove(t)
+                self.waiting -= 1
                 return t
         return None
 
