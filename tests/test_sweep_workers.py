@@ -444,3 +444,14 @@ def test_dask_workers_need_no_copy_of_the_input_files(tmp_path):
     assert summaries(tmp_path / "dask") == summaries(tmp_path / "serial")
     ref = summaries(tmp_path / "serial")
     assert not np.isclose(ref["p000-r00"]["fault.count"], ref["p001-r00"]["fault.count"])
+
+
+def test_digest_covers_the_model_code_but_not_the_report(tmp_path, monkeypatch):
+    from desim.sweep import experiment
+
+    exp = csv_experiment(tmp_path)
+    digests = [s.digest for s in load_experiment(exp).runs()]
+    monkeypatch.setattr(experiment, "model_fingerprint", lambda: "another model")
+    assert all(a.digest != b for a, b in zip(load_experiment(exp).runs(), digests, strict=True))
+    monkeypatch.undo()
+    assert "report/" in experiment.NOT_MODEL and len(experiment.model_fingerprint()) == 16

@@ -32,6 +32,7 @@ a changed file changes the digest, so resuming redoes the runs that read it.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -71,6 +72,22 @@ class InputFile:
         return cls(data, hashlib.sha256(data).hexdigest())
 
 
+# What cannot change a run's results: the report, the command line, benchmarks and the probe.
+NOT_MODEL = ("report/", "cli.py", "bench.py", "probe.py", "progress.py")
+
+
+@functools.cache
+def model_fingerprint() -> str:
+    """A hash of the source of every desim module that can change a run's results."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root).as_posix()
+        if not rel.startswith(NOT_MODEL):
+            h.update(rel.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of an experiment: everything a worker needs, as plain picklable data."""
@@ -92,15 +109,18 @@ class RunSpec:
         """Identity of the run's inputs; a finished directory with another digest is redone.
 
         It covers the config, the seed, the content of every input file (by the name the config
-        gives it, so a sweep directory that moves with its files stays resumable) and desim's
-        version (a new model may give other results from the same inputs).
+        gives it, so a sweep directory that moves with its files stays resumable), desim's
+        version and a fingerprint of the code that computes results (``model_fingerprint``): a
+        changed model may give other results from the same inputs, and a version number does
+        not change with every edit.
         """
         import desim
 
         files = {name: self.inputs[path].sha256 for name, path in self.input_names.items()}
         blob = json.dumps({"config": self.config, "entropy": self.entropy,
                            "spawn_key": list(self.spawn_key), "inputs": files,
-                           "desim": desim.__version__}, sort_keys=True, default=str)
+                           "desim": desim.__version__, "code": model_fingerprint()},
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def input_files(self):
