@@ -112,6 +112,10 @@ class CPU:
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
             return None
+        return self._queue(task)
+
+    def _queue(self, task: object) -> Event:
+        """``task`` waits behind the owner: the event that starts its turn."""
         ev = Event(self.env)
         self.runq.append((task, ev))
         if self.trace is not None:
@@ -181,11 +185,7 @@ class CPU:
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
             return None
-        ev = Event(self.env)
-        self.runq.append((task, ev))
-        if self.trace is not None:
-            self.trace.task_acquire(self, task, False)
-        return ev
+        return self._queue(task)
 
     def to_user(self) -> None:
         """The owner, a resident task, returns to user mode: not a context switch, unless
