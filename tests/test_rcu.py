@@ -100,6 +100,20 @@ def test_synchronize_rcu_spans_a_full_gp_started_after_the_call():
     assert any(gs >= t["call"] and ge <= t["ret"] for gs, ge in m.rcu.gp_spans)
 
 
+def expedited_latency_from_cpu0(m) -> int:
+    """``synchronize_expedited`` called on CPU 0 1 us into the run: how long it waited."""
+    out = {}
+
+    def body(cpu, task):
+        yield m.env.timeout(1000)
+        t0 = m.env.now
+        yield from m.rcu.synchronize_expedited(cpu, task)
+        out["lat"] = m.env.now - t0
+
+    run_task(m, 0, body)
+    return out["lat"]
+
+
 def test_expedited_waits_for_reader_only():
     m = make_machine({"costs.exp_gp_overhead": 40_000, "costs.ipi_latency": 2000})
     rlog: list = []
@@ -242,16 +256,7 @@ def test_expedited_ipi_to_kernel_code_outside_a_reader(flavor, lat):
         busy.release()
 
     m.env.process(kernel_bound())
-    out = {}
-
-    def body(cpu, task):
-        yield m.env.timeout(1000)
-        t0 = m.env.now
-        yield from m.rcu.synchronize_expedited(cpu, task)
-        out["lat"] = m.env.now - t0
-
-    run_task(m, 0, body)
-    assert out["lat"] == lat
+    assert expedited_latency_from_cpu0(m) == lat
 
 
 def test_expedited_on_non_preemptible_reports_on_the_way_back_to_user():
@@ -270,16 +275,7 @@ def test_expedited_on_non_preemptible_reports_on_the_way_back_to_user():
         busy.to_user()
 
     m.env.process(syscall())
-    out = {}
-
-    def body(cpu, task):
-        yield m.env.timeout(1000)
-        t0 = m.env.now
-        yield from m.rcu.synchronize_expedited(cpu, task)
-        out["lat"] = m.env.now - t0
-
-    run_task(m, 0, body)
-    assert out["lat"] == 310_000 - 1000
+    assert expedited_latency_from_cpu0(m) == 310_000 - 1000
 
 
 def test_lazy_bypass_is_flushed_when_a_callback_finds_it_qhimark_long():
