@@ -19,7 +19,6 @@ this module only fills a staging directory with a ``RunResult``.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -31,7 +30,7 @@ import yaml
 from desim import __version__
 from desim import records as R
 from desim.engine import RunResult
-from desim.rundir import Staging, write_json
+from desim.rundir import write_json
 
 
 def _clean(v):
@@ -75,15 +74,3 @@ def fill_run(result: RunResult, tmp: Path, command: list[str] | None = None,
               R.Sample._fields)
     write_json(tmp / R.VIOLATIONS, result.violations)
     (tmp / R.DONE).write_text("ok\n")
-
-
-def write_run(result: RunResult, outdir: str | Path, command: list[str] | None = None,
-              **manifest_extra) -> Path:
-    """Stage the run beside ``outdir`` and swap it in (the target must have been checked)."""
-    with Staging.begin(outdir) as st:
-        fill_run(result, st.tmp, command, **manifest_extra)
-        return st.commit()
-
-
-def read_summary(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -185,15 +185,22 @@ def _cb(tag):
     return (None, tag, 0, 0)
 
 
-def test_accelerate_leaves_next_alone_when_no_segment_is_free():
+def _segments(wait, wait_gp, ready, ready_gp, nxt):
+    """A SegCBList holding callbacks tagged by name in WAIT, NEXT_READY and NEXT."""
     from desim.model.rcu import SegCBList
+
+    cbs = SegCBList()
+    cbs.wait, cbs.wait_gp = [_cb(t) for t in wait], wait_gp
+    cbs.ready, cbs.ready_gp = [_cb(t) for t in ready], ready_gp
+    cbs.next = [_cb(t) for t in nxt]
+    return cbs
+
+
+def test_accelerate_leaves_next_alone_when_no_segment_is_free():
     # rcu_segcblist_accelerate: WAIT waits for GP 3, NEXT_READY for GP 4; new callbacks that
     # need GP 5 cannot share NEXT_READY (its callbacks would wait a GP too long): they stay in
     # NEXT, untagged, until an advance frees a segment.
-    cbs = SegCBList()
-    cbs.wait, cbs.wait_gp = [_cb("w")], 3
-    cbs.ready, cbs.ready_gp = [_cb("r")], 4
-    cbs.next = [_cb("n")]
+    cbs = _segments(["w"], 3, ["r"], 4, ["n"])
     assert cbs.accelerate(5) == 4
     assert _tags(cbs) == (["w"], 3, ["r"], 4, ["n"])
     # Once GP 3 ends, rcu_advance_cbs moves WAIT to DONE and NEXT_READY up; then NEXT fits.
@@ -204,18 +211,12 @@ def test_accelerate_leaves_next_alone_when_no_segment_is_free():
 
 
 def test_accelerate_pulls_a_later_tagged_segment_forward():
-    from desim.model.rcu import SegCBList
     # A segment tagged for a GP later than the snapshot is merged into the snapshot's GP
     # (callbacks tagged conservatively, e.g. while RCU was idle, are "accelerated").
-    cbs = SegCBList()
-    cbs.wait, cbs.wait_gp = [_cb("w")], 2
-    cbs.ready, cbs.ready_gp = [_cb("r")], 4
-    cbs.next = [_cb("n")]
+    cbs = _segments(["w"], 2, ["r"], 4, ["n"])
     assert cbs.accelerate(3) == 3
     assert _tags(cbs) == (["w"], 2, ["r", "n"], 3, [])
-    cbs = SegCBList()
-    cbs.wait, cbs.wait_gp = [_cb("w")], 4
-    cbs.next = [_cb("n")]
+    cbs = _segments(["w"], 4, [], 0, ["n"])
     assert cbs.accelerate(3) == 3
     assert _tags(cbs) == (["w", "n"], 3, [], 0, [])
 
