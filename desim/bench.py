@@ -71,7 +71,9 @@ class BareCpu:
         self.trace = None
 
 
-def _closed_queue(kind: str, tasks: int, sim_ns: int, think: int = THINK) -> tuple[int, float, float]:
+def _closed_queue(
+    kind: str, tasks: int, sim_ns: int, think: int = THINK
+) -> tuple[int, float, float]:
     """Lock cycles done and wall seconds for ``tasks`` tasks looping: exponential think, hold.
 
     Every kind of lock sees the same think times (one seeded stream per task), so the three
@@ -142,7 +144,8 @@ def bench_lock(sim_ns: int, tasks: int = 64, repeat: int = 3) -> dict:
         for _ in range(repeat):
             for kind in kinds:  # interleaved, so a host slowing down hits every kind alike
                 n, wall, waited = _closed_queue(
-                    kind, tasks, sim_ns if load == "saturated" else sim_ns * 10, think)
+                    kind, tasks, sim_ns if load == "saturated" else sim_ns * 10, think
+                )
                 best[kind] = max(best[kind], n / wall)
         for kind in kinds:
             out[f"lock.{load}.{kind}.cycles_per_s"] = best[kind]
@@ -192,8 +195,9 @@ def bench_model(config: str, duration: str, cpu_counts: tuple[int, ...], repeat:
     for n in cpu_counts:
         best = None
         for _ in range(repeat):
-            s, wall, events = _run_config(config, [f"duration={duration}", "warmup=0",
-                                                   f"machine.cpus={n}"])
+            s, wall, events = _run_config(
+                config, [f"duration={duration}", "warmup=0", f"machine.cpus={n}"]
+            )
             if best is None or wall < best[1]:
                 best = (s, wall, events)
         s, wall, events = best
@@ -216,9 +220,17 @@ def bench_overhead(config: str, duration: str, repeat: int = 3) -> dict:
     walls: dict[str, list[float]] = {"on": [], "off": []}
     for _ in range(repeat):
         for key, flag in (("on", "true"), ("off", "false")):
-            walls[key].append(_run_config(config, [f"duration={duration}", "warmup=0",
-                                                   f"record.enabled={flag}",
-                                                   f"safety.enabled={flag}"])[1])
+            walls[key].append(
+                _run_config(
+                    config,
+                    [
+                        f"duration={duration}",
+                        "warmup=0",
+                        f"record.enabled={flag}",
+                        f"safety.enabled={flag}",
+                    ],
+                )[1]
+            )
     on, off = min(walls["on"]), min(walls["off"])
     return {"overhead.wall_on_s": on, "overhead.wall_off_s": off, "overhead.ratio": on / off}
 
@@ -274,15 +286,21 @@ def scaling_run(config: str, sim_ms: int, cpus: int) -> dict:
     out, so what is scaled to one simulated second is the steady part. A child of its own, so
     that the peak RSS (``VmHWM``, of the longer run) is this CPU count's alone.
     """
-    res = subprocess.run([sys.executable, "-c", _SCALING_CHILD, config, str(sim_ms), str(cpus)],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", _SCALING_CHILD, config, str(sim_ms), str(cpus)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     w1, c1, e1, f1, w2, c2, e2, f2, rss_kb = res.stdout.split()
     per_s = 1000 / sim_ms
-    return {"wall_s_per_sim_s": (float(w2) - float(w1)) * per_s,
-            "cpu_s_per_sim_s": (float(c2) - float(c1)) * per_s,
-            "events_per_sim_s": (int(e2) - int(e1)) * per_s,
-            "faults_per_sim_s": (float(f2) - float(f1)) * per_s,
-            "peak_rss_mb": int(rss_kb) / 1024}
+    return {
+        "wall_s_per_sim_s": (float(w2) - float(w1)) * per_s,
+        "cpu_s_per_sim_s": (float(c2) - float(c1)) * per_s,
+        "events_per_sim_s": (int(e2) - int(e1)) * per_s,
+        "faults_per_sim_s": (float(f2) - float(f1)) * per_s,
+        "peak_rss_mb": int(rss_kb) / 1024,
+    }
 
 
 def bench_scaling(config: str, sim_ms: int, cpu_counts: tuple[int, ...] = SCALING_CPUS) -> dict:
@@ -300,7 +318,8 @@ def bench_scaling(config: str, sim_ms: int, cpu_counts: tuple[int, ...] = SCALIN
             out[f"scaling.cpus{n}.{k}"] = v
     lo, hi = cpu_counts[0], cpu_counts[-1]
     out["scaling.cpu_growth_per_cpu"] = (out[f"scaling.cpus{hi}.cpu_s_per_sim_s"] / hi) / (
-        out[f"scaling.cpus{lo}.cpu_s_per_sim_s"] / lo)
+        out[f"scaling.cpus{lo}.cpu_s_per_sim_s"] / lo
+    )
     return out
 
 
@@ -318,32 +337,64 @@ def bench_sweep(config: str, duration: str, runs: int) -> dict:
     walls = {}
     with tempfile.TemporaryDirectory() as d:
         exp = Path(d) / "equal.yaml"
-        exp.write_text(yaml.safe_dump({"base": str(Path(config).resolve()),
-                                       "set": {"duration": duration, "warmup": 0},
-                                       "replications": runs}))
+        exp.write_text(
+            yaml.safe_dump(
+                {
+                    "base": str(Path(config).resolve()),
+                    "set": {"duration": duration, "warmup": 0},
+                    "replications": runs,
+                }
+            )
+        )
         # In the order 1, 2, 2, 1: a host whose speed drifts steadily hits both alike.
         for i, jobs in enumerate((1, 2, 2, 1)):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "desim.cli", "sweep", str(exp), "--jobs",
-                            str(jobs), "--out", str(Path(d) / f"out{i}")],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "desim.cli",
+                    "sweep",
+                    str(exp),
+                    "--jobs",
+                    str(jobs),
+                    "--out",
+                    str(Path(d) / f"out{i}"),
+                ],
+                check=True,
+                capture_output=True,
+            )
             walls[jobs] = walls.get(jobs, 0.0) + (time.perf_counter() - t0) / 2
-    return {"sweep.runs": runs, "sweep.jobs1_s": walls[1], "sweep.jobs2_s": walls[2],
-            "sweep.speedup": walls[1] / walls[2]}
+    return {
+        "sweep.runs": runs,
+        "sweep.jobs1_s": walls[1],
+        "sweep.jobs2_s": walls[2],
+        "sweep.speedup": walls[1] / walls[2],
+    }
 
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_all(quick: bool = False, config: str = str(REPO / "configs" / "default.yaml"),
-            progress=print) -> dict:
+def run_all(
+    quick: bool = False, config: str = str(REPO / "configs" / "default.yaml"), progress=print
+) -> dict:
     results: dict = {"host.python": sys.version.split()[0]}
     steps = [
         ("lock", lambda: bench_lock(20_000_000 if quick else 100_000_000)),
-        ("model", lambda: bench_model(config, "100ms" if quick else "500ms",
-                                      (8, 16) if quick else (8, 16, 32, 64), 1 if quick else 3)),
-        ("overhead", lambda: bench_overhead(config, "100ms" if quick else "500ms",
-                                            1 if quick else 3)),
+        (
+            "model",
+            lambda: bench_model(
+                config,
+                "100ms" if quick else "500ms",
+                (8, 16) if quick else (8, 16, 32, 64),
+                1 if quick else 3,
+            ),
+        ),
+        (
+            "overhead",
+            lambda: bench_overhead(config, "100ms" if quick else "500ms", 1 if quick else 3),
+        ),
         ("memory", lambda: bench_memory(config, 1_000_000 if quick else 10_000_000)),
         ("scaling", lambda: bench_scaling(config, 10 if quick else 25)),
         ("sweep", lambda: bench_sweep(config, "100ms" if quick else "2s", 4 if quick else 8)),
@@ -380,5 +431,6 @@ def verdicts(results: dict) -> dict[str, bool]:
 
 
 def write(results: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps({"results": results, "targets_met": verdicts(results)},
-                                     indent=1) + "\n")
+    Path(path).write_text(
+        json.dumps({"results": results, "targets_met": verdicts(results)}, indent=1) + "\n"
+    )

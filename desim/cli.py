@@ -49,14 +49,20 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None, command: str)
             keys = []
         if keys:
             hint = f"desim sweep {path}" + (" --dry-run" if command == "validate" else "")
-            fail(f"{path} is an experiment file (it has {', '.join(k + ':' for k in keys[:2])}),"
-                 f" not a config; {'check' if command == 'validate' else 'run'} it with: {hint}")
+            fail(
+                f"{path} is an experiment file (it has {', '.join(k + ':' for k in keys[:2])}),"
+                f" not a config; {'check' if command == 'validate' else 'run'} it with: {hint}"
+            )
         fail(str(exc))
     if not cfg.workload and "workload" not in read_yaml(path):
         # Not an error (an idle machine is a valid baseline), but rarely what was meant; an
         # explicit ``workload: {}`` says it was.
-        err.print(f"note: {path} has no workload: section, so the machine runs idle "
-                  "(configs/default.yaml has one to copy)", soft_wrap=True, highlight=False)
+        err.print(
+            f"note: {path} has no workload: section, so the machine runs idle "
+            "(configs/default.yaml has one to copy)",
+            soft_wrap=True,
+            highlight=False,
+        )
     return cfg
 
 
@@ -68,21 +74,50 @@ def main() -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value by dotted key, e.g. --set machine.cpus=64.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value by dotted key, e.g. --set machine.cpus=64.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the seed.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Results directory (default: results/<config name>). desim replaces only a "
-                   "run directory it wrote from the same config.")
-@click.option("--force", is_flag=True,
-              help="Also replace a run directory of another config, or one holding other files.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Results directory (default: results/<config name>). desim replaces only a "
+    "run directory it wrote from the same config.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also replace a run directory of another config, or one holding other files.",
+)
 @click.option("--quiet", is_flag=True, help="Print no progress bar or summary.")
-@click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
-              help="Also write a Chrome/Perfetto trace-event JSON timeline to this file.")
-@click.option("--trace-window", default=None, metavar="START:END",
-              help="Only trace this simulated time span, e.g. 100ms:110ms (keeps files small).")
-def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | None,
-        force: bool, quiet: bool, trace_file: str | None, trace_window: str | None) -> None:
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a Chrome/Perfetto trace-event JSON timeline to this file.",
+)
+@click.option(
+    "--trace-window",
+    default=None,
+    metavar="START:END",
+    help="Only trace this simulated time span, e.g. 100ms:110ms (keeps files small).",
+)
+def run(
+    config: str,
+    overrides: tuple[str, ...],
+    seed: int | None,
+    out: str | None,
+    force: bool,
+    quiet: bool,
+    trace_file: str | None,
+    trace_window: str | None,
+) -> None:
     """Run one simulation from CONFIG and write its results."""
     from desim.rundir import RunDirError, Staging, check_target
     from desim.trace import tracer_for
@@ -93,13 +128,16 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
         tracer = tracer_for(trace_file, trace_window)
     except ValueError as exc:
         fail(f"--trace-window: {exc}")
-    if tracer is not None and (tracer.start >= cfg.duration
-                               or tracer.end != float("inf") and tracer.end > cfg.duration):
+    if tracer is not None and (
+        tracer.start >= cfg.duration or tracer.end != float("inf") and tracer.end > cfg.duration
+    ):
         from desim.units import format_ns
 
-        fail(f"--trace-window {trace_window}: reaches beyond the run, which lasts "
-             f"{format_ns(cfg.duration)} (duration); give START:END within 0:"
-             f"{format_ns(cfg.duration).replace(' ', '')}")
+        fail(
+            f"--trace-window {trace_window}: reaches beyond the run, which lasts "
+            f"{format_ns(cfg.duration)} (duration); give START:END within 0:"
+            f"{format_ns(cfg.duration).replace(' ', '')}"
+        )
     if trace_file is not None:
         tdir = Path(trace_file).resolve().parent
         if not tdir.is_dir() or not os.access(tdir, os.W_OK):
@@ -124,11 +162,14 @@ def run(config: str, overrides: tuple[str, ...], seed: int | None, out: str | No
             console.print(f"trace: {trace_file} ({tracer.summary()}); open it in ui.perfetto.dev")
     elif result.stopped_early:
         print_violations(result.violations, result.summary, err)
-    gone = (f" and its report ({', '.join(f'{d}/' for d in target.derived)})"
-            if target.derived else "")
+    gone = (
+        f" and its report ({', '.join(f'{d}/' for d in target.derived)})" if target.derived else ""
+    )
     # One line however long the path: scripts grep for it.
-    console.print(f"results: {outdir}/" + (f", replacing the previous run{gone}"
-                                           if target.exists else ""), soft_wrap=True)
+    console.print(
+        f"results: {outdir}/" + (f", replacing the previous run{gone}" if target.exists else ""),
+        soft_wrap=True,
+    )
     if result.summary.get("safety.violations", 0) and cfg.safety.stop_on_first:
         sys.exit(1)
 
@@ -153,29 +194,48 @@ def _simulate_into(staging, cfg: Config, tracer, quiet: bool, source: str):
             # No terminal to redraw a bar on (nohup, CI, a log file): a line every tenth.
             from desim.progress import ProgressLines
 
-            lines = ProgressLines(cfg.duration, lambda now: f"{format_ns(now)} of "
-                                  f"{format_ns(cfg.duration)} simulated", sys.stderr)
+            lines = ProgressLines(
+                cfg.duration,
+                lambda now: f"{format_ns(now)} of {format_ns(cfg.duration)} simulated",
+                sys.stderr,
+            )
             result = simulate(cfg, trace=tracer, progress=lines)
         else:
-            with Progress(TextColumn("[bold]simulating"), BarColumn(),
-                          TextColumn("{task.fields[sim]}"), TimeRemainingColumn(),
-                          console=err, transient=True) as bar:
+            with Progress(
+                TextColumn("[bold]simulating"),
+                BarColumn(),
+                TextColumn("{task.fields[sim]}"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
                 task = bar.add_task("run", total=cfg.duration, sim="")
-                result = simulate(cfg, trace=tracer, progress=lambda now: bar.update(
-                    task, completed=now, sim=f"{format_ns(now)} simulated"))
+                result = simulate(
+                    cfg,
+                    trace=tracer,
+                    progress=lambda now: bar.update(
+                        task, completed=now, sim=f"{format_ns(now)} simulated"
+                    ),
+                )
     except KeyboardInterrupt:
         fail("interrupted: nothing was written", code=130)
     except Exception:
         tb = traceback.format_exc()
-        write_failed(staging.tmp, yaml.safe_dump(cfg.to_dict(), sort_keys=False),
-                     {"desim_version": __version__, "seed": cfg.seed, "command": command,
-                      "source": source}, tb)
+        write_failed(
+            staging.tmp,
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+            {"desim_version": __version__, "seed": cfg.seed, "command": command, "source": source},
+            tb,
+        )
         try:
             staging.commit()
         except RunDirError as exc:
             fail(str(exc), code=1)
-        fail(f"the run failed: {tb.strip().splitlines()[-1]} (traceback: "
-             f"{staging.target / 'traceback.txt'})", code=1)
+        fail(
+            f"the run failed: {tb.strip().splitlines()[-1]} (traceback: "
+            f"{staging.target / 'traceback.txt'})",
+            code=1,
+        )
     try:
         fill_run(result, staging.tmp, command, source=source)
         staging.commit()
@@ -194,8 +254,10 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
     from desim.units import format_ns
 
     cfg = _load(config, overrides, None, "validate")
-    console.print(f"{config}: ok ({cfg.machine.cpus} CPUs, allocator {cfg.allocator.name}, "
-                  f"workload {', '.join(cfg.workload) or 'none'}, {format_ns(cfg.duration)})")
+    console.print(
+        f"{config}: ok ({cfg.machine.cpus} CPUs, allocator {cfg.allocator.name}, "
+        f"workload {', '.join(cfg.workload) or 'none'}, {format_ns(cfg.duration)})"
+    )
 
 
 @main.command(name="list")
@@ -226,8 +288,13 @@ def list_cmd() -> None:
 
 @main.command()
 @click.option("--quick", is_flag=True, help="Smaller runs: a smoke test of the benchmark itself.")
-@click.option("--out", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
-              help="Where to write the figures as JSON.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="bench.json",
+    show_default=True,
+    help="Where to write the figures as JSON.",
+)
 def bench(quick: bool, out: str) -> None:
     """Measure desim's speed against bare SimPy (on demand; takes a few minutes)."""
     from desim import bench as b
@@ -240,8 +307,11 @@ def bench(quick: bool, out: str) -> None:
     t.add_column("target")
     for k, v in res.items():
         target = b.TARGETS.get(k)
-        mark = "" if target is None else (
-            f"{'[green]met' if ok[k] else '[red]missed'}[/] ({target[0]} {target[1]:,})")
+        mark = (
+            ""
+            if target is None
+            else (f"{'[green]met' if ok[k] else '[red]missed'}[/] ({target[0]} {target[1]:,})")
+        )
         t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v), mark)
     console.print(t)
     b.write(res, out)
@@ -249,9 +319,13 @@ def bench(quick: bool, out: str) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False), default="results/probe",
-              show_default=True, help="Where to write probe.json (a new directory, or a probe "
-              "desim wrote).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="results/probe",
+    show_default=True,
+    help="Where to write probe.json (a new directory, or a probe desim wrote).",
+)
 @click.option("--quick", is_flag=True, help="Fewer samples: about ten seconds.")
 def probe(out: str, quick: bool) -> None:
     """Measure this Linux host (grace periods, faults, fork/exit) and set desim's model beside it."""
@@ -270,24 +344,33 @@ def probe(out: str, quick: bool) -> None:
     with staging:
         facts = pr.machine_facts()
         try:
-            dists, missing = pr.measure(pr.QUICK if quick else pr.Sizes(),
-                                        progress=lambda s: err.print(f"measuring {s}"))
+            dists, missing = pr.measure(
+                pr.QUICK if quick else pr.Sizes(), progress=lambda s: err.print(f"measuring {s}")
+            )
             measured = {k: d.summary() for k, d in dists.items()}
             prof = pr.profile(facts, measured)
-            simulated = pr.simulate_probe(prof, measured, quick,
-                                          progress=lambda s: err.print(s))
+            simulated = pr.simulate_probe(prof, measured, quick, progress=lambda s: err.print(s))
         except KeyboardInterrupt:
             fail("interrupted: nothing was written", code=130)
         rows = pr.compare(facts, measured, simulated)
         missing = facts["missing"] + missing
-        write_json(staging.tmp / "probe.json", {"machine": facts, "measured": measured,
-                                                "simulated": simulated, "comparison": rows,
-                                                "tolerance": pr.TOLERANCE, "missing": missing})
+        write_json(
+            staging.tmp / "probe.json",
+            {
+                "machine": facts,
+                "measured": measured,
+                "simulated": simulated,
+                "comparison": rows,
+                "tolerance": pr.TOLERANCE,
+                "missing": missing,
+            },
+        )
         config = {k: v for k, v in prof.items() if not k.startswith("_")}
         (staging.tmp / "profile.yaml").write_text(
             f"# desim profile of {facts['release']} ({facts['cpus']} CPUs), written by desim "
             "probe:\n# machine and rcu read from the host; costs fitted to its measurements.\n"
-            + yaml.safe_dump(config, sort_keys=False))
+            + yaml.safe_dump(config, sort_keys=False)
+        )
         (staging.tmp / "PROBE").write_text("desim probe\n")
         staging.commit()
     print_probe(facts, measured, rows, missing)
@@ -298,30 +381,52 @@ def print_probe(facts: dict, measured: dict, rows: list[dict], missing: list[str
     from desim.probe import TOLERANCE
     from desim.units import format_ns
 
-    console.print(f"[bold]{facts['release']}[/] ({facts['version']}), {facts['cpus']} CPUs, "
-                  f"HZ={facts['hz'] or '?'}, {facts['rcu_flavour']} RCU, preempt="
-                  f"{facts['preempt'] or '?'}, lazy RCU {'on' if facts['rcu_lazy'] else 'off'}, "
-                  f"{facts['page_size'] // 1024} KiB pages")
-    t = Table(title=f"measured on this host and simulated by desim (p50; verdict within "
-                    f"±{TOLERANCE:.0%})", title_justify="left")
-    for c in ("scenario", "n", "measured p50", "p99", "p50 over repeats", "desim p50", "ratio",
-              "verdict"):
+    console.print(
+        f"[bold]{facts['release']}[/] ({facts['version']}), {facts['cpus']} CPUs, "
+        f"HZ={facts['hz'] or '?'}, {facts['rcu_flavour']} RCU, preempt="
+        f"{facts['preempt'] or '?'}, lazy RCU {'on' if facts['rcu_lazy'] else 'off'}, "
+        f"{facts['page_size'] // 1024} KiB pages"
+    )
+    t = Table(
+        title=f"measured on this host and simulated by desim (p50; verdict within "
+        f"±{TOLERANCE:.0%})",
+        title_justify="left",
+    )
+    for c in (
+        "scenario",
+        "n",
+        "measured p50",
+        "p99",
+        "p50 over repeats",
+        "desim p50",
+        "ratio",
+        "verdict",
+    ):
         t.add_column(c, justify="left" if c in ("scenario", "verdict") else "right")
     for r in rows:
         m = measured[r["scenario"]]
-        spread = (f"{format_ns(m['repeat_p50_min'])}–{format_ns(m['repeat_p50_max'])}"
-                  if "repeat_p50_min" in m else "")
+        spread = (
+            f"{format_ns(m['repeat_p50_min'])}–{format_ns(m['repeat_p50_max'])}"
+            if "repeat_p50_min" in m
+            else ""
+        )
         colour = {"agrees": "green", "differs": "red"}.get(r["verdict"], "")
-        t.add_row(PROBE_NAMES.get(r["scenario"], r["scenario"]), str(m["n"]), format_ns(m["p50"]),
-                  format_ns(m["p99"]), spread,
-                  format_ns(r["simulated_p50"]) if r["simulated_p50"] else "-",
-                  f"{r['ratio']:.2f}" if r["ratio"] else "-",
-                  f"[{colour}]{r['verdict']}[/]" if colour else r["verdict"])
+        t.add_row(
+            PROBE_NAMES.get(r["scenario"], r["scenario"]),
+            str(m["n"]),
+            format_ns(m["p50"]),
+            format_ns(m["p99"]),
+            spread,
+            format_ns(r["simulated_p50"]) if r["simulated_p50"] else "-",
+            f"{r['ratio']:.2f}" if r["ratio"] else "-",
+            f"[{colour}]{r['verdict']}[/]" if colour else r["verdict"],
+        )
     console.print(t)
     for r in rows:
         if r["why"]:
-            console.print(f"{PROBE_NAMES.get(r['scenario'], r['scenario'])}: {r['why']}",
-                          soft_wrap=True)
+            console.print(
+                f"{PROBE_NAMES.get(r['scenario'], r['scenario'])}: {r['why']}", soft_wrap=True
+            )
     for m in missing:
         err.print(f"not measured: {m}", soft_wrap=True)
 
@@ -337,20 +442,46 @@ PROBE_NAMES = {
 
 @main.command()
 @click.argument("experiment", type=click.Path(dir_okay=False))
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              help="Parallel local processes (default: the core count).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Sweep directory (default: results/<experiment name>).")
-@click.option("--dask", metavar="ADDRESS", default=None,
-              help="Run on an existing Dask cluster, e.g. tcp://host:8786 (needs desim[dask]).")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parallel local processes (default: the core count).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Sweep directory (default: results/<experiment name>).",
+)
+@click.option(
+    "--dask",
+    metavar="ADDRESS",
+    default=None,
+    help="Run on an existing Dask cluster, e.g. tcp://host:8786 (needs desim[dask]).",
+)
 @click.option("--dry-run", is_flag=True, help="List the runs and estimate the wall time.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed run.")
-@click.option("--force", is_flag=True,
-              help="Replace a sweep directory holding another experiment's sweep.")
-@click.option("--run-timeout", metavar="DURATION", default=None,
-              help="Stop a run after this wall time (e.g. 30s, 10min) and record it as failed.")
-def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
-          dry_run: bool, fail_fast: bool, force: bool, run_timeout: str | None) -> None:
+@click.option(
+    "--force", is_flag=True, help="Replace a sweep directory holding another experiment's sweep."
+)
+@click.option(
+    "--run-timeout",
+    metavar="DURATION",
+    default=None,
+    help="Stop a run after this wall time (e.g. 30s, 10min) and record it as failed.",
+)
+def sweep(
+    experiment: str,
+    jobs: int | None,
+    out: str | None,
+    dask: str | None,
+    dry_run: bool,
+    fail_fast: bool,
+    force: bool,
+    run_timeout: str | None,
+) -> None:
     """Run every point × replication of EXPERIMENT; re-running resumes."""
     from desim.sweep.pool import default_jobs, start_pool_server
 
@@ -360,8 +491,18 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
     from desim.sweep.runner import SweepError
 
     try:
-        code = run_sweep(experiment, jobs, out, dask, dry_run, fail_fast, console, err,
-                         force=force, run_timeout=run_timeout)
+        code = run_sweep(
+            experiment,
+            jobs,
+            out,
+            dask,
+            dry_run,
+            fail_fast,
+            console,
+            err,
+            force=force,
+            run_timeout=run_timeout,
+        )
     except SweepError as exc:
         fail(str(exc))
     sys.exit(code)
@@ -369,10 +510,19 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
 
 @main.command()
 @click.argument("results", type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Where to write report.html and the figures (default: RESULTS/report).")
-@click.option("--experiment", "spec_file", type=click.Path(dir_okay=False, exists=True),
-              default=None, help="Take the report: section from this YAML instead.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write report.html and the figures (default: RESULTS/report).",
+)
+@click.option(
+    "--experiment",
+    "spec_file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Take the report: section from this YAML instead.",
+)
 def report(results: str, out: str | None, spec_file: str | None) -> None:
     """Write an HTML report (figures + tables) of a run or sweep directory; never re-runs."""
     from desim.report import ReportSpecError, ResultsError, make_report
@@ -381,8 +531,9 @@ def report(results: str, out: str | None, spec_file: str | None) -> None:
         r = make_report(results, out, spec_file)
     except (ResultsError, ReportSpecError) as exc:
         fail(str(exc))
-    console.print(f"report: {r.html} ({len(r.figures)} figures, PNG and SVG beside it; "
-                  f"{r.seconds:.1f} s)")
+    console.print(
+        f"report: {r.html} ({len(r.figures)} figures, PNG and SVG beside it; {r.seconds:.1f} s)"
+    )
     for name, reason in r.skipped:
         console.print(f"  skipped {name}: {reason}", soft_wrap=True)
     for run_id, why in r.unreadable:
@@ -395,46 +546,89 @@ def print_summary(s: dict, cfg: Config, wall_s: float) -> None:
     def g(k):
         return s.get(k, float("nan"))
 
-    t = Table(title=f"desim: {cfg.allocator.name}, {cfg.machine.cpus} CPUs, "
-                    f"{format_ns(g('sim.duration_ns'))} simulated", title_justify="left")
+    t = Table(
+        title=f"desim: {cfg.allocator.name}, {cfg.machine.cpus} CPUs, "
+        f"{format_ns(g('sim.duration_ns'))} simulated",
+        title_justify="left",
+    )
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_column("detail", justify="left")
     rows = [
-        ("page faults", f"{g('fault.count'):,.0f}",
-         f"p50 {format_ns(g('fault.p50_ns'))}, p99 {format_ns(g('fault.p99_ns'))}"),
-        ("fault retries (table retracted)", f"{g('count.fault.retries') if 'count.fault.retries' in s else 0:,.0f}", ""),
-        ("tables allocated / deferred / gathered",
-         f"{s.get('count.tables.allocated', 0):,.0f} / {s.get('count.tables.deferred', 0):,.0f}"
-         f" / {s.get('count.tables.gathered', 0):,.0f}", ""),
-        ("mms created / exited", f"{s.get('count.mm.created', 0):,.0f} / "
-                                 f"{s.get('count.mm.exited', 0):,.0f}", ""),
-        ("grace periods", f"{g('rcu.gps_completed'):,.0f}",
-         f"mean {format_ns(g('rcu.gp.mean_ns'))}, max {format_ns(g('rcu.gp.max_ns'))}"),
-        ("RCU callbacks invoked", f"{g('rcu.callbacks_invoked'):,.0f}",
-         f"backlog max {g('rcu.callbacks_pending_max'):,.0f}"),
-        ("free-to-reuse delay", format_ns(g("free_to_reuse.mean_ns")) if s.get("free_to_reuse.count") else "-",
-         "mean"),
+        (
+            "page faults",
+            f"{g('fault.count'):,.0f}",
+            f"p50 {format_ns(g('fault.p50_ns'))}, p99 {format_ns(g('fault.p99_ns'))}",
+        ),
+        (
+            "fault retries (table retracted)",
+            f"{g('count.fault.retries') if 'count.fault.retries' in s else 0:,.0f}",
+            "",
+        ),
+        (
+            "tables allocated / deferred / gathered",
+            f"{s.get('count.tables.allocated', 0):,.0f} / {s.get('count.tables.deferred', 0):,.0f}"
+            f" / {s.get('count.tables.gathered', 0):,.0f}",
+            "",
+        ),
+        (
+            "mms created / exited",
+            f"{s.get('count.mm.created', 0):,.0f} / {s.get('count.mm.exited', 0):,.0f}",
+            "",
+        ),
+        (
+            "grace periods",
+            f"{g('rcu.gps_completed'):,.0f}",
+            f"mean {format_ns(g('rcu.gp.mean_ns'))}, max {format_ns(g('rcu.gp.max_ns'))}",
+        ),
+        (
+            "RCU callbacks invoked",
+            f"{g('rcu.callbacks_invoked'):,.0f}",
+            f"backlog max {g('rcu.callbacks_pending_max'):,.0f}",
+        ),
+        (
+            "free-to-reuse delay",
+            format_ns(g("free_to_reuse.mean_ns")) if s.get("free_to_reuse.count") else "-",
+            "mean",
+        ),
     ]
     from desim.records import MEMORY_COLUMNS
 
     for kind in MEMORY_COLUMNS:
-        rows.append((f"memory {kind}", format_bytes(g(f"mem.{kind}.mean_bytes")),
-                     f"peak {format_bytes(g(f'mem.{kind}.peak_bytes'))}"))
+        rows.append(
+            (
+                f"memory {kind}",
+                format_bytes(g(f"mem.{kind}.mean_bytes")),
+                f"peak {format_bytes(g(f'mem.{kind}.peak_bytes'))}",
+            )
+        )
     for k in sorted(s):
         if k.startswith("lock.") and k.endswith(".acquisitions"):
             cls = k[5:-13]
-            rows.append((f"lock {cls}", f"{s[k]:,.0f}",
-                         f"{100 * s[f'lock.{cls}.contention_ratio']:.2f}% contended, "
-                         f"max wait {format_ns(s[f'lock.{cls}.wait_max_ns'])}"))
+            rows.append(
+                (
+                    f"lock {cls}",
+                    f"{s[k]:,.0f}",
+                    f"{100 * s[f'lock.{cls}.contention_ratio']:.2f}% contended, "
+                    f"max wait {format_ns(s[f'lock.{cls}.wait_max_ns'])}",
+                )
+            )
     rows.append(("IPIs sent", f"{g('ipi.sent'):,.0f}", ""))
     if "safety.violations" in s:
         v = s["safety.violations"]
-        kinds = ", ".join(f"{k[7:]} {s[k]:.0f}" for k in sorted(s)
-                          if k.startswith("safety.") and k != "safety.violations" and s[k])
+        kinds = ", ".join(
+            f"{k[7:]} {s[k]:.0f}"
+            for k in sorted(s)
+            if k.startswith("safety.") and k != "safety.violations" and s[k]
+        )
         rows.append(("safety violations", f"{'[red]' if v else '[green]'}{v:,.0f}[/]", kinds))
-    rows.append(("simulated events / wall s", f"{g('sim.events') / wall_s:,.0f}",
-                 f"{g('sim.events'):,.0f} events in {wall_s:.2f} s"))
+    rows.append(
+        (
+            "simulated events / wall s",
+            f"{g('sim.events') / wall_s:,.0f}",
+            f"{g('sim.events'):,.0f} events in {wall_s:.2f} s",
+        )
+    )
     for r in rows:
         t.add_row(*r)
     console.print(t)
@@ -455,13 +649,20 @@ def print_violations(violations: list[dict], s: dict, con: Console, shown: int =
         for line in lines[1:]:
             con.print(escape(line))
         return
-    t = Table(title=f"first safety violations ({s.get('safety.violations', 0):,.0f} in all; "
-                    "histories in violations.json)", title_justify="left")
+    t = Table(
+        title=f"first safety violations ({s.get('safety.violations', 0):,.0f} in all; "
+        "histories in violations.json)",
+        title_justify="left",
+    )
     for col in ("time", "cpu", "kind", "message"):
         t.add_column(col, justify="right" if col == "time" else "left")
     for v in violations[:shown]:
-        t.add_row(format_ns(v["t_ns"]), "-" if v["cpu"] < 0 else f"cpu{v['cpu']}", v["kind"],
-                  escape(v["message"]))
+        t.add_row(
+            format_ns(v["t_ns"]),
+            "-" if v["cpu"] < 0 else f"cpu{v['cpu']}",
+            v["kind"],
+            escape(v["message"]),
+        )
     con.print(t)
 
 

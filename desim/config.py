@@ -61,14 +61,14 @@ PositiveDuration = Annotated[int, BeforeValidator(parse_time_ns), Field(gt=0)]
 Size = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
 
 MAX_CPUS = 4096
-MAX_PROCESSES = 100_000       # processes alive at time 0 (each is a SimPy process at build)
-MAX_TABLES = 1 << 20          # page tables per process or per call: 2 TiB mapped at 4 KiB
-MAX_PAGES = 1 << 32           # pages of memory in any count (16 TiB at 4 KiB)
+MAX_PROCESSES = 100_000  # processes alive at time 0 (each is a SimPy process at build)
+MAX_TABLES = 1 << 20  # page tables per process or per call: 2 TiB mapped at 4 KiB
+MAX_PAGES = 1 << 32  # pages of memory in any count (16 TiB at 4 KiB)
 MAX_LOCKS = 65_536
-MAX_PAGE_SIZE = 256 << 10     # the largest base page Linux has (hexagon, ppc44x: 256 KiB)
-MAX_SEED = (1 << 63) - 1      # seeds are stored in int64 columns
-MAX_BATCH = 1_000_000_000     # RCU callback limits
-MAX_SAMPLES = 10_000_000      # time-series rows kept in memory per run
+MAX_PAGE_SIZE = 256 << 10  # the largest base page Linux has (hexagon, ppc44x: 256 KiB)
+MAX_SEED = (1 << 63) - 1  # seeds are stored in int64 columns
+MAX_BATCH = 1_000_000_000  # RCU callback limits
+MAX_SAMPLES = 10_000_000  # time-series rows kept in memory per run
 
 
 class Strict(BaseModel):
@@ -78,12 +78,17 @@ class Strict(BaseModel):
 class MachineConfig(Strict):
     cpus: Int = Field(8, ge=1, le=MAX_CPUS, description="number of CPUs")
     arch: str | None = Field(
-        None, description="the machine modelled (desim.model.arch): " + ", ".join(ARCH_NAMES)
-        + "; default: the allocator's own architecture")
+        None,
+        description="the machine modelled (desim.model.arch): "
+        + ", ".join(ARCH_NAMES)
+        + "; default: the allocator's own architecture",
+    )
     tlb_table_free: Literal["rcu", "flush"] | None = Field(
-        None, description="how mmu_gather frees unmapped tables: rcu (MMU_GATHER_RCU_TABLE_FREE "
+        None,
+        description="how mmu_gather frees unmapped tables: rcu (MMU_GATHER_RCU_TABLE_FREE "
         "batch, one call_rcu per batch) or flush (bare-metal x86 v6.6-6.7: freed after the flush "
-        "IPIs, no grace period); default: the arch's")
+        "IPIs, no grace period); default: the arch's",
+    )
     hz: Int | None = Field(None, description="scheduler tick rate (CONFIG_HZ); default: the arch's")
     page_size: Size = Field(4096, description="base page size")
     memory_limit: Size | None = Field(None, description="cap on memory held in pages")
@@ -112,8 +117,10 @@ class MachineConfig(Strict):
     @model_validator(mode="after")
     def _memory_limit(self):
         if self.memory_limit is not None and self.memory_limit < self.page_size:
-            raise ValueError(f"memory_limit: {self.memory_limit} B is less than one page "
-                             f"(page_size {self.page_size} B)")
+            raise ValueError(
+                f"memory_limit: {self.memory_limit} B is less than one page "
+                f"(page_size {self.page_size} B)"
+            )
         return self
 
     @property
@@ -154,16 +161,22 @@ class CostsConfig(Strict):
     """
 
     profile: Literal[COST_PROFILES] = Field(  # type: ignore[valid-type]
-        "arch", description="where the costs not given come from: arch (the machine's cost "
-        "profile), a profile by name (" + ", ".join(PROFILES) + ") or flat (constants)")
+        "arch",
+        description="where the costs not given come from: arch (the machine's cost "
+        "profile), a profile by name (" + ", ".join(PROFILES) + ") or flat (constants)",
+    )
     lock_uncontended: Duration = Field(25, description="cache-hot spin_lock + spin_unlock")
     lock_handoff: Duration = Field(100, description="lock cache line moving between CPUs")
     pte_walk: Duration = Field(150, description="pte_offset_map + read the PTE, locklessly")
     fault_work: Cost = Field(700, description="rest of a minor fault, under the ptl")
-    page_alloc: Cost = Field(250, description="take a page from the page allocator, besides "
-                             "zeroing it")
-    page_zero: Duration = Field(0, description="clear_page of each 4 KiB of a page allocated "
-                                "zeroed (page tables): a 64 KiB page costs 16 times this")
+    page_alloc: Cost = Field(
+        250, description="take a page from the page allocator, besides zeroing it"
+    )
+    page_zero: Duration = Field(
+        0,
+        description="clear_page of each 4 KiB of a page allocated "
+        "zeroed (page tables): a 64 KiB page costs 16 times this",
+    )
     page_free: Duration = Field(150, description="return a page to the page allocator")
     table_ctor: Duration = Field(60, description="pagetable_pte_ctor/dtor: ptl init, accounting")
     call_rcu: Duration = Field(30, description="queue one callback")
@@ -175,47 +188,63 @@ class CostsConfig(Strict):
     fork: Cost = Field(60000, description="fork+exec of a process, besides page tables")
     exit: Cost = Field(30000, description="exit of a process, besides page tables and zapping")
     munmap: Cost = Field(3000, description="munmap of a range, besides page tables and zapping")
-    zap_page: Duration = Field(0, description="zap_pte_range per mapped page at munmap and exit "
-                               "(clear the PTE, drop rmap and refcount, free in batches); a "
-                               "table maps machine.arch's PTEs per table")
+    zap_page: Duration = Field(
+        0,
+        description="zap_pte_range per mapped page at munmap and exit "
+        "(clear the PTE, drop rmap and refcount, free in batches); a "
+        "table maps machine.arch's PTEs per table",
+    )
     mm_free: Duration = Field(300, description="free the mm_struct")
 
 
 class RcuConfig(Strict):
     flavor: Literal["preemptible", "non-preemptible"] = Field(
-        "preemptible", description="PREEMPT_RCU (PREEMPT_DYNAMIC x86 distribution kernels) or "
-        "!PREEMPT_RCU (PREEMPT_NONE/VOLUNTARY builds: s390, powerpc defconfigs)"
+        "preemptible",
+        description="PREEMPT_RCU (PREEMPT_DYNAMIC x86 distribution kernels) or "
+        "!PREEMPT_RCU (PREEMPT_NONE/VOLUNTARY builds: s390, powerpc defconfigs)",
     )
     fqs_jiffies: Int | None = Field(
-        None, ge=1, description="jiffies_till_first_fqs (at most hz); default 1 + (HZ > 250) + "
-        "(HZ > 500) + cpus/256 as rcu_init_geometry computes it"
+        None,
+        ge=1,
+        description="jiffies_till_first_fqs (at most hz); default 1 + (HZ > 250) + "
+        "(HZ > 500) + cpus/256 as rcu_init_geometry computes it",
     )
     next_fqs_jiffies: Int | None = Field(
-        None, ge=1, description="jiffies_till_next_fqs (at most hz); default fqs_jiffies if set, "
-        "else the kernel's formula"
+        None,
+        ge=1,
+        description="jiffies_till_next_fqs (at most hz); default fqs_jiffies if set, "
+        "else the kernel's formula",
     )
     blimit: Int = Field(10, ge=1, le=MAX_BATCH, description="rcu_do_batch's least batch (blimit)")
     qhimark: Int = Field(
-        10000, ge=1, le=MAX_BATCH, description="a CPU's queue growing by this much lifts its "
-        "batch limit; a lazy bypass list this long is flushed"
+        10000,
+        ge=1,
+        le=MAX_BATCH,
+        description="a CPU's queue growing by this much lifts its "
+        "batch limit; a lazy bypass list this long is flushed",
     )
     batch_time: PositiveDuration = Field(
-        3_000_000, description="rcu_resched_ns: a batch above 100 callbacks is cut after this")
+        3_000_000, description="rcu_resched_ns: a batch above 100 callbacks is cut after this"
+    )
     tick_qs_in_kernel: bool = Field(
-        False, description="non-preemptible: a tick in kernel code outside a reader reports a "
-        "QS (the later fix counting a tick with no preempt count held, CONFIG_PREEMPT_COUNT=y)"
+        False,
+        description="non-preemptible: a tick in kernel code outside a reader reports a "
+        "QS (the later fix counting a tick with no preempt count held, CONFIG_PREEMPT_COUNT=y)",
     )
     sched_qs_jiffies: Int | None = Field(
-        None, ge=1, description="jiffies_to_sched_qs: a GP this old makes kernel-bound CPUs "
+        None,
+        ge=1,
+        description="jiffies_to_sched_qs: a GP this old makes kernel-bound CPUs "
         "report at their next tick (cond_resched); default as adjust_jiffies_till_sched_qs; "
-        "at most one day"
+        "at most one day",
     )
     nocb_cpus: Literal["none", "all"] | list[Int] = Field(
         "none", description="CPUs whose callbacks are offloaded to rcuo kthreads (rcu_nocbs=)"
     )
     lazy: bool = Field(
-        False, description="CONFIG_RCU_LAZY: call_rcu on an offloaded CPU waits in the bypass "
-        "list (call_rcu_hurry and synchronize_rcu do not)"
+        False,
+        description="CONFIG_RCU_LAZY: call_rcu on an offloaded CPU waits in the bypass "
+        "list (call_rcu_hurry and synchronize_rcu do not)",
     )
     lazy_flush: PositiveDuration = Field(
         10_000_000_000, description="jiffies_lazy_flush: lazy callbacks wait at most this long"
@@ -287,8 +316,14 @@ class AllocatorConfig(Strict):
 
 
 MM_LIFETIMES = (
-    "design", "none", "synchronize_rcu_exit_mmap", "synchronize_rcu_mmdrop", "rcu_barrier",
-    "mmdrop_async", "call_rcu", "slab_typesafe_by_rcu",
+    "design",
+    "none",
+    "synchronize_rcu_exit_mmap",
+    "synchronize_rcu_mmdrop",
+    "rcu_barrier",
+    "mmdrop_async",
+    "call_rcu",
+    "slab_typesafe_by_rcu",
 )
 
 
@@ -296,17 +331,23 @@ class SchedConfig(Strict):
     """The CPU scheduler used by closed-loop workloads (``desim.model.sched``)."""
 
     slice: PositiveDuration | None = Field(
-        None, description="time slice (EEVDF sysctl_sched_base_slice); default 0.75 ms x "
-        "(1 + ilog2(min(cpus, 8))) as update_sysctl scales it: 3 ms from 8 CPUs")
+        None,
+        description="time slice (EEVDF sysctl_sched_base_slice); default 0.75 ms x "
+        "(1 + ilog2(min(cpus, 8))) as update_sysctl scales it: 3 ms from 8 CPUs",
+    )
     switch_cost: Duration = Field(
-        2000, description="CPU time of one context switch between tasks (__schedule, "
-        "switch_mm, cache refill; an estimate)")
+        2000,
+        description="CPU time of one context switch between tasks (__schedule, "
+        "switch_mm, cache refill; an estimate)",
+    )
     wake_affine: bool = Field(
-        True, description="a waking task goes back to its previous CPU when that one is idle "
-        "(select_idle_sibling); otherwise any idle CPU, else the least loaded")
+        True,
+        description="a waking task goes back to its previous CPU when that one is idle "
+        "(select_idle_sibling); otherwise any idle CPU, else the least loaded",
+    )
     kworker_delay: Duration = Field(
-        20_000, description="mm_lifetime mmdrop_async: schedule_work until a kworker frees "
-        "the mm")
+        20_000, description="mm_lifetime mmdrop_async: schedule_work until a kworker frees the mm"
+    )
 
     def effective_slice(self, ncpus: int) -> int:
         if self.slice is not None:
@@ -333,8 +374,9 @@ class SafetyConfig(Strict):
     stop_on_first: bool = Field(False, description="stop the run at the first violation")
     history: Int = Field(8, ge=1, le=1000, description="events kept per object for reports")
     audit_interval: Duration = Field(
-        10_000_000, description="poll design invariants and memory books this often (0: never); "
-        "each audit rescans every page-table page, so 1 ms costs ~10% of a run's wall time"
+        10_000_000,
+        description="poll design invariants and memory books this often (0: never); "
+        "each audit rescans every page-table page, so 1 ms costs ~10% of a run's wall time",
     )
 
 
@@ -348,8 +390,10 @@ class Config(Strict):
     allocator: AllocatorConfig = AllocatorConfig()
     sched: SchedConfig = SchedConfig()
     mm_lifetime: Literal[MM_LIFETIMES] = Field(  # type: ignore[valid-type]
-        "design", description="how an exiting mm outlives RCU callbacks that may reach it "
-        "(desim.model.mm_lifetime); design: the allocator's own rule")
+        "design",
+        description="how an exiting mm outlives RCU callbacks that may reach it "
+        "(desim.model.mm_lifetime); design: the allocator's own rule",
+    )
     workload: dict[str, Any] = Field(default_factory=dict)
     record: RecordConfig = RecordConfig()
     safety: SafetyConfig = SafetyConfig()
@@ -387,8 +431,11 @@ class Config(Strict):
         mc = self.machine
         arch = mc.arch or ALLOCATORS.get(self.allocator.name).default_arch(self.allocator.params)
         a = ARCHES[arch]
-        upd = {"arch": arch, "tlb_table_free": mc.tlb_table_free or a.tlb_table_free,
-               "hz": mc.hz or a.hz}
+        upd = {
+            "arch": arch,
+            "tlb_table_free": mc.tlb_table_free or a.tlb_table_free,
+            "hz": mc.hz or a.hz,
+        }
         if any(getattr(mc, k) != v for k, v in upd.items()):
             object.__setattr__(self, "machine", mc.model_copy(update=upd))  # frozen: built here
         cc = self.costs
@@ -425,8 +472,10 @@ class Config(Strict):
         if self.rcu.sched_qs_jiffies is not None and self.rcu.sched_qs_jiffies > 86_400 * hz:
             raise ValueError(f"rcu.sched_qs_jiffies: at most one day ({86_400 * hz} jiffies)")
         if self.record.enabled and self.duration // self.record.sample_interval > MAX_SAMPLES:
-            raise ValueError(f"record.sample_interval: at most {MAX_SAMPLES:,} samples per run "
-                             f"(duration / sample_interval)")
+            raise ValueError(
+                f"record.sample_interval: at most {MAX_SAMPLES:,} samples per run "
+                f"(duration / sample_interval)"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -510,7 +559,9 @@ def validate(data: dict) -> Config:
         raise ConfigError(_first_error(exc)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> Config:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, seed: int | None = None
+) -> Config:
     data = apply_overrides(read_yaml(path), overrides or [])
     if seed is not None:
         data["seed"] = seed

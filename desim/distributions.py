@@ -59,7 +59,9 @@ Z95 = 1.6448536269514722
 # scale gaps by at most 1000), so the cap changes no outcome, yet now + gap stays inside int64.
 NS_CAP = 1 << 62
 
-_BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("desim_base_dir", default=None)
+_BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "desim_base_dir", default=None
+)
 
 
 @contextlib.contextmanager
@@ -74,13 +76,16 @@ def relative_to(directory: str | Path | None):
 
 @dataclass
 class _Provided:
-    contents: Mapping[str, bytes]         # resolved path -> the file's bytes
-    names: Mapping[str, str]              # ``file:`` as a config writes it -> resolved path
-    values: dict[tuple[str, str | int], list[float]] = field(default_factory=dict)   # parsed, this context only
+    contents: Mapping[str, bytes]  # resolved path -> the file's bytes
+    names: Mapping[str, str]  # ``file:`` as a config writes it -> resolved path
+    values: dict[tuple[str, str | int], list[float]] = field(
+        default_factory=dict
+    )  # parsed, this context only
 
 
 _PROVIDED: contextvars.ContextVar[_Provided | None] = contextvars.ContextVar(
-    "desim_provided_files", default=None)
+    "desim_provided_files", default=None
+)
 
 
 @contextlib.contextmanager
@@ -203,12 +208,27 @@ class Lognormal(_Dist):
 
     @model_validator(mode="after")
     def _shape(self):
-        given = {k for k, v in (("median", self.median), ("p99", self.p99), ("p95", self.p95),
-                                ("mu", self.mu_), ("sigma", self.sigma_)) if v is not None}
-        if given not in ({"median", "p99"}, {"median", "p95"}, {"median", "sigma"},
-                         {"mu", "sigma"}):
-            raise ValueError("lognormal takes median and p99, median and p95, median and sigma, "
-                             f"or mu and sigma (got {', '.join(sorted(given)) or 'none'})")
+        given = {
+            k
+            for k, v in (
+                ("median", self.median),
+                ("p99", self.p99),
+                ("p95", self.p95),
+                ("mu", self.mu_),
+                ("sigma", self.sigma_),
+            )
+            if v is not None
+        }
+        if given not in (
+            {"median", "p99"},
+            {"median", "p95"},
+            {"median", "sigma"},
+            {"mu", "sigma"},
+        ):
+            raise ValueError(
+                "lognormal takes median and p99, median and p95, median and sigma, "
+                f"or mu and sigma (got {', '.join(sorted(given)) or 'none'})"
+            )
         for name, q in (("p99", self.p99), ("p95", self.p95)):
             if q is not None and self.median is not None and q < self.median:
                 raise ValueError(f"{name} must be >= median")
@@ -305,15 +325,20 @@ def _resolve(file: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    raise ValueError(f"empirical file {file!r} not found "
-                     f"(looked in {', '.join(str(c.parent) for c in candidates)})")
+    raise ValueError(
+        f"empirical file {file!r} not found "
+        f"(looked in {', '.join(str(c.parent) for c in candidates)})"
+    )
 
 
 def _read_csv(path: Path, column: str | int, parse) -> list[float]:
     out: list[float] = []
     try:  # a regular file of bounded size only (desim.inputs), never /dev/zero
-        rows = [r for r in csv.reader(io.StringIO(_text_of(path), newline=""))
-                if r and not r[0].lstrip().startswith("#")]
+        rows = [
+            r
+            for r in csv.reader(io.StringIO(_text_of(path), newline=""))
+            if r and not r[0].lstrip().startswith("#")
+        ]
     except (ValueError, csv.Error, UnicodeDecodeError) as exc:
         raise ValueError(f"empirical file {path}: {exc}") from None
     if not rows:
@@ -335,7 +360,9 @@ def _read_csv(path: Path, column: str | int, parse) -> list[float]:
         try:
             out.append(float(parse(row[idx].strip())))
         except (ValueError, IndexError):
-            raise ValueError(f"empirical file {path}: row {n} has no number in column {column!r}") from None
+            raise ValueError(
+                f"empirical file {path}: row {n} has no number in column {column!r}"
+            ) from None
     return out
 
 
@@ -368,8 +395,13 @@ def _coerce(parse, value: Any) -> Any:
         out = {}
         for k, v in value.items():
             try:
-                out[k] = (parse(v) if k in _QUANTITY_FIELDS and v is not None else
-                          _number(v) if k in _PLAIN_FIELDS and v is not None else v)
+                out[k] = (
+                    parse(v)
+                    if k in _QUANTITY_FIELDS and v is not None
+                    else _number(v)
+                    if k in _PLAIN_FIELDS and v is not None
+                    else v
+                )
             except ValueError as exc:
                 raise ValueError(f"{k}: {exc}") from None
         if kind == "empirical":
@@ -423,8 +455,10 @@ def _gap(value: Any) -> Any:
     """
     dist = _time(value)
     if not dist.mean() >= 1:
-        raise ValueError("a gap must average at least 1ns: shorter gaps round to 0 ns and "
-                         "simulated time would stand still")
+        raise ValueError(
+            "a gap must average at least 1ns: shorter gaps round to 0 ns and "
+            "simulated time would stand still"
+        )
     return dist
 
 
@@ -455,8 +489,10 @@ def _rate(value: Any) -> Any:
         if r <= 0:
             raise ValueError("a rate must be positive")
         if r > 1.0:
-            raise ValueError(f"{value!r} is more than one per ns (1e9/s): the gaps would round "
-                             "to 0 ns and simulated time would stand still")
+            raise ValueError(
+                f"{value!r} is more than one per ns (1e9/s): the gaps would round "
+                "to 0 ns and simulated time would stand still"
+            )
         return _bounded(Exponential(mean=1.0 / r), MAX_TIME_NS, _show_ns)
     return _gap(value)
 

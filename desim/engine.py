@@ -46,9 +46,9 @@ def _raise_checkpoint(_event) -> None:
     raise _Checkpoint
 
 
-CHECKPOINTS = 256           # per run, at least: progress updates and statistics flushes
+CHECKPOINTS = 256  # per run, at least: progress updates and statistics flushes
 MAX_CHECKPOINT_SPAN = 10 * 1_000_000  # ns of simulated time between two checkpoints, at most
-FLUSH_BATCH = 2048          # a checkpoint bins a histogram's pending samples from this many on
+FLUSH_BATCH = 2048  # a checkpoint bins a histogram's pending samples from this many on
 
 
 def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
@@ -94,8 +94,21 @@ def _sampler(m: Machine, interval: int, series: dict[str, list]):
     while True:
         live, pending, stranded, spare, internal = acc.as_tuple()
         n_tables = sum(len(mm.tables) for mm in m.mms)
-        row = (env._now, live, pending, stranded, spare, internal, acc.tlb_batch, acc.held,
-               pages.pages_held("pgtable"), rcu.pending, int(rcu.gp_active), len(m.mms), n_tables)
+        row = (
+            env._now,
+            live,
+            pending,
+            stranded,
+            spare,
+            internal,
+            acc.tlb_batch,
+            acc.held,
+            pages.pages_held("pgtable"),
+            rcu.pending,
+            int(rcu.gp_active),
+            len(m.mms),
+            n_tables,
+        )
         for col, v in zip(cols, row, strict=True):
             col.append(v)
         yield Timeout(env, interval)
@@ -104,6 +117,7 @@ def _sampler(m: Machine, interval: int, series: dict[str, list]):
 def memory_results(m: Machine, series: dict[str, list]):
     """The memory books' contribution to summary.json: the exact peak of each kind (kept by the
     account at every transition since the warm-up) and its mean over the sampled series."""
+
     def results(now: int) -> dict[str, float]:
         acc = m.allocator.account
         peaks = acc.peaks()
@@ -121,6 +135,7 @@ def memory_results(m: Machine, series: dict[str, list]):
         s["mem.samples"] = len(series["t_ns"])
         s["mem.held_end_bytes"] = acc.held
         return s
+
     return results
 
 
@@ -131,8 +146,9 @@ def build(config: Config, streams: Streams | None = None) -> Machine:
     return m
 
 
-def simulate(config: Config, streams: Streams | None = None, progress=None,
-             trace=None) -> RunResult:
+def simulate(
+    config: Config, streams: Streams | None = None, progress=None, trace=None
+) -> RunResult:
     """Run one simulation to ``config.duration`` and collect its results.
 
     ``progress``, if given, is called as ``progress(sim_now_ns)`` at each of the run's checkpoints.
@@ -144,15 +160,17 @@ def simulate(config: Config, streams: Streams | None = None, progress=None,
         trace.attach(m)
     env = m.env
     series: dict[str, list] = {c: [] for c in SERIES_COLUMNS}
-    m.result_hooks.insert(3, memory_results(m, series))   # beside the machine's own parts
+    m.result_hooks.insert(3, memory_results(m, series))  # beside the machine's own parts
     if config.record.enabled:
         env.process(_sampler(m, config.record.sample_interval, series))
     if config.warmup:
+
         def _warm():
             yield Timeout(env, config.warmup)
             m.clear_stats()
             for v in series.values():
                 v.clear()
+
         env.process(_warm())
     # Everything alive before the run (imported libraries, the config, the built machine)
     # outlives it: frozen, the collector's full passes during the run skip it (~4% fewer
@@ -166,8 +184,9 @@ def simulate(config: Config, streams: Streams | None = None, progress=None,
     return collect(m, series, events, wall, stopped)
 
 
-def collect(m: Machine, series: dict[str, list], events: int, wall: float,
-            stopped: str | None) -> RunResult:
+def collect(
+    m: Machine, series: dict[str, list], events: int, wall: float, stopped: str | None
+) -> RunResult:
     cfg = m.config
     env = m.env
     now = env.now
@@ -187,12 +206,23 @@ def collect(m: Machine, series: dict[str, list], events: int, wall: float,
         for idx, n in h.items():
             lo, hi = h.bin_edges(idx)
             hist_rows.append(LatencyBin(op, idx, lo, hi, n))
-    locks = [{"lock_class": st.name, **{k.split(".")[-1]: v for k, v in st.summary().items()}}
-             for st in m.lock_classes.values() if st.acquisitions]
+    locks = [
+        {"lock_class": st.name, **{k.split(".")[-1]: v for k, v in st.summary().items()}}
+        for st in m.lock_classes.values()
+        if st.acquisitions
+    ]
     return RunResult(
-        config=cfg, summary=s, series=series, latency_hist=hist_rows, locks=locks,
-        gp_spans=list(m.rcu.gp_spans), violations=violations, events=events, wall_s=wall,
-        stopped_early=stopped, samples=m.samples,
+        config=cfg,
+        summary=s,
+        series=series,
+        latency_hist=hist_rows,
+        locks=locks,
+        gp_spans=list(m.rcu.gp_spans),
+        violations=violations,
+        events=events,
+        wall_s=wall,
+        stopped_early=stopped,
+        samples=m.samples,
     )
 
 

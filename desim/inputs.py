@@ -87,8 +87,9 @@ class StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused(None, None, "anchors and aliases (&name, *name) are not accepted",
-                           event.start_mark)
+            raise _Refused(
+                None, None, "anchors and aliases (&name, *name) are not accepted", event.start_mark
+            )
         if self._depth >= MAX_DEPTH:
             raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
         self._depth += 1
@@ -102,17 +103,26 @@ class StrictLoader(yaml.SafeLoader):
             first: dict[Any, int] = {}
             for key_node, _ in node.value:
                 if key_node.tag == _MERGE_TAG:
-                    raise _Refused(None, None, "merge keys (<<) are not accepted",
-                                   key_node.start_mark)
+                    raise _Refused(
+                        None, None, "merge keys (<<) are not accepted", key_node.start_mark
+                    )
                 key = self.construct_object(key_node, deep=True)
                 try:
                     seen = first.get(key)
                 except TypeError:
-                    raise ConstructorError(None, None, "a key must be a plain value, not a "
-                                           "list or mapping", key_node.start_mark) from None
+                    raise ConstructorError(
+                        None,
+                        None,
+                        "a key must be a plain value, not a list or mapping",
+                        key_node.start_mark,
+                    ) from None
                 if seen is not None:
-                    raise _Refused(None, None, f"duplicate key {key!r} (first at line {seen})",
-                                   key_node.start_mark)
+                    raise _Refused(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first at line {seen})",
+                        key_node.start_mark,
+                    )
                 first[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 

@@ -15,9 +15,16 @@ from typing import TextIO
 class ProgressLines:
     """Call with the work done so far (same unit as ``total``); prints when a line is due."""
 
-    def __init__(self, total: float, describe: Callable[[float], str], stream: TextIO,
-                 label: str = "simulating", every_s: float = 10.0, steps: int = 10,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: float,
+        describe: Callable[[float], str],
+        stream: TextIO,
+        label: str = "simulating",
+        every_s: float = 10.0,
+        steps: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = total
         self.describe = describe
         self.stream = stream
@@ -36,5 +43,9 @@ class ProgressLines:
         if step >= self.next_step or now - self.last_t >= self.every_s:
             self.next_step = max(self.next_step, step + 1)
             self.last_t = now
-            print(f"{self.label}: {100 * min(frac, 1.0):3.0f}% ({self.describe(done)}, "
-                  f"{now - self.t0:.0f} s)", file=self.stream, flush=True)
+            print(
+                f"{self.label}: {100 * min(frac, 1.0):3.0f}% ({self.describe(done)}, "
+                f"{now - self.t0:.0f} s)",
+                file=self.stream,
+                flush=True,
+            )

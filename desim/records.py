@@ -28,11 +28,11 @@ MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 VIOLATIONS = "violations.json"
 TRACEBACK = "traceback.txt"
-TIMESERIES = "timeseries"       # <name>.parquet
+TIMESERIES = "timeseries"  # <name>.parquet
 LATENCY = "latency"
 LOCKS = "locks"
 GP = "gp"
-SAMPLES = "samples"             # only with record.latency_samples
+SAMPLES = "samples"  # only with record.latency_samples
 PARQUETS = (TIMESERIES, LATENCY, LOCKS, GP)
 OPTIONAL_PARQUETS = (SAMPLES,)
 RUNS_TABLE = "runs.parquet"
@@ -45,16 +45,25 @@ def temp_name(name: str, pid: int, kind: str = "tmp") -> str:
 
 
 # -- memory ------------------------------------------------------------------------------------------
-MEMORY_KINDS = ("live", "pending", "stranded", "spare", "internal")   # a design's split
-HELD = "held"                   # the sum of MEMORY_KINDS: the pages the design holds
-TLB_BATCH = "tlb_batch"         # mmu_gather batch pages, held until their grace period
-TOTAL = "total"                 # everything page tables cost: held + tlb_batch
+MEMORY_KINDS = ("live", "pending", "stranded", "spare", "internal")  # a design's split
+HELD = "held"  # the sum of MEMORY_KINDS: the pages the design holds
+TLB_BATCH = "tlb_batch"  # mmu_gather batch pages, held until their grace period
+TOTAL = "total"  # everything page tables cost: held + tlb_batch
 # in the summary as mem.<kind>.peak_bytes / .mean_bytes
 MEMORY_COLUMNS = (*MEMORY_KINDS, TLB_BATCH, HELD, TOTAL)
 
 # -- latency ------------------------------------------------------------------------------------------
-LATENCY_OPS = ("fault", "alloc", "free", "defer", "exit", "munmap", "fork", "retract",
-               "free_to_reuse")
+LATENCY_OPS = (
+    "fault",
+    "alloc",
+    "free",
+    "defer",
+    "exit",
+    "munmap",
+    "fork",
+    "retract",
+    "free_to_reuse",
+)
 
 
 class LatencyBin(NamedTuple):
@@ -100,18 +109,31 @@ class SeriesRow(NamedTuple):
 
 
 SERIES_COLUMNS = SeriesRow._fields
-SERIES_METRICS = SERIES_COLUMNS[1:]      # what steady-state means are computed over
+SERIES_METRICS = SERIES_COLUMNS[1:]  # what steady-state means are computed over
 
 # -- counters ----------------------------------------------------------------------------------------
 # The machine's own counters; designs and workload elements declare theirs (``counters`` on
 # their class). In summary.json each is ``count.<name>``; a counter never incremented is left out.
 CORE_COUNTERS = (
-    "mm.created", "mm.exited", "mm.freed", "munmap.count", "collapse.madvise",
-    "tables.allocated", "tables.deferred", "tables.gathered",
-    "alloc.failed", "alloc.lost_race", "fault.retries",
-    "tlb.batches", "tlb.sync_frees", "tlb.flush_frees", "ipi.waited_irqs_off",
+    "mm.created",
+    "mm.exited",
+    "mm.freed",
+    "munmap.count",
+    "collapse.madvise",
+    "tables.allocated",
+    "tables.deferred",
+    "tables.gathered",
+    "alloc.failed",
+    "alloc.lost_race",
+    "fault.retries",
+    "tlb.batches",
+    "tlb.sync_frees",
+    "tlb.flush_frees",
+    "ipi.waited_irqs_off",
     # gup_fast_walk (desim.workloads.gup_fast) is a machine operation tests call directly
-    "gup_fast.walks", "gup_fast.pages", "gup_fast.backoffs",
+    "gup_fast.walks",
+    "gup_fast.pages",
+    "gup_fast.backoffs",
 )
 
 

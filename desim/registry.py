@@ -42,6 +42,7 @@ class Registry(Generic[T]):
             cls.name = name  # type: ignore[attr-defined]
             self._items[name] = cls
             return cls
+
         return deco
 
     def _load(self) -> None:
@@ -56,7 +57,7 @@ class Registry(Generic[T]):
             for mod in pkgutil.iter_modules(pkg.__path__):
                 if not mod.name.startswith("_"):
                     importlib.import_module(f"{self.package}.{mod.name}")
-            self._loaded = True   # only now: a failed import leaves the next caller to retry
+            self._loaded = True  # only now: a failed import leaves the next caller to retry
 
     def names(self) -> list[str]:
         self._load()

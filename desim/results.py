@@ -55,8 +55,9 @@ def manifest(result: RunResult, command: list[str] | None = None, **extra) -> di
     }
 
 
-def fill_run(result: RunResult, tmp: Path, command: list[str] | None = None,
-             **manifest_extra) -> None:
+def fill_run(
+    result: RunResult, tmp: Path, command: list[str] | None = None, **manifest_extra
+) -> None:
     """Write every file of a finished run into ``tmp`` (a staging directory), ``DONE`` last."""
     (tmp / R.CONFIG).write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
     write_json(tmp / R.MANIFEST, manifest(result, command, **manifest_extra))
@@ -70,7 +71,10 @@ def fill_run(result: RunResult, tmp: Path, command: list[str] | None = None,
     table(R.LOCKS, result.locks)
     table(R.GP, result.gp_spans, R.GpSpan._fields)
     if result.samples is not None:
-        table(R.SAMPLES, [R.Sample(op, v) for op, vals in result.samples.items() for v in vals],
-              R.Sample._fields)
+        table(
+            R.SAMPLES,
+            [R.Sample(op, v) for op, vals in result.samples.items() for v in vals],
+            R.Sample._fields,
+        )
     write_json(tmp / R.VIOLATIONS, result.violations)
     (tmp / R.DONE).write_text("ok\n")

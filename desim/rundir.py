@@ -52,8 +52,15 @@ from desim.records import (
 
 JSONS = (MANIFEST, SUMMARY, VIOLATIONS)
 # Every file a finished run holds; anything else in a run directory was put there by someone else.
-RUN_FILES = frozenset({CONFIG, *JSONS, DONE, *(f"{p}.parquet" for p in PARQUETS),
-                       *(f"{p}.parquet" for p in OPTIONAL_PARQUETS)})
+RUN_FILES = frozenset(
+    {
+        CONFIG,
+        *JSONS,
+        DONE,
+        *(f"{p}.parquet" for p in PARQUETS),
+        *(f"{p}.parquet" for p in OPTIONAL_PARQUETS),
+    }
+)
 FAILED_FILES = frozenset({CONFIG, MANIFEST, TRACEBACK, FAILED})
 
 
@@ -62,6 +69,7 @@ class RunDirError(Exception):
 
 
 # -- what a directory is --------------------------------------------------------------------------
+
 
 def _is_temp(name: str) -> bool:
     return name.startswith(".") and (".tmp-" in name or ".old-" in name)
@@ -126,6 +134,7 @@ def run_source(path: Path) -> str | None:
 
 # -- what may be replaced ---------------------------------------------------------------------------
 
+
 def _protected(target: Path, config: Path | None) -> str | None:
     """Why ``target`` may never be replaced, or None."""
     t = target.resolve()
@@ -150,8 +159,8 @@ class Target:
     path: Path
     kind: str
     exists: bool
-    foreign: tuple[str, ...] = ()   # entries a run directory holds that desim did not write
-    derived: tuple[str, ...] = ()   # reports desim wrote of the old run: replaced with it
+    foreign: tuple[str, ...] = ()  # entries a run directory holds that desim did not write
+    derived: tuple[str, ...] = ()  # reports desim wrote of the old run: replaced with it
 
 
 def _extra_entries(run_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -164,9 +173,15 @@ def _extra_entries(run_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(foreign), tuple(derived)
 
 
-def check_target(path: str | Path, want: str, *, source: str | None = None,
-                 config: str | Path | None = None, force: bool = False,
-                 option: str = "--out") -> Target:
+def check_target(
+    path: str | Path,
+    want: str,
+    *,
+    source: str | None = None,
+    config: str | Path | None = None,
+    force: bool = False,
+    option: str = "--out",
+) -> Target:
     """Check that ``path`` may receive a new ``want`` (``run``, ``sweep``, ``report``, ``probe``).
 
     ``source`` is what the new content comes from (a config path for a run, the experiment name
@@ -188,41 +203,55 @@ def check_target(path: str | Path, want: str, *, source: str | None = None,
     hint = "; choose another " + option
     if want == "run":
         if kind not in ("run", "failed"):
-            raise RunDirError(f"{label}: {_describe(kind)}; desim run only replaces a run "
-                              f"directory it wrote{hint}")
+            raise RunDirError(
+                f"{label}: {_describe(kind)}; desim run only replaces a run "
+                f"directory it wrote{hint}"
+            )
         foreign, derived = _extra_entries(p)
         old = run_source(p)
         if not force:
             if foreign:
-                raise RunDirError(f"{label}: the run there also holds {', '.join(foreign)}, "
-                                  f"which desim run did not write{hint} or --force to replace "
-                                  "it all")
+                raise RunDirError(
+                    f"{label}: the run there also holds {', '.join(foreign)}, "
+                    f"which desim run did not write{hint} or --force to replace "
+                    "it all"
+                )
             if old is not None and source is not None and old != source:
-                raise RunDirError(f"{label}: holds a run of {old}, not of {source}{hint} or "
-                                  "--force to replace it")
+                raise RunDirError(
+                    f"{label}: holds a run of {old}, not of {source}{hint} or --force to replace it"
+                )
         return Target(p, kind, True, foreign, derived)
     if want == "sweep":
         if kind != "sweep":
-            raise RunDirError(f"{label}: {_describe(kind)}; desim sweep only resumes or replaces "
-                              f"a sweep directory it wrote{hint}")
+            raise RunDirError(
+                f"{label}: {_describe(kind)}; desim sweep only resumes or replaces "
+                f"a sweep directory it wrote{hint}"
+            )
         old = sweep_name(p)
         if old is not None and source is not None and old != source and not force:
-            raise RunDirError(f"{label}: holds the sweep of experiment {old!r}, not {source!r}"
-                              f"{hint} or --force to replace it")
+            raise RunDirError(
+                f"{label}: holds the sweep of experiment {old!r}, not {source!r}"
+                f"{hint} or --force to replace it"
+            )
         return Target(p, kind, True)
     if want in ("report", "probe"):
         if kind != want:
-            raise RunDirError(f"{label}: {_describe(kind)}; desim {want} only replaces a "
-                              f"{want} it wrote{hint}")
+            raise RunDirError(
+                f"{label}: {_describe(kind)}; desim {want} only replaces a {want} it wrote{hint}"
+            )
         return Target(p, kind, True)
     raise ValueError(want)
 
 
 def _describe(kind: str) -> str:
-    return {"run": "holds a desim run", "failed": "holds a failed desim run",
-            "sweep": "holds a desim sweep", "report": "holds a desim report",
-            "probe": "holds a desim probe",
-            "other": "is not empty and was not written by desim"}[kind]
+    return {
+        "run": "holds a desim run",
+        "failed": "holds a failed desim run",
+        "sweep": "holds a desim sweep",
+        "report": "holds a desim report",
+        "probe": "holds a desim probe",
+        "other": "is not empty and was not written by desim",
+    }[kind]
 
 
 # -- writing: stage beside, swap in at once ------------------------------------------------------------
@@ -342,7 +371,7 @@ class Staging:
         try:
             if t.exists() or t.is_symlink():
                 if _exchange(tmp, t):
-                    old = tmp            # after the exchange, tmp holds the old directory
+                    old = tmp  # after the exchange, tmp holds the old directory
                 else:
                     old = t.parent / temp_name(t.name, os.getpid(), "old")
                     os.replace(t, old)
@@ -353,7 +382,9 @@ class Staging:
                 os.replace(tmp, t)
         except OSError as exc:
             self.abort()
-            raise RunDirError(f"{t}: cannot put the results in place ({exc.strerror or exc})") from None
+            raise RunDirError(
+                f"{t}: cannot put the results in place ({exc.strerror or exc})"
+            ) from None
         self.committed = True
         return t
 
@@ -376,6 +407,7 @@ def last_line(error: str) -> str:
 
 
 # -- reading: complete or not, and why ------------------------------------------------------------------
+
 
 def check_complete(run_dir: str | Path) -> str | None:
     """Why ``run_dir`` is not a complete, readable finished run, or ``None`` if it is."""

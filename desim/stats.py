@@ -60,8 +60,9 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, fl
     return mean, sd, float(t_half_width(sd, n, confidence)), n
 
 
-def mean_ci(df: pd.DataFrame, by: list[str], value: str,
-            confidence: float = CONFIDENCE) -> pd.DataFrame:
+def mean_ci(
+    df: pd.DataFrame, by: list[str], value: str, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
     """Per group of ``by``: ``mean``, ``lo``, ``hi``, ``half``, ``n`` of column ``value``."""
     g = df.groupby(by, dropna=False, sort=False)[value]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
@@ -73,7 +74,7 @@ def mean_ci(df: pd.DataFrame, by: list[str], value: str,
 
 @dataclass(frozen=True)
 class StatsOptions:
-    warmup: str | int = "none"      # "none", "mser5", or a fixed time in ns
+    warmup: str | int = "none"  # "none", "mser5", or a fixed time in ns
     confidence: float = 0.95
 
 
@@ -88,8 +89,9 @@ def parse_stats_options(data: dict) -> StatsOptions:
         try:
             warm = parse_time_ns(raw)
         except Exception:
-            raise ValueError(f"stats.warmup: expected none, mser5 or a time such as 20ms "
-                             f"(got {raw!r})") from None
+            raise ValueError(
+                f"stats.warmup: expected none, mser5 or a time such as 20ms (got {raw!r})"
+            ) from None
     conf = data.get("confidence", 0.95)
     if not isinstance(conf, float) or not 0 < conf < 1:
         raise ValueError("stats.confidence: expected a number between 0 and 1, e.g. 0.95")
@@ -108,9 +110,9 @@ def mser_truncation(y, batch: int = 5) -> int:
     z = y[: k * batch].reshape(k, batch).mean(axis=1)
     # suffix sums give every candidate d in O(k)
     rev = z[::-1]
-    s1 = np.cumsum(rev)[::-1]          # sum_{j>=d} z_j
+    s1 = np.cumsum(rev)[::-1]  # sum_{j>=d} z_j
     s2 = np.cumsum(rev * rev)[::-1]
-    m = k - np.arange(k)               # batches kept
+    m = k - np.arange(k)  # batches kept
     sse = s2 - s1 * s1 / m
     stat = sse / (m * m)
     dmax = k // 2
@@ -140,8 +142,9 @@ def steady_means(ts: pd.DataFrame, opts: StatsOptions) -> dict[str, float]:
     return out
 
 
-def point_table(runs: pd.DataFrame, keys: list[str], metrics: list[str],
-                confidence: float = 0.95) -> pd.DataFrame:
+def point_table(
+    runs: pd.DataFrame, keys: list[str], metrics: list[str], confidence: float = 0.95
+) -> pd.DataFrame:
     """Tidy table: one row per (sweep point, metric) with mean and CI over ok replications."""
     ok = runs[runs["status"] == "ok"]
     rows = []
@@ -151,8 +154,19 @@ def point_table(runs: pd.DataFrame, keys: list[str], metrics: list[str],
         for m in metrics:
             vals = good.get(m, [])
             mean, sd, half, n = t_interval(vals, confidence)
-            rows.append({**params, "point": point, "metric": m, "n": n,
-                         "failed": int((grp["status"] == "failed").sum()), "mean": mean,
-                         "std": sd, "ci_half": half, "ci_low": mean - half,
-                         "ci_high": mean + half, "confidence": confidence})
+            rows.append(
+                {
+                    **params,
+                    "point": point,
+                    "metric": m,
+                    "n": n,
+                    "failed": int((grp["status"] == "failed").sum()),
+                    "mean": mean,
+                    "std": sd,
+                    "ci_half": half,
+                    "ci_low": mean - half,
+                    "ci_high": mean + half,
+                    "confidence": confidence,
+                }
+            )
     return pd.DataFrame(rows)

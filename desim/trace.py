@@ -132,8 +132,9 @@ def _callable_name(func, arg) -> str:
     # A page's rcu_head callback wraps the design's function: show the design's.
     if getattr(func, "__name__", "") == "_rcu_head_cb" and isinstance(arg, tuple) and len(arg) == 3:
         func = arg[1]
-    return kernel_term(getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
-                       or repr(func))
+    return kernel_term(
+        getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    )
 
 
 def _nest(events: list[dict]) -> None:
@@ -145,7 +146,7 @@ def _nest(events: list[dict]) -> None:
     """
     rank = {"task": 0, "rcu": 1, "lock": 2}
     tracks: dict[tuple, list[dict]] = {}
-    moved: dict[tuple, float] = {}   # (pid, tid, old ts) -> new ts, for arrows ending there
+    moved: dict[tuple, float] = {}  # (pid, tid, old ts) -> new ts, for arrows ending there
     for e in events:
         if e["ph"] == "X":
             tracks.setdefault((e["pid"], e["tid"]), []).append(e)
@@ -166,7 +167,7 @@ def _nest(events: list[dict]) -> None:
                     b -= 1
                 e["ts"], e["dur"] = _us(a), _us(b - a)
             stack.append((a, b))
-    for e in events:   # an arrow's head binds to the slice around it: keep it on the moved one
+    for e in events:  # an arrow's head binds to the slice around it: keep it on the moved one
         if e["ph"] == "f" and (e["pid"], e["tid"], e["ts"]) in moved:
             e["ts"] = moved[(e["pid"], e["tid"], e["ts"])]
 
@@ -174,8 +175,9 @@ def _nest(events: list[dict]) -> None:
 class Tracer:
     """Collects trace events from a machine's hooks and writes them as JSON."""
 
-    def __init__(self, window: tuple[int, int | None] = (0, None),
-                 max_events: int = DEFAULT_MAX_EVENTS) -> None:
+    def __init__(
+        self, window: tuple[int, int | None] = (0, None), max_events: int = DEFAULT_MAX_EVENTS
+    ) -> None:
         self.start, end = window
         self.end = end if end is not None else float("inf")
         self.max_events = max_events
@@ -184,12 +186,12 @@ class Tracer:
         self.machine: Machine | None = None
         self.env = None
         self._flow = 0
-        self._tasks: dict = {}          # task object -> [label, current op]
-        self._running: dict = {}        # cpu id -> [t0, task, ops {name: count}]
-        self._reader: dict = {}         # cpu id -> t0 of the outermost rcu_read_lock
-        self._softirq: dict = {}        # cpu id -> (process, t0, callbacks)
-        self._spins: dict = {}          # waiter's event -> (tid, t_wait)
-        self._queued: dict = {}         # cpu id -> deque of (t_queued, tid) per call_rcu
+        self._tasks: dict = {}  # task object -> [label, current op]
+        self._running: dict = {}  # cpu id -> [t0, task, ops {name: count}]
+        self._reader: dict = {}  # cpu id -> t0 of the outermost rcu_read_lock
+        self._softirq: dict = {}  # cpu id -> (process, t0, callbacks)
+        self._spins: dict = {}  # waiter's event -> (tid, t_wait)
+        self._queued: dict = {}  # cpu id -> deque of (t_queued, tid) per call_rcu
 
     # -- set-up -----------------------------------------------------------------------------
     def attach(self, machine: Machine) -> None:
@@ -215,20 +217,36 @@ class Tracer:
     def _in(self, t: int) -> bool:
         return self.start <= t < self.end
 
-    def _slice(self, pid: int, tid: int, name: str, t0: int, t1: int, cat: str,
-               args: dict | None = None) -> None:
+    def _slice(
+        self, pid: int, tid: int, name: str, t0: int, t1: int, cat: str, args: dict | None = None
+    ) -> None:
         if t1 < self.start or t0 >= self.end or not self._room():
             return
         a = max(t0, self.start)
         b = min(t1, self.end)
-        ev = {"ph": "X", "pid": pid, "tid": tid, "name": name, "cat": cat,
-              "ts": _us(a), "dur": _us(b - a)}
+        ev = {
+            "ph": "X",
+            "pid": pid,
+            "tid": tid,
+            "name": name,
+            "cat": cat,
+            "ts": _us(a),
+            "dur": _us(b - a),
+        }
         if args:
             ev["args"] = args
         self.events.append(ev)
 
-    def _instant(self, pid: int, tid: int, name: str, t: int, cat: str,
-                 args: dict | None = None, scope: str = "t") -> None:
+    def _instant(
+        self,
+        pid: int,
+        tid: int,
+        name: str,
+        t: int,
+        cat: str,
+        args: dict | None = None,
+        scope: str = "t",
+    ) -> None:
         if not self._in(t) or not self._room():
             return
         ev = {"ph": "i", "s": scope, "pid": pid, "tid": tid, "name": name, "cat": cat, "ts": _us(t)}
@@ -236,17 +254,37 @@ class Tracer:
             ev["args"] = args
         self.events.append(ev)
 
-    def _flow_pair(self, name: str, cat: str, src: tuple[int, int, int],
-                   dst: tuple[int, int, int]) -> None:
+    def _flow_pair(
+        self, name: str, cat: str, src: tuple[int, int, int], dst: tuple[int, int, int]
+    ) -> None:
         """An arrow from (pid, tid, t) to (pid, tid, t); both ends must fall in the window."""
         if not (self._in(src[2]) and self._in(dst[2])) or not self._room():
             return
         self._flow += 1
         fid = self._flow
-        self.events.append({"ph": "s", "id": fid, "pid": src[0], "tid": src[1], "name": name,
-                            "cat": cat, "ts": _us(src[2])})
-        self.events.append({"ph": "f", "bp": "e", "id": fid, "pid": dst[0], "tid": dst[1],
-                            "name": name, "cat": cat, "ts": _us(dst[2])})
+        self.events.append(
+            {
+                "ph": "s",
+                "id": fid,
+                "pid": src[0],
+                "tid": src[1],
+                "name": name,
+                "cat": cat,
+                "ts": _us(src[2]),
+            }
+        )
+        self.events.append(
+            {
+                "ph": "f",
+                "bp": "e",
+                "id": fid,
+                "pid": dst[0],
+                "tid": dst[1],
+                "name": name,
+                "cat": cat,
+                "ts": _us(dst[2]),
+            }
+        )
 
     def _context(self, cpu: CPU) -> int:
         """The track of the code running now on ``cpu``: its softirq, or its task."""
@@ -301,8 +339,9 @@ class Tracer:
         if entry is not None:
             entry[1] = name
 
-    def instant(self, cpu: CPU | None, name: str, args: dict | None = None,
-                cat: str = "event") -> None:
+    def instant(
+        self, cpu: CPU | None, name: str, args: dict | None = None, cat: str = "event"
+    ) -> None:
         """A marker on ``cpu``'s current track (or on the RCU track when ``cpu`` is None)."""
         if cpu is None:
             self._instant(self._rcu_pid, TID_GP, name, self.env._now, cat, args, scope="g")
@@ -327,10 +366,21 @@ class Tracer:
         """``src`` releases ``lock`` to waiter ``dst``, which gets it at ``grant``."""
         tid = self._spins.pop(ev, TID_TASKS)
         name = lock.stats.name
-        self._slice(dst.id + 1, tid, f"spin {name}", t_wait, grant, "lock",
-                    {"waited_ns": grant - t_wait, "from": f"cpu{src.id}"})
-        self._flow_pair(f"handoff {name}", "lock",
-                        (src.id + 1, self._context(src), self.env._now), (dst.id + 1, tid, grant))
+        self._slice(
+            dst.id + 1,
+            tid,
+            f"spin {name}",
+            t_wait,
+            grant,
+            "lock",
+            {"waited_ns": grant - t_wait, "from": f"cpu{src.id}"},
+        )
+        self._flow_pair(
+            f"handoff {name}",
+            "lock",
+            (src.id + 1, self._context(src), self.env._now),
+            (dst.id + 1, tid, grant),
+        )
 
     # -- RCU (desim.model.rcu) -----------------------------------------------------------------
     def call_rcu(self, cpu: CPU) -> None:
@@ -344,8 +394,15 @@ class Tracer:
     def softirq_end(self, cpu: CPU) -> None:
         s = self._softirq.pop(cpu.id, None)
         if s is not None:
-            self._slice(cpu.id + 1, TID_SOFTIRQ, "RCU_SOFTIRQ", s[1], self.env._now, "rcu",
-                        {"callbacks": s[2]})
+            self._slice(
+                cpu.id + 1,
+                TID_SOFTIRQ,
+                "RCU_SOFTIRQ",
+                s[1],
+                self.env._now,
+                "rcu",
+                {"callbacks": s[2]},
+            )
 
     def callback(self, cpu: CPU, func, arg, t_queued: int, t0: int, cost: int) -> None:
         """One callback invoked by ``cpu``'s softirq, occupying [t0, t0 + cost)."""
@@ -354,8 +411,7 @@ class Tracer:
             self._softirq[cpu.id] = (s[0], s[1], s[2] + 1)
         name = _callable_name(func, arg)
         pid = cpu.id + 1
-        self._slice(pid, TID_SOFTIRQ, name, t0, t0 + cost, "rcu",
-                    {"queued_ns_ago": t0 - t_queued})
+        self._slice(pid, TID_SOFTIRQ, name, t0, t0 + cost, "rcu", {"queued_ns_ago": t0 - t_queued})
         q = self._queued.get(cpu.id)
         src_tid = TID_TASKS
         while q:
@@ -366,8 +422,7 @@ class Tracer:
         self._flow_pair("call_rcu", "rcu", (pid, src_tid, t_queued), (pid, TID_SOFTIRQ, t0))
 
     def gp(self, number: int, t0: int, t1: int) -> None:
-        self._slice(self._rcu_pid, TID_GP, f"GP {number}", t0, t1, "rcu",
-                    {"length_ns": t1 - t0})
+        self._slice(self._rcu_pid, TID_GP, f"GP {number}", t0, t1, "rcu", {"length_ns": t1 - t0})
 
     def fqs(self) -> None:
         self._instant(self._rcu_pid, TID_GP, "force quiescent states", self.env._now, "rcu")
@@ -378,9 +433,16 @@ class Tracer:
     def backlog(self, pending: int) -> None:
         t = self.env._now
         if self._in(t) and self._room():
-            self.events.append({"ph": "C", "pid": self._rcu_pid, "tid": TID_GP,
-                                "name": "callbacks pending", "ts": _us(t),
-                                "args": {"callbacks": pending}})
+            self.events.append(
+                {
+                    "ph": "C",
+                    "pid": self._rcu_pid,
+                    "tid": TID_GP,
+                    "name": "callbacks pending",
+                    "ts": _us(t),
+                    "args": {"callbacks": pending},
+                }
+            )
 
     # -- output -------------------------------------------------------------------------------
     def finish(self) -> None:
@@ -405,8 +467,9 @@ class Tracer:
         for cpu in m.cpus:
             pid = cpu.id + 1
             name(pid, None, "process_name", f"CPU {cpu.id}")
-            meta.append({"ph": "M", "pid": pid, "name": "process_sort_index",
-                         "args": {"sort_index": pid}})
+            meta.append(
+                {"ph": "M", "pid": pid, "name": "process_sort_index", "args": {"sort_index": pid}}
+            )
             name(pid, TID_TASKS, "thread_name", "tasks")
             name(pid, TID_SOFTIRQ, "thread_name", "softirq")
         rp = self._rcu_pid

@@ -26,7 +26,9 @@ MAX_SIZE_BYTES = 1 << 50
 _MAX_TEXT = 100
 
 # a number, an optional "/" (a rate: per unit), an optional unit name (letters first: µs works)
-_QUANTITY = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(?:(/?)\s*([^\W\d_]\w*))?\s*")
+_QUANTITY = re.compile(
+    r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*(?:(/?)\s*([^\W\d_]\w*))?\s*"
+)
 
 # kind -> (what a value is, what its unit measures, root unit in pint, the unit desim works
 # in, units to suggest)
@@ -94,8 +96,9 @@ def _value(value: object, kind: str) -> float:
         x = value if kind != "rate" else value / NS_PER_S
     else:
         example = {"time": "'3ms'", "size": "'4KiB'", "rate": "'500/s'"}[kind]
-        raise UnitError(f"{what} must be a number or a string like {example}, "
-                        f"not {_kind_of(value)}")
+        raise UnitError(
+            f"{what} must be a number or a string like {example}, not {_kind_of(value)}"
+        )
     if not math.isfinite(x):
         raise UnitError(f"{value!r} is not a finite {what[2:]}")
     return x

@@ -44,11 +44,15 @@ def gp_table() -> None:
         for cpus in (4, 16, 64):
             for hz in (1000, 250, 100):
                 data = {
-                    "seed": 1, "duration": "200ms", "warmup": "20ms",
+                    "seed": 1,
+                    "duration": "200ms",
+                    "warmup": "20ms",
                     "machine": {"cpus": cpus, "hz": hz},
                     "workload": {
-                        "processes": {"initial": 8, "tables": {"dist": "uniform", "low": 16,
-                                                               "high": 32}},
+                        "processes": {
+                            "initial": 8,
+                            "tables": {"dist": "uniform", "low": 16, "high": 32},
+                        },
                         "faults": {"think": {"dist": "exponential", "mean": "200us"}},
                         "rcu_callers": {"rate": "100/s", "kind": "synchronize"},
                     },
@@ -57,29 +61,42 @@ def gp_table() -> None:
                 if fl is not None:
                     data["rcu"] = {"flavor": fl}
                 s = simulate(validate(data)).summary
-                print(f"| {fl or 'as is'} | {cpus} | {hz} | {s['rcu.gp.count']} "
-                      f"| {s['rcu.gp.p50_ns'] / MS:.2f} | {s['rcu.gp.p99_ns'] / MS:.2f} "
-                      f"| {s['rcu.synchronize.count']} | {s['rcu.synchronize.p50_ns'] / MS:.2f} "
-                      f"| {s['rcu.synchronize.p99_ns'] / MS:.2f} |", flush=True)
+                print(
+                    f"| {fl or 'as is'} | {cpus} | {hz} | {s['rcu.gp.count']} "
+                    f"| {s['rcu.gp.p50_ns'] / MS:.2f} | {s['rcu.gp.p99_ns'] / MS:.2f} "
+                    f"| {s['rcu.synchronize.count']} | {s['rcu.synchronize.p50_ns'] / MS:.2f} "
+                    f"| {s['rcu.synchronize.p99_ns'] / MS:.2f} |",
+                    flush=True,
+                )
     print()
 
 
 def s390_table() -> None:
     print("## s390 (6.6), experiments/pte-free-defer.yaml point at 64 CPUs, 100 ms")
     print()
-    sets = ["duration=100ms", "warmup=20ms", "seed=2023", "workload.processes.fork_rate=400/s",
-            "workload.processes.lifetime={dist: exponential, mean: 50ms}",
-            "machine.cpus=64", "allocator.name=s390"]
+    sets = [
+        "duration=100ms",
+        "warmup=20ms",
+        "seed=2023",
+        "workload.processes.fork_rate=400/s",
+        "workload.processes.lifetime={dist: exponential, mean: 50ms}",
+        "machine.cpus=64",
+        "allocator.name=s390",
+    ]
     cfg = load_config(ROOT / "configs" / "default.yaml", sets)
     s = simulate(cfg).summary
     p = "lock.context.lock"
-    print("| alloc p50 ns | alloc p99 ns | lock acq | contention | wait mean ns | wait p99 (cont.) ns"
-          " | hold mean ns | hold max ns | GP p50 ms |")
+    print(
+        "| alloc p50 ns | alloc p99 ns | lock acq | contention | wait mean ns | wait p99 (cont.) ns"
+        " | hold mean ns | hold max ns | GP p50 ms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {s['alloc.p50_ns']:.0f} | {s['alloc.p99_ns']:.0f} | {s[p + '.acquisitions']} "
-          f"| {s[p + '.contention_ratio']:.4f} | {s[p + '.wait_mean_ns']:.2f} "
-          f"| {s[p + '.wait_p99_contended_ns']:.0f} | {s[p + '.hold_mean_ns']:.1f} "
-          f"| {s[p + '.hold_max_ns']:.0f} | {s['rcu.gp.p50_ns'] / MS:.2f} |")
+    print(
+        f"| {s['alloc.p50_ns']:.0f} | {s['alloc.p99_ns']:.0f} | {s[p + '.acquisitions']} "
+        f"| {s[p + '.contention_ratio']:.4f} | {s[p + '.wait_mean_ns']:.2f} "
+        f"| {s[p + '.wait_p99_contended_ns']:.0f} | {s[p + '.hold_mean_ns']:.1f} "
+        f"| {s[p + '.hold_max_ns']:.0f} | {s['rcu.gp.p50_ns'] / MS:.2f} |"
+    )
     print()
 
 
@@ -93,9 +110,12 @@ def lazy_table() -> None:
         variants.append(("lazy, all CPUs nocb", ["rcu.nocb_cpus=all", "rcu.lazy=true"]))
     for label, sets in variants:
         s = simulate(load_config(ROOT / "configs" / "default.yaml", sets)).summary
-        print(f"| {label} | {s['mem.pending.mean_bytes'] / 1024:.0f} "
-              f"| {s['mem.pending.peak_bytes'] / 1024:.0f} | {s['mem.held.mean_bytes'] / 1024:.0f} "
-              f"| {s['rcu.gp.count']} | {s['rcu.callbacks_pending_max']} |", flush=True)
+        print(
+            f"| {label} | {s['mem.pending.mean_bytes'] / 1024:.0f} "
+            f"| {s['mem.pending.peak_bytes'] / 1024:.0f} | {s['mem.held.mean_bytes'] / 1024:.0f} "
+            f"| {s['rcu.gp.count']} | {s['rcu.callbacks_pending_max']} |",
+            flush=True,
+        )
     print()
 
 

@@ -28,12 +28,18 @@ def main(out: str, metric: str) -> None:
         r = (b / g[metric]) if rate else (g[metric] / b)
         n = len(r)
         half = stats.t.ppf(0.975, n - 1) * r.std(ddof=1) / n**0.5 if n > 1 else float("nan")
-        rows.append({**dict(zip(keys, kv, strict=True)), "mm_lifetime": rule, "n": n,
-                     "slowdown": r.mean(), "ci95": half,
-                     metric: g[metric].mean(),
-                     "sleep_in_atomic": g["safety.sleep_in_atomic"].mean(),
-                     "other_violations": (g["safety.violations"]
-                                          - g["safety.sleep_in_atomic"]).mean()})
+        rows.append(
+            {
+                **dict(zip(keys, kv, strict=True)),
+                "mm_lifetime": rule,
+                "n": n,
+                "slowdown": r.mean(),
+                "ci95": half,
+                metric: g[metric].mean(),
+                "sleep_in_atomic": g["safety.sleep_in_atomic"].mean(),
+                "other_violations": (g["safety.violations"] - g["safety.sleep_in_atomic"]).mean(),
+            }
+        )
     t = pd.DataFrame(rows).sort_values([*keys, "mm_lifetime"])
     pd.set_option("display.width", 200)
     print(t.to_string(index=False, float_format=lambda x: f"{x:.4g}"))

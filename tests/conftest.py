@@ -105,8 +105,13 @@ def check(m: Machine, violations: int | None = None) -> None:
 def split(m: Machine) -> dict:
     """The allocator's non-zero memory kinds, in bytes."""
     acc = m.allocator.account
-    return {k: v for k, v in zip(("live", "pending", "stranded", "spare", "internal"),
-                                 acc.as_tuple(), strict=True) if v}
+    return {
+        k: v
+        for k, v in zip(
+            ("live", "pending", "stranded", "spare", "internal"), acc.as_tuple(), strict=True
+        )
+        if v
+    }
 
 
 @pytest.fixture

@@ -15,14 +15,44 @@ RULES = {
     "desim.records": ["desim.", "simpy", "numpy", "pandas", "pydantic"],
     "desim.rundir": ["desim.model", "desim.engine", "desim.config", "simpy", "pandas", "numpy"],
     "desim.stats": ["simpy", "desim.model", "desim.engine", "desim.report", "desim.sweep"],
-    "desim.report": ["simpy", "desim.model", "desim.engine", "desim.results", "desim.sweep",
-                     "desim.allocators", "desim.workloads"],
-    "desim.model": ["pandas", "seaborn", "matplotlib", "desim.report", "desim.sweep",
-                    "desim.cli", "desim.engine", "desim.results", "desim.probe"],
-    "desim.allocators": ["pandas", "seaborn", "desim.engine", "desim.results", "desim.sweep",
-                         "desim.report", "desim.cli"],
-    "desim.workloads": ["pandas", "seaborn", "desim.engine", "desim.results", "desim.sweep",
-                        "desim.report", "desim.cli"],
+    "desim.report": [
+        "simpy",
+        "desim.model",
+        "desim.engine",
+        "desim.results",
+        "desim.sweep",
+        "desim.allocators",
+        "desim.workloads",
+    ],
+    "desim.model": [
+        "pandas",
+        "seaborn",
+        "matplotlib",
+        "desim.report",
+        "desim.sweep",
+        "desim.cli",
+        "desim.engine",
+        "desim.results",
+        "desim.probe",
+    ],
+    "desim.allocators": [
+        "pandas",
+        "seaborn",
+        "desim.engine",
+        "desim.results",
+        "desim.sweep",
+        "desim.report",
+        "desim.cli",
+    ],
+    "desim.workloads": [
+        "pandas",
+        "seaborn",
+        "desim.engine",
+        "desim.results",
+        "desim.sweep",
+        "desim.report",
+        "desim.cli",
+    ],
     "desim.sweep": ["desim.report", "desim.cli"],
     "desim.engine": ["pandas", "seaborn", "desim.report", "desim.sweep", "desim.cli"],
 }
@@ -56,10 +86,16 @@ def test_every_rule_names_a_real_part_of_desim():
 @pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=module_name)
 def test_imports_follow_the_architecture(path):
     mod = module_name(path)
-    banned = [b for part, bans in RULES.items()
-              if mod == part or mod.startswith(part + ".") for b in bans]
-    bad = [i for i in imports_of(path)
-           if any(i == b.rstrip(".") or i.startswith(b if b.endswith(".") else b + ".")
-                  or i == b for b in banned)
-           and not (mod.startswith("desim.records") and i == "desim.records")]
+    banned = [
+        b for part, bans in RULES.items() if mod == part or mod.startswith(part + ".") for b in bans
+    ]
+    bad = [
+        i
+        for i in imports_of(path)
+        if any(
+            i == b.rstrip(".") or i.startswith(b if b.endswith(".") else b + ".") or i == b
+            for b in banned
+        )
+        and not (mod.startswith("desim.records") and i == "desim.records")
+    ]
     assert not bad, f"{mod} imports {bad}"

@@ -33,39 +33,87 @@ W = BASE + "workload:\n  processes: {initial: 2}\n"
 CASES = [
     # zero gaps: the run would stay at t=0 for ever
     ("think-0", W + "  faults: {think: 0}\n", [], "workload.faults.think"),
-    ("think-uniform-0", W + "  faults: {think: {dist: uniform, low: 0, high: 0}}\n", [],
-     "workload.faults.think"),
-    ("think-empirical-0", W + "  faults: {think: {dist: empirical, values: [0, 0]}}\n", [],
-     "workload.faults.think"),
-    ("think-sub-ns", W + "  faults: {think: {dist: exponential, mean: 0.01}}\n", [],
-     "workload.faults.think"),
+    (
+        "think-uniform-0",
+        W + "  faults: {think: {dist: uniform, low: 0, high: 0}}\n",
+        [],
+        "workload.faults.think",
+    ),
+    (
+        "think-empirical-0",
+        W + "  faults: {think: {dist: empirical, values: [0, 0]}}\n",
+        [],
+        "workload.faults.think",
+    ),
+    (
+        "think-sub-ns",
+        W + "  faults: {think: {dist: exponential, mean: 0.01}}\n",
+        [],
+        "workload.faults.think",
+    ),
     ("rate-too-fast", W + "  munmap: {rate: 5e9/s}\n", [], "workload.munmap.rate"),
-    ("fork-gap-0", BASE + "workload:\n  processes: {fork_rate: {dist: constant, value: 0}}\n",
-     [], "workload.processes.fork_rate"),
-    ("kernel-work-0", BASE + "workload:\n  kernel_work: {gap: 0, section: 0}\n", [],
-     "workload.kernel_work.gap"),
-    ("lockstress-0", BASE + "workload:\n  lockstress: {think: 0, hold: 0}\n", [],
-     "workload.lockstress.think"),
+    (
+        "fork-gap-0",
+        BASE + "workload:\n  processes: {fork_rate: {dist: constant, value: 0}}\n",
+        [],
+        "workload.processes.fork_rate",
+    ),
+    (
+        "kernel-work-0",
+        BASE + "workload:\n  kernel_work: {gap: 0, section: 0}\n",
+        [],
+        "workload.kernel_work.gap",
+    ),
+    (
+        "lockstress-0",
+        BASE + "workload:\n  lockstress: {think: 0, hold: 0}\n",
+        [],
+        "workload.lockstress.think",
+    ),
     ("scan-sleep-0", W + "  khugepaged: {scan_sleep: 0}\n", [], "workload.khugepaged.scan_sleep"),
-    ("mix-huge", W + "  faults: {}\n  phases: [{duration: 1ms, mix: {faults: 1e6}}]\n", [],
-     "mix.faults"),
+    (
+        "mix-huge",
+        W + "  faults: {}\n  phases: [{duration: 1ms, mix: {faults: 1e6}}]\n",
+        [],
+        "mix.faults",
+    ),
     # counts and sizes beyond their bounds
-    ("tables-huge", BASE + "workload:\n  processes: {tables: 1e12}\n", [],
-     "workload.processes.tables"),
-    ("tables-mean-huge", BASE + "workload:\n  processes: {tables: {dist: exponential, "
-     "mean: 1e12}}\n", [], "workload.processes.tables"),
+    (
+        "tables-huge",
+        BASE + "workload:\n  processes: {tables: 1e12}\n",
+        [],
+        "workload.processes.tables",
+    ),
+    (
+        "tables-mean-huge",
+        BASE + "workload:\n  processes: {tables: {dist: exponential, mean: 1e12}}\n",
+        [],
+        "workload.processes.tables",
+    ),
     ("gup-pages", W + "  gup_fast: {pages: 100000}\n", [], "workload.gup_fast.pages"),
-    ("hog-pages", BASE + "workload:\n  memory_pressure: {hog_pages: 1e15}\n", [],
-     "workload.memory_pressure.hog_pages"),
+    (
+        "hog-pages",
+        BASE + "workload:\n  memory_pressure: {hog_pages: 1e15}\n",
+        [],
+        "workload.memory_pressure.hog_pages",
+    ),
     ("seed-huge", "seed: 100000000000000000000\n", [], "seed"),
     ("blimit-huge", "rcu: {blimit: 1e12}\n", [], "rcu.blimit"),
-    ("samples-huge", "duration: 1 day\nrecord: {sample_interval: 1ns}\n", [],
-     "record.sample_interval"),
+    (
+        "samples-huge",
+        "duration: 1 day\nrecord: {sample_interval: 1ns}\n",
+        [],
+        "record.sample_interval",
+    ),
     ("fqs-above-hz", "machine: {hz: 250}\nrcu: {fqs_jiffies: 1000}\n", [], "rcu.fqs_jiffies"),
     ("page-size-huge", "machine: {page_size: 1GiB}\n", [], "machine.page_size"),
     ("memory-limit-sub-page", "machine: {memory_limit: 100}\n", [], "machine.memory_limit"),
-    ("placement-cpu-huge", W + "  faults: {mode: per_process, placement: {policy: pinned, "
-     "cpus: [1000000]}}\n", [], "workload.faults.placement"),
+    (
+        "placement-cpu-huge",
+        W + "  faults: {mode: per_process, placement: {policy: pinned, cpus: [1000000]}}\n",
+        [],
+        "workload.faults.placement",
+    ),
     # infinite, overflowing, of the wrong shape
     ("duration-inf", "duration: .inf\n", [], "duration"),
     ("duration-1e400", "duration: 1e400\n", [], "duration"),
@@ -74,32 +122,64 @@ CASES = [
     ("duration-list", "duration: [1, 2]\n", [], "duration"),
     ("walk-mapping", "costs: {pte_walk: {a: 1}}\n", [], "costs.pte_walk"),
     ("cost-profile", "costs: {profile: sparc}\n", [], "costs.profile"),
-    ("cost-tail-below-median",
-     "costs: {fault_work: {dist: lognormal, median: 1us, p95: 500ns}}\n", [], "costs.fault_work"),
-    ("lognormal-inf-mean", W + "  faults: {think: {dist: lognormal, mu: 10, sigma: 1000}}\n",
-     [], "workload.faults.think"),
-    ("sigma-nan", W + "  faults: {think: {dist: lognormal, mu: 10, sigma: .nan}}\n", [],
-     "workload.faults.think"),
-    ("fraction-inf", BASE + "workload:\n  processes: {shmem_fraction: .inf}\n", [],
-     "workload.processes.shmem_fraction"),
+    (
+        "cost-tail-below-median",
+        "costs: {fault_work: {dist: lognormal, median: 1us, p95: 500ns}}\n",
+        [],
+        "costs.fault_work",
+    ),
+    (
+        "lognormal-inf-mean",
+        W + "  faults: {think: {dist: lognormal, mu: 10, sigma: 1000}}\n",
+        [],
+        "workload.faults.think",
+    ),
+    (
+        "sigma-nan",
+        W + "  faults: {think: {dist: lognormal, mu: 10, sigma: .nan}}\n",
+        [],
+        "workload.faults.think",
+    ),
+    (
+        "fraction-inf",
+        BASE + "workload:\n  processes: {shmem_fraction: .inf}\n",
+        [],
+        "workload.processes.shmem_fraction",
+    ),
     ("dist-kind-list", W + "  faults: {think: {dist: [a]}}\n", [], "workload.faults.think"),
     ("allocator-name-list", "allocator: {name: [generic]}\n", [], "allocator.name"),
-    ("csv-column-list", BASE + "workload:\n  processes: {tables: {dist: empirical, "
-     "file: t.csv, column: [1]}}\n", [], "workload.processes.tables"),
+    (
+        "csv-column-list",
+        BASE + "workload:\n  processes: {tables: {dist: empirical, file: t.csv, column: [1]}}\n",
+        [],
+        "workload.processes.tables",
+    ),
     # silent nonsense
     ("ms-per-s", "duration: 20 ms / s\n", [], "duration"),
     ("size-percent", "machine: {page_size: 1 percent}\n", [], "machine.page_size"),
     ("limit-percent", "machine: {memory_limit: 1 percent}\n", [], "machine.memory_limit"),
     ("time-percent", "costs: {pte_walk: 5 percent}\n", [], "costs.pte_walk"),
-    ("duplicate-section", "machine: {cpus: 2}\nmachine: {cpus: 4}\n", [],
-     "line 2: duplicate key 'machine' (first at line 1)"),
+    (
+        "duplicate-section",
+        "machine: {cpus: 2}\nmachine: {cpus: 4}\n",
+        [],
+        "line 2: duplicate key 'machine' (first at line 1)",
+    ),
     ("duplicate-field", "machine:\n  cpus: 2\n  cpus: 4\n", [], "duplicate key 'cpus'"),
     ("cpus-true", "machine: {cpus: true}\n", [], "machine.cpus"),
     ("cpus-fraction", "machine: {cpus: 8.5}\n", [], "machine.cpus"),
-    ("cpu-id-true", W + "  faults: {placement: {policy: pinned, cpus: [true]}}\n", [],
-     "workload.faults.placement.cpus"),
-    ("fraction-true", BASE + "workload:\n  processes: {pgste_fraction: true}\n", [],
-     "workload.processes.pgste_fraction"),
+    (
+        "cpu-id-true",
+        W + "  faults: {placement: {policy: pinned, cpus: [true]}}\n",
+        [],
+        "workload.faults.placement.cpus",
+    ),
+    (
+        "fraction-true",
+        BASE + "workload:\n  processes: {pgste_fraction: true}\n",
+        [],
+        "workload.processes.pgste_fraction",
+    ),
     # YAML that desim refuses outright
     ("alias", "m: &m {cpus: 2}\nmachine: *m\n", [], "anchors and aliases"),
     ("merge-key", "machine: {<<: {cpus: 2}}\n", [], "merge keys"),
@@ -196,6 +276,7 @@ def test_a_plain_number_still_means_the_base_unit(runner, tmp_path):
 
 # --- experiments ---------------------------------------------------------------------------
 
+
 def _exp(tmp_path: Path, body: str, name: str = "exp") -> Path:
     p = tmp_path / f"{name}.yaml"
     p.write_text(f"base: {ROOT / 'configs' / 'default.yaml'}\n{body}")
@@ -211,9 +292,11 @@ EXP_CASES = [
     ("duplicate-set", "set: {duration: 1ms}\nset: {duration: 2ms}\n", "duplicate key 'set'"),
     ("set-bad-key", "set: {'a..b': 1}\n", "set: 'a..b'"),
     ("sweep-key-not-text", "sweep: {list: [{1: 2}]}\n", "sweep.list: 1 is not a dotted key"),
-    ("grid-explodes", "sweep:\n  grid: {" + ", ".join(f"k{i}: [1,2,3,4,5,6,7,8,9,10]"
-                                                  for i in range(12)) + "}\n",
-     "sweep: 1,000,000,000,000 points"),
+    (
+        "grid-explodes",
+        "sweep:\n  grid: {" + ", ".join(f"k{i}: [1,2,3,4,5,6,7,8,9,10]" for i in range(12)) + "}\n",
+        "sweep: 1,000,000,000,000 points",
+    ),
     ("replications-huge", "replications: 1000000000\n", "replications"),
     ("seed-huge", "seed: 100000000000000000000\n", "seed"),
     ("alias-in-set", "set:\n  a: &a [1, 1]\n  b: [*a, *a]\n", "anchors and aliases"),
@@ -241,18 +324,33 @@ def test_unsafe_file_stem_needs_a_name(runner, tmp_path):
 
 # --- cases that used to hang: a subprocess under a timeout -------------------------------
 
+
 def _desim(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"}  # tables on one line
-    return subprocess.run([sys.executable, "-m", "desim.cli", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "desim.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 HANGS = [
     ("evaluated-power", "validate", "duration: 9**9**9 ns\n", "duration: cannot read"),
-    ("billion-processes", "validate", "workload: {processes: {initial: 1000000000}}\n",
-     "workload.processes.initial"),
-    ("billion-locks", "validate", "workload: {lockstress: {locks: 1e9}}\n",
-     "workload.lockstress.locks"),
+    (
+        "billion-processes",
+        "validate",
+        "workload: {processes: {initial: 1000000000}}\n",
+        "workload.processes.initial",
+    ),
+    (
+        "billion-locks",
+        "validate",
+        "workload: {lockstress: {locks: 1e9}}\n",
+        "workload.lockstress.locks",
+    ),
     ("think-0-run", "run", W + "  faults: {think: 0}\n", "workload.faults.think"),
 ]
 
@@ -307,37 +405,109 @@ def test_sweep_point_with_a_billion_processes_is_invalid_not_built(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [ln for ln in r.stdout.splitlines() if "p000-r00" in ln]
     assert len(rows) == 1, r.stdout
-    assert "invalid: workload.processes.initial: Input should be less than or equal to 100000" \
-        in rows[0], r.stdout
+    assert (
+        "invalid: workload.processes.initial: Input should be less than or equal to 100000"
+        in rows[0]
+    ), r.stdout
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "out").exists()
 
 
 # --- invariants: junk anywhere is a ConfigError, never another exception -------------------
 
-_scalars = (st.none() | st.booleans() | st.integers(-(10**30), 10**30)
-            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
-            | st.sampled_from(["0", "1e9", "3ms", "-1ms", "1 percent", "5 KiB", "500/s", "2 days",
-                               "inf", "nan", "1e400 s", "20 ms / s", "9**9 ns", "exponential",
-                               "empirical", "lognormal", "uniform", "constant", "pinned"]))
-_junk = st.recursive(_scalars, lambda kids: st.lists(kids, max_size=3)
-                     | st.dictionaries(st.sampled_from(["dist", "mean", "value", "low", "high",
-                                                        "median", "p99", "mu", "sigma", "values",
-                                                        "policy", "cpus", "name", "x"]),
-                                       kids, max_size=4), max_leaves=8)
-FIELDS = ["duration", "warmup", "seed", "machine.cpus", "machine.page_size",
-          "machine.memory_limit", "machine.hz", "costs.pte_walk", "rcu.fqs_jiffies",
-          "rcu.blimit", "allocator", "allocator.params.table_size", "workload.faults.think",
-          "workload.faults.rate", "workload.processes.tables", "workload.processes.initial",
-          "workload.processes.placement", "workload.processes.lifetime", "workload.munmap.rate",
-          "workload.phases", "workload.kernel_work.gap", "record.sample_interval"]
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "0",
+            "1e9",
+            "3ms",
+            "-1ms",
+            "1 percent",
+            "5 KiB",
+            "500/s",
+            "2 days",
+            "inf",
+            "nan",
+            "1e400 s",
+            "20 ms / s",
+            "9**9 ns",
+            "exponential",
+            "empirical",
+            "lognormal",
+            "uniform",
+            "constant",
+            "pinned",
+        ]
+    )
+)
+_junk = st.recursive(
+    _scalars,
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "dist",
+                    "mean",
+                    "value",
+                    "low",
+                    "high",
+                    "median",
+                    "p99",
+                    "mu",
+                    "sigma",
+                    "values",
+                    "policy",
+                    "cpus",
+                    "name",
+                    "x",
+                ]
+            ),
+            kids,
+            max_size=4,
+        )
+    ),
+    max_leaves=8,
+)
+FIELDS = [
+    "duration",
+    "warmup",
+    "seed",
+    "machine.cpus",
+    "machine.page_size",
+    "machine.memory_limit",
+    "machine.hz",
+    "costs.pte_walk",
+    "rcu.fqs_jiffies",
+    "rcu.blimit",
+    "allocator",
+    "allocator.params.table_size",
+    "workload.faults.think",
+    "workload.faults.rate",
+    "workload.processes.tables",
+    "workload.processes.initial",
+    "workload.processes.placement",
+    "workload.processes.lifetime",
+    "workload.munmap.rate",
+    "workload.phases",
+    "workload.kernel_work.gap",
+    "record.sample_interval",
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), _junk), min_size=1, max_size=3))
 def test_junk_values_validate_or_raise_config_error(assignments):
-    data = {"duration": "2ms", "machine": {"cpus": 2},
-            "workload": {"processes": {"initial": 2}, "faults": {}}}
+    data = {
+        "duration": "2ms",
+        "machine": {"cpus": 2},
+        "workload": {"processes": {"initial": 2}, "faults": {}},
+    }
     for key, value in assignments:
         set_dotted(data, key, value)
     # ConfigError is the one expected failure; anything else propagates and fails the test, and
@@ -359,8 +529,11 @@ def test_junk_yaml_text_loads_or_raises_input_error(text):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.dictionaries(st.sampled_from(["machine", "duration", "seed", "workload"]), _junk,
-                       max_size=3).map(lambda d: yaml.safe_dump(d)))
+@given(
+    st.dictionaries(
+        st.sampled_from(["machine", "duration", "seed", "workload"]), _junk, max_size=3
+    ).map(lambda d: yaml.safe_dump(d))
+)
 def test_junk_yaml_documents_load_back(text):
     # anything yaml.safe_dump writes (no anchors for trees) is accepted by the strict loader
     load_yaml(text)

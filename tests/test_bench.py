@@ -29,8 +29,13 @@ def test_scaling_run_reports_the_steady_part_per_simulated_second():
     from desim.bench import REPO, scaling_run
 
     r = scaling_run(str(REPO / "configs" / "default.yaml"), 2, 2)
-    assert set(r) == {"wall_s_per_sim_s", "cpu_s_per_sim_s", "events_per_sim_s", "faults_per_sim_s",
-                      "peak_rss_mb"}
+    assert set(r) == {
+        "wall_s_per_sim_s",
+        "cpu_s_per_sim_s",
+        "events_per_sim_s",
+        "faults_per_sim_s",
+        "peak_rss_mb",
+    }
     # 2 CPUs faulting every ~20 us: about 2 x 48k faults per simulated second (think + ~1 us)
     assert 60_000 < r["faults_per_sim_s"] < 130_000
     assert r["events_per_sim_s"] > r["faults_per_sim_s"]

@@ -25,10 +25,21 @@ def test_run_writes_a_complete_result_directory(runner, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD)
     out = tmp_path / "out"
-    r = runner.invoke(main, ["run", str(cfg), "--out", str(out), "--seed", "3", "--set", "machine.cpus=4"])
+    r = runner.invoke(
+        main, ["run", str(cfg), "--out", str(out), "--seed", "3", "--set", "machine.cpus=4"]
+    )
     assert r.exit_code == 0, r.output
-    for f in ("config.yaml", "manifest.json", "summary.json", "timeseries.parquet",
-              "latency.parquet", "locks.parquet", "gp.parquet", "violations.json", "DONE"):
+    for f in (
+        "config.yaml",
+        "manifest.json",
+        "summary.json",
+        "timeseries.parquet",
+        "latency.parquet",
+        "locks.parquet",
+        "gp.parquet",
+        "violations.json",
+        "DONE",
+    ):
         assert (out / f).exists(), f
     man = json.loads((out / "manifest.json").read_text())
     assert man["seed"] == 3 and man["events"] > 0 and man["status"] == "ok"
@@ -104,12 +115,20 @@ def test_progress_lines_every_tenth_or_every_ten_seconds():
     now = [0.0]
     buf = io.StringIO()
     p = ProgressLines(1000, lambda d: f"{d:g} done", buf, clock=lambda: now[0])
-    for done, t in ((50, 1), (99, 2), (100, 3), (150, 4), (150, 15), (151, 16), (1000, 17),
-                    (1000, 18)):
+    for done, t in (
+        (50, 1),
+        (99, 2),
+        (100, 3),
+        (150, 4),
+        (150, 15),
+        (151, 16),
+        (1000, 17),
+        (1000, 18),
+    ):
         now[0] = t
         p(done)
     assert buf.getvalue().splitlines() == [
-        "simulating:  10% (100 done, 3 s)",   # the first tenth
+        "simulating:  10% (100 done, 3 s)",  # the first tenth
         "simulating:  15% (150 done, 15 s)",  # ten seconds since the last line
         "simulating: 100% (1000 done, 17 s)",
     ]
@@ -118,8 +137,7 @@ def test_progress_lines_every_tenth_or_every_ten_seconds():
 def test_summary_table_headers_and_micro_sign(runner, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD)
-    r = runner.invoke(main, ["run", str(cfg), "--out", str(tmp_path / "o")],
-                      env={"COLUMNS": "120"})
+    r = runner.invoke(main, ["run", str(cfg), "--out", str(tmp_path / "o")], env={"COLUMNS": "120"})
     head = next(ln for ln in r.stdout.splitlines() if "metric" in ln)
     assert [h.strip() for h in head.split("┃")[1:4]] == ["metric", "value", "detail"]
     assert " us" not in r.stdout
@@ -135,7 +153,8 @@ def test_validate_and_run_point_an_experiment_file_to_sweep(runner, tmp_path):
     assert r.exit_code == 2
     assert r.stderr.splitlines() == [
         f"desim: error: {exp} is an experiment file (it has name:, base:), not a config; "
-        f"check it with: desim sweep {exp} --dry-run"]
+        f"check it with: desim sweep {exp} --dry-run"
+    ]
     r = runner.invoke(main, ["run", str(exp), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and r.stderr.strip().endswith(f"run it with: desim sweep {exp}")
     assert not (tmp_path / "o").exists()
@@ -145,20 +164,44 @@ def test_validate_and_run_point_an_experiment_file_to_sweep(runner, tmp_path):
 def test_trace_window_beyond_the_run_is_refused(runner, tmp_path, window):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD)
-    r = runner.invoke(main, ["run", str(cfg), "--out", str(tmp_path / "o"), "--trace",
-                             str(tmp_path / "t.json"), "--trace-window", window])
+    r = runner.invoke(
+        main,
+        [
+            "run",
+            str(cfg),
+            "--out",
+            str(tmp_path / "o"),
+            "--trace",
+            str(tmp_path / "t.json"),
+            "--trace-window",
+            window,
+        ],
+    )
     assert r.exit_code == 2
     assert r.stderr.splitlines() == [
         f"desim: error: --trace-window {window}: reaches beyond the run, which lasts 20 ms "
-        "(duration); give START:END within 0:20ms"]
+        "(duration); give START:END within 0:20ms"
+    ]
     assert not (tmp_path / "o").exists() and not (tmp_path / "t.json").exists()
 
 
 def test_trace_window_inside_the_run_is_accepted(runner, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD)
-    r = runner.invoke(main, ["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet",
-                             "--trace", str(tmp_path / "t.json"), "--trace-window", "5ms:20ms"])
+    r = runner.invoke(
+        main,
+        [
+            "run",
+            str(cfg),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--trace",
+            str(tmp_path / "t.json"),
+            "--trace-window",
+            "5ms:20ms",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "t.json").exists()
 
@@ -166,17 +209,20 @@ def test_trace_window_inside_the_run_is_accepted(runner, tmp_path):
 def test_a_config_without_workload_says_so_and_runs(runner, tmp_path):
     cfg = tmp_path / "idle.yaml"
     cfg.write_text("duration: 5ms\nmachine: {cpus: 2}\n")
-    for args in (["validate", str(cfg)], ["run", str(cfg), "--out", str(tmp_path / "o"),
-                                          "--quiet"]):
+    for args in (
+        ["validate", str(cfg)],
+        ["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"],
+    ):
         r = runner.invoke(main, args)
         assert r.exit_code == 0, r.stderr
         assert r.stderr.splitlines() == [
             f"note: {cfg} has no workload: section, so the machine runs idle "
-            "(configs/default.yaml has one to copy)"]
+            "(configs/default.yaml has one to copy)"
+        ]
     good = tmp_path / "c.yaml"
     good.write_text(GOOD)
     assert "note:" not in runner.invoke(main, ["validate", str(good)]).stderr
-    chosen = tmp_path / "chosen.yaml"   # an explicit empty workload is a choice: no note
+    chosen = tmp_path / "chosen.yaml"  # an explicit empty workload is a choice: no note
     chosen.write_text("duration: 5ms\nworkload: {}\n")
     assert runner.invoke(main, ["validate", str(chosen)]).stderr == ""
 
@@ -188,7 +234,7 @@ def test_list_wraps_preset_descriptions_instead_of_cutting_them(runner):
     assert r.exit_code == 0
     text = " ".join(r.stdout.split())
     for name, _path, desc in presets():
-        assert desc.endswith("."), (name, desc)   # a whole first sentence
+        assert desc.endswith("."), (name, desc)  # a whole first sentence
         assert " ".join(desc.split()) in text, name
 
 

@@ -16,13 +16,14 @@ from desim.model.costs import PROFILES, VARIABLE
 
 
 def test_an_arch_takes_its_profile_and_the_config_wins():
-    c = validate({"machine": {"arch": "powerpc-hash", "page_size": "64KiB"},
-                  "costs": {"munmap": "4us"}})
+    c = validate(
+        {"machine": {"arch": "powerpc-hash", "page_size": "64KiB"}, "costs": {"munmap": "4us"}}
+    )
     assert c.costs.fault_work == Lognormal(median=3000, p95=12000)
     assert c.costs.page_zero == 150 and c.costs.zap_page == 30
-    assert c.costs.munmap == 4000                      # given: not the profile's
-    assert c.costs.pte_walk == 150                     # in no profile: the flat default
-    assert validate(c.to_dict()) == c                  # the saved config loads back the same
+    assert c.costs.munmap == 4000  # given: not the profile's
+    assert c.costs.pte_walk == 150  # in no profile: the flat default
+    assert validate(c.to_dict()) == c  # the saved config loads back the same
 
 
 def test_flat_and_named_profiles():
@@ -50,8 +51,12 @@ def test_a_constant_cost_is_a_plain_lambda_and_a_distribution_its_own_stream():
     assert np.median(xs) == pytest.approx(1000, rel=0.02)
     assert np.quantile(xs, 0.95) == pytest.approx(4000, rel=0.03)
     # making page_alloc random shifts no fault_work draw
-    m2 = make_machine({"costs.fault_work": {"dist": "lognormal", "median": "1us", "p95": "4us"},
-                       "costs.page_alloc": {"dist": "exponential", "mean": "300ns"}})
+    m2 = make_machine(
+        {
+            "costs.fault_work": {"dist": "lognormal", "median": "1us", "p95": "4us"},
+            "costs.page_alloc": {"dist": "exponential", "mean": "300ns"},
+        }
+    )
     m3 = make_machine({"costs.fault_work": {"dist": "lognormal", "median": "1us", "p95": "4us"}})
     m2.draw.page_alloc()
     assert [m2.draw.fault_work() for _ in range(10)] == [m3.draw.fault_work() for _ in range(10)]
@@ -64,23 +69,30 @@ def test_lognormal_from_p95():
 
 @pytest.mark.parametrize("page_size,pages", [("4KiB", 1), ("64KiB", 16)])
 def test_a_page_table_pays_clear_page_for_the_whole_page(page_size, pages):
-    m = make_machine({"machine.page_size": page_size, "costs.page_alloc": 200,
-                      "costs.page_zero": 100})
+    m = make_machine(
+        {"machine.page_size": page_size, "costs.page_alloc": 200, "costs.page_zero": 100}
+    )
     cpu = m.cpus[0]
     before = cpu.debt
-    m.pages.alloc(cpu, "tlb_batch")                    # batch pages are not zeroed
+    m.pages.alloc(cpu, "tlb_batch")  # batch pages are not zeroed
     assert cpu.debt - before == 200
     before = cpu.debt
     m.pages.alloc(cpu, "pgtable", zero=True)
     assert cpu.debt - before == 200 + 100 * pages
 
 
-@pytest.mark.parametrize("arch,page_size,ptes", [
-    ("x86-64", "4KiB", 512), ("arm64", "64KiB", 8192), ("powerpc-hash", "64KiB", 256),
-    ("powerpc-radix", "64KiB", 32), ("s390", "4KiB", 256)])
+@pytest.mark.parametrize(
+    "arch,page_size,ptes",
+    [
+        ("x86-64", "4KiB", 512),
+        ("arm64", "64KiB", 8192),
+        ("powerpc-hash", "64KiB", 256),
+        ("powerpc-radix", "64KiB", 32),
+        ("s390", "4KiB", 256),
+    ],
+)
 def test_a_table_zaps_the_ptes_it_holds(arch, page_size, ptes):
-    m = make_machine({"machine.arch": arch, "machine.page_size": page_size,
-                      "costs.zap_page": 7})
+    m = make_machine({"machine.arch": arch, "machine.page_size": page_size, "costs.zap_page": 7})
     assert m.zap_table == 7 * ptes
 
 

@@ -72,11 +72,14 @@ def test_exponential_and_uniform_match_their_parameters():
     _quantile_ok(u, 0.9, 280)
 
 
-@pytest.mark.parametrize("spec", [
-    {"dist": "lognormal", "median": "1us", "p99": "4us"},            # a minor fault (DOMAIN.md)
-    {"dist": "lognormal", "median": "50ms", "sigma": 1.2},
-    {"dist": "lognormal", "mu": math.log(2000), "sigma": 0.5},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"dist": "lognormal", "median": "1us", "p99": "4us"},  # a minor fault (DOMAIN.md)
+        {"dist": "lognormal", "median": "50ms", "sigma": 1.2},
+        {"dist": "lognormal", "mu": math.log(2000), "sigma": 0.5},
+    ],
+)
 def test_lognormal_median_p99_mean(spec):
     d = TIME.validate_python(spec)
     assert isinstance(d, Lognormal)
@@ -120,8 +123,11 @@ def test_empirical_interpolation_follows_the_linear_inverse_cdf():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=50),
-       st.booleans(), st.integers(0, 2**32 - 1))
+@given(
+    st.lists(st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=50),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
 def test_empirical_draws_stay_within_the_data(values, interp, seed):
     d = Empirical(values=values, interpolate=interp)
     x = d.draw(np.random.default_rng(seed), 500)
@@ -129,10 +135,14 @@ def test_empirical_draws_stay_within_the_data(values, interp, seed):
 
 
 def test_empirical_csv_beside_the_config(tmp_path, monkeypatch):
-    (tmp_path / "lifetimes.csv").write_text("# measured with bpftrace\npid,life\n1,10ms\n2,30ms\n3,20ms\n")
+    (tmp_path / "lifetimes.csv").write_text(
+        "# measured with bpftrace\npid,life\n1,10ms\n2,30ms\n3,20ms\n"
+    )
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("duration: 10ms\nworkload:\n  processes:\n    lifetime: "
-                   "{dist: empirical, file: lifetimes.csv, column: life}\n")
+    cfg.write_text(
+        "duration: 10ms\nworkload:\n  processes:\n    lifetime: "
+        "{dist: empirical, file: lifetimes.csv, column: life}\n"
+    )
     monkeypatch.chdir("/")  # relative to the config file, not the current directory
     c = load_config(cfg)
     life = c.workload["processes"].lifetime
@@ -155,7 +165,9 @@ def test_empirical_csv_errors_name_the_field(tmp_path):
 
 
 def test_unknown_kind_lists_the_allowed_ones():
-    with pytest.raises(ValueError, match="allowed: constant, exponential, uniform, lognormal, empirical"):
+    with pytest.raises(
+        ValueError, match="allowed: constant, exponential, uniform, lognormal, empirical"
+    ):
         TIME.validate_python({"dist": "pareto", "mean": 3})
 
 

@@ -9,8 +9,12 @@ from desim.engine import build, simulate
 from desim.model import mm_ops
 
 WORKLOAD = {
-    "processes": {"initial": 8, "fork_rate": "300/s", "lifetime": "8ms",
-                  "tables": {"dist": "uniform", "low": 4, "high": 16}},
+    "processes": {
+        "initial": 8,
+        "fork_rate": "300/s",
+        "lifetime": "8ms",
+        "tables": {"dist": "uniform", "low": 4, "high": 16},
+    },
     "faults": {"think": "10us"},
     "munmap": {"rate": "2000/s"},
     "khugepaged": {"scan_sleep": "1ms"},
@@ -94,7 +98,8 @@ def test_pending_latency_samples_stay_bounded_by_checkpoints(monkeypatch):
     cfg = make_config({"duration": "5ms"}, workload=WORKLOAD)
     m = build(cfg)
     pending = []
-    engine._run(m, cfg.duration, lambda now: pending.append(
-        max(len(h._pending) for h in m.histograms())))
+    engine._run(
+        m, cfg.duration, lambda now: pending.append(max(len(h._pending) for h in m.histograms()))
+    )
     assert pending and max(pending) < 50  # every larger batch was binned at the checkpoint
     assert m.latency["fault"].n > 50

@@ -1,5 +1,6 @@
 """The flagship experiment (experiments/pte-free-defer.yaml): it expands to the intended
 design x CPU points, every point is a valid config, and a heavily shortened subset runs."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ EXP = Path(__file__).resolve().parents[1] / "experiments" / "pte-free-defer.yaml
 
 DESIGNS = [
     ("generic", "4KiB", {}),
-    ("generic", "4KiB", {}),                                   # on arm64
+    ("generic", "4KiB", {}),  # on arm64
     ("powerpc", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-refcount", "64KiB", {"geometry": "hash64k"}),
     ("powerpc-always-rcu", "64KiB", {"geometry": "hash64k"}),
@@ -32,8 +33,11 @@ CPUS = [4, 16, 64]
 
 def _design(spec):
     cfg = spec.config
-    return (cfg["allocator"]["name"], cfg["machine"]["page_size"],
-            cfg["allocator"].get("params") or {})
+    return (
+        cfg["allocator"]["name"],
+        cfg["machine"]["page_size"],
+        cfg["allocator"].get("params") or {},
+    )
 
 
 def test_expands_to_designs_times_cpus():
@@ -65,8 +69,11 @@ def test_shortened_subset_runs():
         if s.replication != 0 or s.config["machine"]["cpus"] != 4:
             continue
         arch = s.config["machine"].get("arch")
-        key = s.config["allocator"]["name"] + str(s.config["allocator"].get("params")) \
+        key = (
+            s.config["allocator"]["name"]
+            + str(s.config["allocator"].get("params"))
             + ("" if arch in (None, "x86-64") else f"@{arch}")
+        )
         if key in seen:
             continue
         out = compute_run(_short(s, 4))

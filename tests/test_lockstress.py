@@ -65,10 +65,15 @@ def _batched_wait(cfg_data: dict, total_ns: int, warm_ns: int):
 
 
 def _cfg(workload, cpus, duration):
-    return {"seed": 7, "duration": duration, "machine": {"cpus": cpus},
-            "costs": {"lock_uncontended": 0, "lock_handoff": 0},
-            "record": {"enabled": True}, "safety": {"enabled": False},
-            "workload": {"lockstress": workload}}
+    return {
+        "seed": 7,
+        "duration": duration,
+        "machine": {"cpus": cpus},
+        "costs": {"lock_uncontended": 0, "lock_handoff": 0},
+        "record": {"enabled": True},
+        "safety": {"enabled": False},
+        "workload": {"lockstress": workload},
+    }
 
 
 @pytest.mark.parametrize("rho", [0.5, 0.8])
@@ -77,11 +82,20 @@ def test_poisson_arrivals_exponential_holds_match_mm1(rho):
     total = 150_000_000 if rho < 0.8 else 300_000_000  # 75k / 240k acquisitions
     # 32 CPUs: P(more than 32 in the system) = rho^32 < 1e-3, so arrivals practically never
     # queue for a CPU and the arrival stream the lock sees is the Poisson one.
-    data = _cfg({"mode": "open", "rate": f"{lam * 1e9}/s",
-                 "hold": {"dist": "exponential", "mean": f"{HOLD_NS}ns"}}, 32, total)
+    data = _cfg(
+        {
+            "mode": "open",
+            "rate": f"{lam * 1e9}/s",
+            "hold": {"dist": "exponential", "mean": f"{HOLD_NS}ns"},
+        },
+        32,
+        total,
+    )
     mean, half, m = _batched_wait(data, total, total // 20)
     expected = mm1_wq(lam, 1 / HOLD_NS)
-    print(f"M/M/1 rho={rho}: simulated Wq {mean:.1f} ns +- {half:.1f} (99% CI), formula {expected:.1f} ns")
+    print(
+        f"M/M/1 rho={rho}: simulated Wq {mean:.1f} ns +- {half:.1f} (99% CI), formula {expected:.1f} ns"
+    )
     assert abs(mean - expected) <= half + 0.03 * expected, (mean, half, expected)
     # the lock's utilisation is rho: the hold time per unit time
     st = m.lock_classes["lockstress"]
@@ -92,12 +106,21 @@ def test_poisson_arrivals_exponential_holds_match_mm1(rho):
 def test_closed_think_hold_loop_matches_finite_source_queue(n, think_over_hold):
     think = HOLD_NS * think_over_hold
     total = 120_000_000
-    data = _cfg({"mode": "closed", "think": {"dist": "exponential", "mean": f"{think}ns"},
-                 "hold": {"dist": "exponential", "mean": f"{HOLD_NS}ns"}}, n, total)
+    data = _cfg(
+        {
+            "mode": "closed",
+            "think": {"dist": "exponential", "mean": f"{think}ns"},
+            "hold": {"dist": "exponential", "mean": f"{HOLD_NS}ns"},
+        },
+        n,
+        total,
+    )
     mean, half, _ = _batched_wait(data, total, total // 20)
     expected = float(finite_source_wq(n, Fraction(think), Fraction(HOLD_NS)))
-    print(f"M/M/1//{n} think/hold={think_over_hold}: simulated Wq {mean:.1f} ns +- {half:.1f}, "
-          f"formula {expected:.1f} ns")
+    print(
+        f"M/M/1//{n} think/hold={think_over_hold}: simulated Wq {mean:.1f} ns +- {half:.1f}, "
+        f"formula {expected:.1f} ns"
+    )
     assert abs(mean - expected) <= half + 0.03 * expected, (mean, half, expected)
 
 
@@ -106,7 +129,9 @@ def test_finite_source_formula_limits():
     assert finite_source_wq(1, Fraction(10), Fraction(1)) == 0
     n = 600
     think = Fraction(n * 2)  # total offered rate n/think = 0.5 per unit, mu = 1
-    assert float(finite_source_wq(n, think, Fraction(1))) == pytest.approx(mm1_wq(0.5, 1.0), rel=0.02)
+    assert float(finite_source_wq(n, think, Fraction(1))) == pytest.approx(
+        mm1_wq(0.5, 1.0), rel=0.02
+    )
 
 
 def test_lock_costs_add_to_the_wait():
@@ -130,13 +155,15 @@ def test_k_locks_share_the_traffic():
     # every cycle took a lock once; up to one acquisition per CPU is still in progress at the end
     assert 0 <= s["lock.lockstress.acquisitions"] - s["count.lockstress.cycles"] <= 8
     # one lock for 8 CPUs at think/hold 5 would be ~saturated; four locks are far less contended
-    one = dict(data, workload={"lockstress": {"mode": "closed", "locks": 1, "think": "5us",
-                                              "hold": "1us"}})
+    one = dict(
+        data, workload={"lockstress": {"mode": "closed", "locks": 1, "think": "5us", "hold": "1us"}}
+    )
     s1 = simulate(validate(one)).summary
     assert s["lock.lockstress.wait_mean_ns"] < 0.5 * s1["lock.lockstress.wait_mean_ns"]
 
 
 def test_open_mode_needs_a_rate():
     from desim.config import ConfigError
+
     with pytest.raises(ConfigError, match=r"workload\.lockstress\.rate: open mode needs"):
         validate(_cfg({"mode": "open"}, 2, "1ms"))

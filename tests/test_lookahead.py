@@ -24,20 +24,33 @@ def _outcome(r):
     s = dict(r.summary)
     events = s.pop("sim.events")
     # json: NaN == NaN, and float vs int drifts would show
-    body = json.dumps({"summary": s, "series": r.series, "hist": r.latency_hist, "locks": r.locks,
-                       "gp": r.gp_spans, "violations": r.violations}, sort_keys=True, default=str)
+    body = json.dumps(
+        {
+            "summary": s,
+            "series": r.series,
+            "hist": r.latency_hist,
+            "locks": r.locks,
+            "gp": r.gp_spans,
+            "violations": r.violations,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return body, events
 
 
-@pytest.mark.parametrize("name,overrides", [
-    ("default", ["duration=60ms", "seed=3"]),
-    ("default", ["duration=40ms", "machine.cpus=2", "workload.faults.think=2us"]),
-    ("powerpc", ["duration=60ms"]),
-    ("s390", ["duration=60ms", "allocator.name=s390-hh"]),
-    ("race-hunt", ["duration=20ms", "allocator.name=unsafe-immediate"]),
-    ("race-hunt", ["duration=20ms", "allocator.name=unsafe-shared-rcuhead"]),
-    ("shmem-thp-db", ["duration=40ms"]),
-])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("default", ["duration=60ms", "seed=3"]),
+        ("default", ["duration=40ms", "machine.cpus=2", "workload.faults.think=2us"]),
+        ("powerpc", ["duration=60ms"]),
+        ("s390", ["duration=60ms", "allocator.name=s390-hh"]),
+        ("race-hunt", ["duration=20ms", "allocator.name=unsafe-immediate"]),
+        ("race-hunt", ["duration=20ms", "allocator.name=unsafe-shared-rcuhead"]),
+        ("shmem-thp-db", ["duration=40ms"]),
+    ],
+)
 def test_lookahead_changes_nothing_but_the_event_count(monkeypatch, name, overrides):
     cfg = load_config(CONFIGS / f"{name}.yaml", ["warmup=0", *overrides])
     fast, n_fast = _outcome(simulate(cfg))
@@ -51,9 +64,12 @@ def test_lookahead_saves_events_on_a_quiet_machine():
     # 2 CPUs faulting every ~20 us: most walks end before anything else is due.
     # Steady state only (the second 20 ms): populating the first tables pays each page
     # allocation before taking the PMD lock, one more event per table.
-    runs = [simulate(load_config(CONFIGS / "default.yaml", [f"duration={d}", "warmup=0",
-                                                           "machine.cpus=2"])).summary
-            for d in ("20ms", "40ms")]
+    runs = [
+        simulate(
+            load_config(CONFIGS / "default.yaml", [f"duration={d}", "warmup=0", "machine.cpus=2"])
+        ).summary
+        for d in ("20ms", "40ms")
+    ]
     faults = runs[1]["fault.count"] - runs[0]["fault.count"]
     assert faults > 1000
     # think, then (walk + work): about two events per fault instead of three

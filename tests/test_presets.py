@@ -16,10 +16,13 @@ PRESETS = ["kernel-build", "shmem-thp-db", "fork-server", "lockstress", "spawn-l
 # shortened: the structure of each preset is kept, its run is cut to a few ms and its
 # populations shrunk so 4 presets x every design stay within a few seconds
 SHORT = ["duration=8ms", "warmup=1ms"]
-SHRINK = {"kernel-build": ["machine.cpus=8", "workload.build.slots=8", "workload.build.jobs=8"],
-          "spawn-loop": [],
-          "shmem-thp-db": ["workload.processes.tables=16", "machine.cpus=8"],
-          "fork-server": [], "lockstress": []}
+SHRINK = {
+    "kernel-build": ["machine.cpus=8", "workload.build.slots=8", "workload.build.jobs=8"],
+    "spawn-loop": [],
+    "shmem-thp-db": ["workload.processes.tables=16", "machine.cpus=8"],
+    "fork-server": [],
+    "lockstress": [],
+}
 
 
 @pytest.mark.parametrize("allocator", ALLOCATORS.names())
@@ -73,10 +76,11 @@ def test_kernel_build_is_a_closed_loop_whose_exits_wait():
 
 def test_spawn_loop_pays_a_grace_period_per_iteration():
     s = _run("spawn-loop", ["duration=60ms", "warmup=10ms"])
-    slow = _run("spawn-loop", ["duration=60ms", "warmup=10ms",
-                               "mm_lifetime=synchronize_rcu_exit_mmap"])
-    assert s["spawn.per_s"] > 5000                  # ~150 us per fork+exit+wait per CPU
-    assert slow["spawn.per_s"] < s["spawn.per_s"] / 20   # a GP is milliseconds at HZ=250
+    slow = _run(
+        "spawn-loop", ["duration=60ms", "warmup=10ms", "mm_lifetime=synchronize_rcu_exit_mmap"]
+    )
+    assert s["spawn.per_s"] > 5000  # ~150 us per fork+exit+wait per CPU
+    assert slow["spawn.per_s"] < s["spawn.per_s"] / 20  # a GP is milliseconds at HZ=250
 
 
 def test_shmem_thp_db_defers_many_tables():

@@ -13,11 +13,25 @@ from desim import probe
 from desim.cli import main
 from desim.config import validate
 
-FACTS = {"cpus": 2, "page_size": 4096, "release": "6.6.0", "version": "#1 SMP", "machine": "x86_64",
-         "config": {"CONFIG_HZ": "250", "CONFIG_PREEMPT_RCU": "y"}, "hz": 250,
-         "rcu_flavour": "preemptible", "preempt": "dynamic", "rcu_lazy": True, "cmdline": [],
-         "rcu_params": {"jiffies_till_first_fqs": "1", "jiffies_till_next_fqs": "1",
-                        "rcu_normal_wake_from_gp": "1"}, "missing": []}
+FACTS = {
+    "cpus": 2,
+    "page_size": 4096,
+    "release": "6.6.0",
+    "version": "#1 SMP",
+    "machine": "x86_64",
+    "config": {"CONFIG_HZ": "250", "CONFIG_PREEMPT_RCU": "y"},
+    "hz": 250,
+    "rcu_flavour": "preemptible",
+    "preempt": "dynamic",
+    "rcu_lazy": True,
+    "cmdline": [],
+    "rcu_params": {
+        "jiffies_till_first_fqs": "1",
+        "jiffies_till_next_fqs": "1",
+        "rcu_normal_wake_from_gp": "1",
+    },
+    "missing": [],
+}
 
 
 def dist(p50: float) -> dict:
@@ -29,8 +43,8 @@ def test_profile_reads_the_machine_and_fits_only_the_fault_cost():
     cfg = validate({k: v for k, v in prof.items() if not k.startswith("_")})
     assert (cfg.machine.cpus, cfg.machine.hz, cfg.rcu.flavor) == (2, 250, "preemptible")
     assert (cfg.rcu.fqs_jiffies, cfg.rcu.next_fqs_jiffies) == (1, 1)
-    assert cfg.costs.fault_work == 825          # 1000 ns measured - walk and lock (175 ns)
-    assert not cfg.rcu.lazy                     # lazy needs offloaded CPUs: no rcu_nocbs=
+    assert cfg.costs.fault_work == 825  # 1000 ns measured - walk and lock (175 ns)
+    assert not cfg.rcu.lazy  # lazy needs offloaded CPUs: no rcu_nocbs=
     lazy = probe.profile({**FACTS, "cmdline": ["rcu_nocbs=all"]}, {})
     assert lazy["rcu"]["lazy"] and lazy["rcu"]["nocb_cpus"] == "all"
 
@@ -64,8 +78,10 @@ def test_quick_probe_on_this_host_writes_a_profile_and_a_table(tmp_path):
         assert m["n"] > 0 and 0 < m["p50"] <= m["p99"]
     scenarios = {row["scenario"] for row in data["comparison"]}
     assert scenarios == set(data["measured"])
-    assert all(row["verdict"] in ("agrees", "differs", "fitted", "not simulated")
-               for row in data["comparison"])
+    assert all(
+        row["verdict"] in ("agrees", "differs", "fitted", "not simulated")
+        for row in data["comparison"]
+    )
     if probe.membarrier_available() is None:
         assert {"sync_rcu_idle", "sync_rcu_busy", "spawn_sync"} <= scenarios
     else:

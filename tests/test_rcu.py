@@ -47,8 +47,12 @@ def _queue(m, cpu, at, log):
 @settings(max_examples=40, deadline=None)
 @given(
     flavor=st.sampled_from(["preemptible", "non-preemptible"]),
-    readers=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20 * MS), st.integers(1, 8 * MS),
-                               st.booleans()), max_size=12),
+    readers=st.lists(
+        st.tuples(
+            st.integers(0, 3), st.integers(0, 20 * MS), st.integers(1, 8 * MS), st.booleans()
+        ),
+        max_size=12,
+    ),
     cbs=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 20 * MS)), min_size=1, max_size=6),
 )
 def test_no_gp_ends_inside_an_older_reader_and_callbacks_wait_a_full_gp(flavor, readers, cbs):
@@ -56,8 +60,9 @@ def test_no_gp_ends_inside_an_older_reader_and_callbacks_wait_a_full_gp(flavor, 
     rlog: list = []
     clog: list = []
     for cpu, start, length, preempt in readers:
-        m.env.process(_reader(m, m.cpus[cpu], start, length, rlog,
-                              preempt and flavor == "preemptible"))
+        m.env.process(
+            _reader(m, m.cpus[cpu], start, length, rlog, preempt and flavor == "preemptible")
+        )
     for cpu, at in cbs:
         m.env.process(_queue(m, m.cpus[cpu], at, clog))
     m.env.run(until=300 * MS)
@@ -176,9 +181,15 @@ def test_blimit_batches_cost_cpu_time_on_the_queueing_cpu():
 
 # -- rules checked against kernel/rcu of v6.6, one small scenario each ---------------------------
 
+
 def _tags(cbs):
-    return ([a for _f, a, _c, _t in cbs.wait], cbs.wait_gp,
-            [a for _f, a, _c, _t in cbs.ready], cbs.ready_gp, [a for _f, a, _c, _t in cbs.next])
+    return (
+        [a for _f, a, _c, _t in cbs.wait],
+        cbs.wait_gp,
+        [a for _f, a, _c, _t in cbs.ready],
+        cbs.ready_gp,
+        [a for _f, a, _c, _t in cbs.next],
+    )
 
 
 def _cb(tag):
@@ -241,14 +252,16 @@ def test_rcu_do_batch_limit_divides_the_ready_callbacks_only():
     assert times[9] == 0 and times[10] == 400 and times[20] == 800
 
 
-@pytest.mark.parametrize("flavor,lat", [("preemptible", 42_000),
-                                        ("non-preemptible", 500_000 - 1000)])
+@pytest.mark.parametrize(
+    "flavor,lat", [("preemptible", 42_000), ("non-preemptible", 500_000 - 1000)]
+)
 def test_expedited_ipi_to_kernel_code_outside_a_reader(flavor, lat):
     # rcu_exp_handler: kernel code outside a reader reports at once on a preemptible kernel;
     # on a non-preemptible one the IPI only sets need_resched, and the CPU reports at its next
     # context switch (here: its task sleeps at 500 us).
-    m = make_machine({"rcu.flavor": flavor, "costs.exp_gp_overhead": 40_000,
-                      "costs.ipi_latency": 2000})
+    m = make_machine(
+        {"rcu.flavor": flavor, "costs.exp_gp_overhead": 40_000, "costs.ipi_latency": 2000}
+    )
     busy = m.cpus[1]
 
     def kernel_bound():
@@ -263,8 +276,13 @@ def test_expedited_ipi_to_kernel_code_outside_a_reader(flavor, lat):
 def test_expedited_on_non_preemptible_reports_on_the_way_back_to_user():
     # A resident task in a system call when the IPI lands: its return to user mode schedules
     # (need_resched), a context switch, so rcu_qs reports the expedited QS then.
-    m = make_machine({"rcu.flavor": "non-preemptible", "costs.exp_gp_overhead": 40_000,
-                      "costs.ipi_latency": 2000})
+    m = make_machine(
+        {
+            "rcu.flavor": "non-preemptible",
+            "costs.exp_gp_overhead": 40_000,
+            "costs.ipi_latency": 2000,
+        }
+    )
     busy = m.cpus[1]
     busy.enter_user()
 

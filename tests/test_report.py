@@ -119,8 +119,9 @@ def test_headline_table_is_mean_and_t_interval(sweep_report, sweep_dir):
     runs = pd.read_parquet(sweep_dir / "runs.parquet")
     for metric in ("fault.p99_ns", "mem.overhead.mean_bytes", "rcu.gp.mean_ns"):
         for (design, cpus), g in runs.groupby(["allocator.name", "machine.cpus"]):
-            row = tidy[(tidy.metric == metric) & (tidy.series == design)
-                       & (tidy["machine.cpus"] == cpus)]
+            row = tidy[
+                (tidy.metric == metric) & (tidy.series == design) & (tidy["machine.cpus"] == cpus)
+            ]
             assert len(row) == 1
             v = g[metric].to_numpy(dtype=float)
             assert row["n"].iloc[0] == 2
@@ -133,8 +134,9 @@ def test_subset_of_figures_and_cli(sweep_dir, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("report: {figures: [memory_split, locks], x: machine.cpus}\n")
     out = tmp_path / "rep"
-    r = CliRunner().invoke(main, ["report", str(sweep_dir), "--out", str(out),
-                                  "--experiment", str(spec)])
+    r = CliRunner().invoke(
+        main, ["report", str(sweep_dir), "--out", str(out), "--experiment", str(spec)]
+    )
     assert r.exit_code == 0, r.output
     p = parse((out / "report.html").read_text())
     assert len(p.imgs) == 2 and {"memory_split", "locks"} <= set(p.ids)
@@ -162,9 +164,19 @@ def test_collection_without_runs_parquet_and_safety_figure(sweep_dir, tmp_path):
     s = json.loads((coll / "r0" / "summary.json").read_text())
     s["safety.violations"], s["safety.use_after_free"] = 3, 3
     (coll / "r0" / "summary.json").write_text(json.dumps(s))
-    (coll / "r0" / "violations.json").write_text(json.dumps([{
-        "t_ns": 1_500_000, "cpu": 1, "kind": "use_after_free", "message": "cpu1 pte read of T",
-        "history": ["t=1ns cpu0 T allocated"]}]))
+    (coll / "r0" / "violations.json").write_text(
+        json.dumps(
+            [
+                {
+                    "t_ns": 1_500_000,
+                    "cpu": 1,
+                    "kind": "use_after_free",
+                    "message": "cpu1 pte read of T",
+                    "history": ["t=1ns cpu0 T allocated"],
+                }
+            ]
+        )
+    )
     rep = make_report(coll, tmp_path / "rep", spec_file=None)
     assert "safety" in rep.figures
     check_image_files(rep.out, "safety")
@@ -175,8 +187,9 @@ def test_collection_without_runs_parquet_and_safety_figure(sweep_dir, tmp_path):
 def test_bad_report_section_is_one_line(sweep_dir, tmp_path):
     spec = tmp_path / "bad.yaml"
     spec.write_text("report: {figures: [memroy]}\n")
-    r = CliRunner().invoke(main, ["report", str(sweep_dir), "--out", str(tmp_path / "o"),
-                                  "--experiment", str(spec)])
+    r = CliRunner().invoke(
+        main, ["report", str(sweep_dir), "--out", str(tmp_path / "o"), "--experiment", str(spec)]
+    )
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and "report.figures: unknown figure 'memroy'" in lines[0]
@@ -199,8 +212,10 @@ def test_design_colours_fixed_and_distinct():
 def test_report_never_imports_simpy(sweep_dir, tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("report: {figures: [memory_split]}\n")
-    code = ("import sys; from desim.report import make_report; "
-            f"make_report({str(sweep_dir)!r}, {str(tmp_path / 'o')!r}, {str(spec)!r}); "
-            "bad = [m for m in sys.modules if m.split('.')[0] == 'simpy' or "
-            "m.startswith('desim.model') or m == 'desim.engine']; assert not bad, bad")
+    code = (
+        "import sys; from desim.report import make_report; "
+        f"make_report({str(sweep_dir)!r}, {str(tmp_path / 'o')!r}, {str(spec)!r}); "
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'simpy' or "
+        "m.startswith('desim.model') or m == 'desim.engine']; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -25,10 +25,13 @@ from click.testing import CliRunner
 from desim.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser",
-                                                        "google-chrome")) if p), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH "
-                                "(Debian: apt-get install chromium)")
+CHROMIUM = next(
+    (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p),
+    None,
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)"
+)
 
 MEASURE = """<script>
 window.addEventListener("load", () => {
@@ -56,17 +59,34 @@ window.addEventListener("load", () => {
 def _chromium(args: list[str], tmp: Path) -> str:
     profile = tmp / "profile"
     profile.mkdir(exist_ok=True)
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={profile}", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 def _measure(html: Path, width: int, tmp: Path) -> dict:
     probe = html.with_name("measured.html")
     probe.write_text(html.read_text().replace("</body>", MEASURE + "</body>"))
-    dom = _chromium([f"--window-size={width},1200", "--virtual-time-budget=10000",
-                     "--dump-dom", probe.as_uri()], tmp)
+    dom = _chromium(
+        [
+            f"--window-size={width},1200",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        tmp,
+    )
     probe.unlink()
     found = re.search(r"<pre id=\"desim-measure\">MEASURE(.*?)END</pre>", dom, re.S)
     assert found, "the measuring script did not run"
@@ -84,20 +104,42 @@ def reports(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     runner = CliRunner()
     exp = tmp / "quick.yaml"
-    exp.write_text(yaml.safe_dump({
-        "name": "quick", "base": str(ROOT / "configs" / "default.yaml"),
-        "set": {"duration": "12ms", "warmup": "2ms"}, "seed": 2023, "replications": 2,
-        "sweep": {"grid": {"machine.cpus": [2, 4]},
-                  "list": [{"allocator.name": "generic"},
-                           {"allocator.name": "powerpc", "machine.page_size": "64KiB"},
-                           {"allocator.name": "s390"}]},
-        "report": {"x": "machine.cpus"},
-    }))
+    exp.write_text(
+        yaml.safe_dump(
+            {
+                "name": "quick",
+                "base": str(ROOT / "configs" / "default.yaml"),
+                "set": {"duration": "12ms", "warmup": "2ms"},
+                "seed": 2023,
+                "replications": 2,
+                "sweep": {
+                    "grid": {"machine.cpus": [2, 4]},
+                    "list": [
+                        {"allocator.name": "generic"},
+                        {"allocator.name": "powerpc", "machine.page_size": "64KiB"},
+                        {"allocator.name": "s390"},
+                    ],
+                },
+                "report": {"x": "machine.cpus"},
+            }
+        )
+    )
     r = runner.invoke(main, ["sweep", str(exp), "--out", str(tmp / "sweep"), "-j", "1"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["run", str(ROOT / "configs" / "default.yaml"), "--out",
-                             str(tmp / "run"), "--set", "duration=12ms", "--set",
-                             "warmup=2ms", "--quiet"])
+    r = runner.invoke(
+        main,
+        [
+            "run",
+            str(ROOT / "configs" / "default.yaml"),
+            "--out",
+            str(tmp / "run"),
+            "--set",
+            "duration=12ms",
+            "--set",
+            "warmup=2ms",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = {}
     for kind in ("sweep", "run"):
@@ -132,8 +174,11 @@ def test_report_fits_the_page_and_every_figure_loads(reports, kind, width, tmp_p
 def test_headline_cells_carry_no_units(reports):
     """Units live in the header; a cell is a number (± a number), so a column never mixes."""
     text = reports["sweep"].read_text()
-    table = text[text.index('<table class="headline"'):text.index("</table>",
-                                                                  text.index('class="headline"'))]
+    table = text[
+        text.index('<table class="headline"') : text.index(
+            "</table>", text.index('class="headline"')
+        )
+    ]
     cells = re.findall(r"<td class=\"\">(.*?)</td>", table)
     assert cells
     for c in cells:

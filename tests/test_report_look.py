@@ -31,10 +31,11 @@ def test_one_unit_per_column_picked_from_its_largest_value():
 
 
 def test_ecdf_of_one_bin_is_one_vertical_step():
-    h = pd.DataFrame({"run_id": ["a"], "op": ["defer"], "lo_ns": [29.3], "hi_ns": [30.0],
-                      "count": [40]})
+    h = pd.DataFrame(
+        {"run_id": ["a"], "op": ["defer"], "lo_ns": [29.3], "hi_ns": [30.0], "count": [40]}
+    )
     e = hist_ecdf(h, ["op"]).sort_values("ns")
-    assert e["mean"].tolist() == [0.0, 1.0, 1.0]       # 0 left of the bin, 1 from its edge on
+    assert e["mean"].tolist() == [0.0, 1.0, 1.0]  # 0 left of the bin, 1 from its edge on
     assert e["ns"].iloc[0] < 30.0 == e["ns"].iloc[1] < e["ns"].iloc[2]
 
 
@@ -52,7 +53,10 @@ def test_log_time_axis_around_a_single_value_has_distinct_labels():
     fig.canvas.draw()
     lo, hi = ax.get_xlim()
     assert np.log10(hi / lo) >= 0.99
-    labels = [t.get_text() for t in ax.get_xticklabels()
-              if t.get_text() and lo <= t.get_position()[0] <= hi]
+    labels = [
+        t.get_text()
+        for t in ax.get_xticklabels()
+        if t.get_text() and lo <= t.get_position()[0] <= hi
+    ]
     assert len(labels) >= 2 and len(labels) == len(set(labels)), labels
     plt.close(fig)

@@ -19,14 +19,23 @@ def sweep_out(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("types")
     exp = tmp / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "base": str(ROOT / "configs" / "default.yaml"),
-        "set": {"duration": "6ms", "warmup": "1ms", "machine.cpus": 2},
-        "seed": 11, "replications": 2,
-        "sweep": {"grid": {"costs.fault_work": ["700ns", "1us"]},
-                  "list": [{"allocator.name": "generic"},
-                           {"allocator.name": "powerpc", "machine.page_size": "64KiB"}]},
-    }))
+    exp.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(ROOT / "configs" / "default.yaml"),
+                "set": {"duration": "6ms", "warmup": "1ms", "machine.cpus": 2},
+                "seed": 11,
+                "replications": 2,
+                "sweep": {
+                    "grid": {"costs.fault_work": ["700ns", "1us"]},
+                    "list": [
+                        {"allocator.name": "generic"},
+                        {"allocator.name": "powerpc", "machine.page_size": "64KiB"},
+                    ],
+                },
+            }
+        )
+    )
     quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
     assert sweep(str(exp), 1, str(tmp / "out"), None, False, False, quiet, quiet) == 0
     return tmp / "out"
@@ -37,12 +46,16 @@ def test_swept_columns_hold_resolved_values_in_base_units(sweep_out):
     assert len(runs) == 8
     # A point that leaves the key to the base config shows the base's value, not a missing one.
     assert runs.groupby("allocator.name")["machine.page_size"].unique().map(list).to_dict() == {
-        "generic": [4096], "powerpc": [65536]}
+        "generic": [4096],
+        "powerpc": [65536],
+    }
     assert sorted(runs["costs.fault_work"].unique()) == [700, 1000]
     for c in ("machine.page_size", "costs.fault_work", "seed", "seed_entropy", "point"):
         assert pd.api.types.is_integer_dtype(runs[c]), c
     # A groupby over the swept keys keeps every row.
-    assert runs.groupby(["allocator.name", "machine.page_size", "costs.fault_work"]).size().sum() == 8
+    assert (
+        runs.groupby(["allocator.name", "machine.page_size", "costs.fault_work"]).size().sum() == 8
+    )
 
 
 def test_units_are_in_the_schema(sweep_out):

@@ -53,6 +53,7 @@ def hidden(d: Path) -> list[str]:
 
 # --- desim run never deletes what it did not write ------------------------------------------------
 
+
 def test_run_refuses_a_directory_it_did_not_write_and_leaves_it_alone(cfg, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -65,14 +66,18 @@ def test_run_refuses_a_directory_it_did_not_write_and_leaves_it_alone(cfg, tmp_p
     assert hidden(tmp_path) == []
 
 
-@pytest.mark.parametrize("where, why", [
-    (".", "is the working directory"),
-    ("..", "is an ancestor of the working directory"),
-    ("configs", "holds the config"),
-    ("/", "is the file system root"),
-])
-def test_run_never_replaces_the_working_directory_its_ancestors_or_the_configs(cfg, tmp_path,
-                                                                               where, why):
+@pytest.mark.parametrize(
+    "where, why",
+    [
+        (".", "is the working directory"),
+        ("..", "is an ancestor of the working directory"),
+        ("configs", "holds the config"),
+        ("/", "is the file system root"),
+    ],
+)
+def test_run_never_replaces_the_working_directory_its_ancestors_or_the_configs(
+    cfg, tmp_path, where, why
+):
     before = sorted(p.name for p in tmp_path.iterdir())
     for extra in ([], ["--force"]):
         code, out = run(cfg, "--out", where, *extra)
@@ -158,8 +163,12 @@ def test_a_failed_run_leaves_a_failed_directory_and_no_temporary(cfg, tmp_path, 
     line = one_error_line(text)
     assert "ZeroDivisionError: model bug" in line and "traceback.txt" in line
     assert classify(out) == "failed"
-    assert sorted(p.name for p in out.iterdir()) == ["FAILED", "config.yaml", "manifest.json",
-                                                      "traceback.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "FAILED",
+        "config.yaml",
+        "manifest.json",
+        "traceback.txt",
+    ]
     assert "ZeroDivisionError" in (out / "traceback.txt").read_text()
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
     assert hidden(out.parent) == []
@@ -182,6 +191,7 @@ def test_ctrl_c_writes_nothing(cfg, tmp_path, monkeypatch):
 
 # --- staging and swapping ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("exchange", [True, False])
 def test_commit_swaps_in_the_new_directory_whole(tmp_path, monkeypatch, exchange):
     if not exchange:
@@ -191,7 +201,7 @@ def test_commit_swaps_in_the_new_directory_whole(tmp_path, monkeypatch, exchange
     (t / "old").write_text("old")
     with Staging.begin(t) as st:
         (st.tmp / "new").write_text("new")
-        assert sorted(p.name for p in t.iterdir()) == ["old"]   # untouched until commit
+        assert sorted(p.name for p in t.iterdir()) == ["old"]  # untouched until commit
         st.commit()
     assert sorted(p.name for p in t.iterdir()) == ["new"]
     assert hidden(tmp_path) == []
@@ -237,6 +247,7 @@ def test_check_target_kinds(tmp_path):
 
 # --- resume trusts only complete runs -----------------------------------------------------------------
 
+
 def _sweep(exp: Path, out: Path, force: bool = False):
     from desim.sweep.command import sweep
 
@@ -245,8 +256,9 @@ def _sweep(exp: Path, out: Path, force: bool = False):
     import io
 
     err = io.StringIO()
-    code = sweep(str(exp), 1, str(out), None, False, False, buf, Console(file=err, width=200),
-                 force=force)
+    code = sweep(
+        str(exp), 1, str(out), None, False, False, buf, Console(file=err, width=200), force=force
+    )
     return code, err.getvalue()
 
 
@@ -322,6 +334,7 @@ def test_a_sweep_never_overwrites_another_experiments_sweep_unasked(exp, tmp_pat
 
 
 # --- the report reads only what it can trust ----------------------------------------------------------
+
 
 def test_report_lists_an_unreadable_run_and_leaves_it_out(exp, tmp_path):
     from desim.report import make_report

@@ -39,11 +39,13 @@ def counts(m):
 
 
 def machine_with_table(allocator="generic", n_tables=1, params=None, **over):
-    m = make_machine({"allocator.name": allocator, **over},
-                     allocator={"name": allocator, "params": params or {}})
+    m = make_machine(
+        {"allocator.name": allocator, **over}, allocator={"name": allocator, "params": params or {}}
+    )
     mm = m.new_mm(n_tables)
-    tables = [run_task(m, 0, lambda c, t: mm_ops.populate(m, c, t, mm, True))
-              for _ in range(n_tables)]
+    tables = [
+        run_task(m, 0, lambda c, t: mm_ops.populate(m, c, t, mm, True)) for _ in range(n_tables)
+    ]
     return m, mm, tables
 
 
@@ -70,6 +72,7 @@ def fault_during_retraction(allocator, walk_ns):
 
 # -- use after free and locks in freed pages ------------------------------------------------------
 
+
 def test_walker_reading_a_table_freed_under_it_is_use_after_free_then_a_freed_lock():
     # The walk (10 us) outlasts retract + immediate free (~2 us): the PTE read hits a freed
     # page, then spin_lock takes the ptl that lived in it. The unlock after it is the same
@@ -80,7 +83,7 @@ def test_walker_reading_a_table_freed_under_it_is_use_after_free_then_a_freed_lo
     assert uaf["cpu"] == 1
     assert "pte read" in uaf["message"] and "freed" in uaf["message"]
     events = [(e["object"], e["event"], e["cpu"]) for e in uaf["history"]]
-    page = f"page#{table.page.pfn}.{table.gen}"     # as named when it was freed
+    page = f"page#{table.page.pfn}.{table.gen}"  # as named when it was freed
     assert (page, "freed", 0) in events
     assert (repr(table), "retracted", 0) in events
     assert events.index((repr(table), "retracted", 0)) > 0  # after its allocation
@@ -90,7 +93,7 @@ def test_walker_waiting_on_the_ptl_of_a_table_freed_on_unlock_is_a_lock_in_a_fre
     # The walk (1 us) ends while khugepaged holds the ptl (TLB flush 1.5 us): the read was
     # safe; the retractor's unlock hands the lock to the walker and frees the page at once.
     m, _ = fault_during_retraction("unsafe-immediate", 1_000)
-    assert counts(m) == {"lock_in_freed_page": 2}    # freed while held; unlocked after free
+    assert counts(m) == {"lock_in_freed_page": 2}  # freed while held; unlocked after free
     msgs = [r["message"] for r in m.safety.records]
     assert "freed while its ptl is held by cpu1" in msgs[0]
     assert "cpu1 spin_unlock on the ptl" in msgs[1]
@@ -100,11 +103,12 @@ def test_walker_waiting_on_the_ptl_of_a_table_freed_on_unlock_is_a_lock_in_a_fre
 def test_same_races_with_pte_free_defer_are_silent(walk_ns):
     m, table = fault_during_retraction("generic", walk_ns)
     assert m.safety.total == 0
-    assert m.counters["fault.retries"] == 1       # pmd_same failed: the fault went round again
-    assert not table.page.allocated or table.page.gen != table.gen   # freed after the GP
+    assert m.counters["fault.retries"] == 1  # pmd_same failed: the fault went round again
+    assert not table.page.allocated or table.page.gen != table.gen  # freed after the GP
 
 
 # -- the rcu_head and the list links it overlays --------------------------------------------------
+
 
 def test_two_fragments_of_a_page_deferred_in_one_gp_queue_its_rcu_head_twice():
     m, mm, (a, b) = machine_with_table("unsafe-shared-rcuhead", 2, {"fragments": 2})
@@ -120,7 +124,7 @@ def test_two_fragments_of_a_page_deferred_in_one_gp_queue_its_rcu_head_twice():
 def test_fragments_deferred_one_grace_period_apart_are_silent():
     m, mm, (a, b) = machine_with_table("unsafe-shared-rcuhead", 2, {"fragments": 2})
     run_task(m, 0, lambda c, t: mm_ops.retract_page_tables(m, c, t, [(mm, a)]))
-    settle(m)                                         # the callback ran: the rcu_head is free
+    settle(m)  # the callback ran: the rcu_head is free
     run_task(m, 0, lambda c, t: mm_ops.retract_page_tables(m, c, t, [(mm, b)]))
     settle(m)
     assert m.safety.total == 0
@@ -144,7 +148,7 @@ def test_list_links_used_while_the_rcu_head_is_queued():
     m.safety.list_use(cpu, page, "list_add to pgtable_list")
     assert counts(m) == {"rcu_head_reuse": 1}
     settle(m)
-    m.safety.list_use(cpu, page, "list_add to pgtable_list")   # the callback has run
+    m.safety.list_use(cpu, page, "list_add to pgtable_list")  # the callback has run
     assert m.safety.total == 1
 
 
@@ -156,7 +160,7 @@ def test_rcu_head_queued_while_its_links_are_on_a_list_and_page_freed_while_queu
     m.page_call_rcu(cpu, page, _noop, None)
     assert counts(m) == {"rcu_head_reuse": 1}
     page.on_list = None
-    m.allocator.release_table_page(cpu, page)          # freed with the callback still queued
+    m.allocator.release_table_page(cpu, page)  # freed with the callback still queued
     assert counts(m) == {"rcu_head_reuse": 2}
 
 
@@ -175,6 +179,7 @@ def test_rcu_head_used_right_is_silent():
 
 # -- an RCU callback reaching a freed mm ----------------------------------------------------------
 
+
 def retract_then_exit(allocator, wait_gp):
     m, mm, (table,) = machine_with_table(allocator)
     run_task(m, 0, lambda c, t: mm_ops.retract_page_tables(m, c, t, [(mm, table)]))
@@ -188,7 +193,7 @@ def retract_then_exit(allocator, wait_gp):
 
 def test_callback_taking_the_lock_of_an_mm_freed_before_it_ran():
     m, mm = retract_then_exit("unsafe-callback-mm", wait_gp=False)
-    assert counts(m) == {"callback_freed_mm": 1}     # one per callback, lock + unlock
+    assert counts(m) == {"callback_freed_mm": 1}  # one per callback, lock + unlock
     rec = m.safety.records[0]
     assert "mm->context.lock" in rec["message"] and repr(mm) in rec["message"]
     events = [e["event"] for e in rec["history"]]
@@ -211,7 +216,7 @@ def test_freed_mm_is_poisoned_even_without_hooks():
     mm = m.new_mm(1)
     mm.arch["pgtable_list"] = []
     m.free_mm(cpu, mm)
-    ev = mm.context_lock.acquire(cpu)                  # a design that forgot mm_access
+    ev = mm.context_lock.acquire(cpu)  # a design that forgot mm_access
     assert ev is None
     m.env.run(until=m.env.now + 10)
     mm.context_lock.release(cpu)
@@ -222,12 +227,13 @@ def test_freed_mm_is_poisoned_even_without_hooks():
 
 # -- double frees and invariants -----------------------------------------------------------------
 
+
 def test_table_freed_twice():
     m, mm, (table,) = machine_with_table()
     run_task(m, 0, lambda c, t: m.allocator.pte_free(c, mm, table))
     assert m.safety.total == 0
     run_task(m, 0, lambda c, t: m.allocator.pte_free(c, mm, table))
-    assert counts(m) == {"double_free": 2}            # the table, then its page
+    assert counts(m) == {"double_free": 2}  # the table, then its page
     assert m.safety.records[0]["message"] == f"{table!r} freed twice"
 
 
@@ -243,16 +249,17 @@ def test_mm_freed_twice():
 def test_design_invariant_hook_and_audit_of_the_memory_books():
     m, mm, _ = machine_with_table(**{"safety.audit_interval": "1ms"})
     m.env.run(until=m.env.now + 5_000_000)
-    assert m.safety.total == 0                       # books balance at every audit
-    m.allocator.account.live += 8                    # a design losing track of 8 bytes
+    assert m.safety.total == 0  # books balance at every audit
+    m.allocator.account.live += 8  # a design losing track of 8 bytes
     m.env.run(until=m.env.now + 5_000_000)
-    assert counts(m) == {"invariant": 1}             # reported once, though it lasts
+    assert counts(m) == {"invariant": 1}  # reported once, though it lasts
     assert "memory books" in m.safety.records[0]["message"]
     m.safety.invariant(m.cpus[0], (mm,), "s390-hh: half both A and P")
     assert counts(m) == {"invariant": 2}
 
 
 # -- reports and stopping -----------------------------------------------------------------------
+
 
 def test_stop_on_first_raises_and_format_shows_history():
     m, mm, (table,) = machine_with_table(**{"safety.stop_on_first": True})
@@ -267,28 +274,36 @@ def test_stop_on_first_raises_and_format_shows_history():
 
 
 def test_disabled_checker_calls_no_hooks():
-    m, mm, (table,) = machine_with_table("unsafe-immediate", **DEPOSIT,
-                                         **{"safety.enabled": False, "costs.pte_walk": 10_000})
+    m, mm, (table,) = machine_with_table(
+        "unsafe-immediate", **DEPOSIT, **{"safety.enabled": False, "costs.pte_walk": 10_000}
+    )
     fault = spawn(m, 1, lambda c, t: mm_ops.handle_fault(m, c, t, mm, 0.0, True))
     spawn(m, 0, lambda c, t: mm_ops.retract_page_tables(m, c, t, [(mm, table)]), delay=100)
-    m.env.run(until=fault)                            # the same race runs, unobserved
-    assert m.safety is None and table.page.gen > table.gen   # freed, then reused by the refault
+    m.env.run(until=fault)  # the same race runs, unobserved
+    assert m.safety is None and table.page.gen > table.gen  # freed, then reused by the refault
 
 
 # -- the controls on race-hunt --------------------------------------------------------------------
 
+
 def hunt(allocator, duration, seed=3, **over):
     """A shortened race-hunt: khugepaged first wakes at 1 ms, exits start a few ms in."""
-    sets = [f"allocator.name={allocator}", f"duration={duration}",
-            *(f"{k}={v}" for k, v in over.items())]
+    sets = [
+        f"allocator.name={allocator}",
+        f"duration={duration}",
+        *(f"{k}={v}" for k, v in over.items()),
+    ]
     return simulate(load_config("configs/race-hunt.yaml", sets, seed))
 
 
-@pytest.mark.parametrize("allocator,kind,duration", [
-    ("unsafe-immediate", "lock_in_freed_page", "3ms"),
-    ("unsafe-shared-rcuhead", "rcu_head_reuse", "3ms"),
-    ("unsafe-callback-mm", "callback_freed_mm", "20ms"),
-])
+@pytest.mark.parametrize(
+    "allocator,kind,duration",
+    [
+        ("unsafe-immediate", "lock_in_freed_page", "3ms"),
+        ("unsafe-shared-rcuhead", "rcu_head_reuse", "3ms"),
+        ("unsafe-callback-mm", "callback_freed_mm", "20ms"),
+    ],
+)
 def test_each_unsafe_control_is_caught_on_race_hunt(allocator, kind, duration):
     r = hunt(allocator, duration)
     assert r.summary[f"safety.{kind}"] > 0
@@ -302,7 +317,7 @@ def test_generic_is_clean_on_race_hunt():
     r = hunt("generic", "12ms", **{"workload.processes.fork_rate": "4000/s"})
     assert r.summary["safety.violations"] == 0
     assert r.summary["count.tables.deferred"] > 300 and r.summary["count.mm.exited"] > 3
-    assert r.summary["count.fault.retries"] > 10     # the races did happen, safely
+    assert r.summary["count.fault.retries"] > 10  # the races did happen, safely
 
 
 def test_stop_on_first_ends_the_run_and_cli_prints_violations():
@@ -315,7 +330,7 @@ def test_stop_on_first_ends_the_run_and_cli_prints_violations():
     print_violations(r.violations, r.summary, con)
     text = con.export_text()
     assert text.startswith(f"safety violation: {r.violations[0]['kind']} at t=")
-    assert "allocated (gen 1)" in text                 # the history follows the headline
+    assert "allocated (gen 1)" in text  # the history follows the headline
 
     r = hunt("unsafe-immediate", "3ms")
     assert {f"safety.{k}" for k in KINDS} <= set(r.summary)

@@ -19,8 +19,18 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def _outcome(r):
     s = dict(r.summary)
     s.pop("sim.wall_s", None)
-    return json.dumps({"summary": s, "series": r.series, "hist": r.latency_hist, "locks": r.locks,
-                       "gp": r.gp_spans, "violations": r.violations}, sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "summary": s,
+            "series": r.series,
+            "hist": r.latency_hist,
+            "locks": r.locks,
+            "gp": r.gp_spans,
+            "violations": r.violations,
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 # Every distribution the presets draw from, through both kinds of sampler (element uniforms and
@@ -39,7 +49,7 @@ def test_the_sampler_block_size_changes_no_value_drawn(monkeypatch, name, overri
     cfg = load_config(CONFIGS / f"{name}.yaml", ["warmup=0", *overrides])
     monkeypatch.setattr(rng, "BLOCK", 4096)
     big = _outcome(simulate(cfg))
-    monkeypatch.setattr(rng, "BLOCK", 7)   # odd and tiny: many refills, none aligned
+    monkeypatch.setattr(rng, "BLOCK", 7)  # odd and tiny: many refills, none aligned
     small = _outcome(simulate(cfg))
     assert big == small
 
@@ -49,10 +59,27 @@ def test_the_sampler_block_size_changes_no_value_drawn(monkeypatch, name, overri
 # preemptible and non-preemptible RCU, offloaded CPUs, and scheduler run queues that empty.
 LAZY_CASES = [
     ("default", ["duration=40ms", "seed=3"]),
-    ("default", ["duration=40ms", "machine.cpus=32", "machine.arch=x86-64-guest",
-                 "workload.faults.cpus=4", "workload.munmap.rate=5000/s"]),
-    ("default", ["duration=30ms", "machine.cpus=16", "workload.faults.gaps=idle",
-                 "rcu.nocb_cpus=all", "rcu.lazy=true", "machine.arch=x86-64-guest"]),
+    (
+        "default",
+        [
+            "duration=40ms",
+            "machine.cpus=32",
+            "machine.arch=x86-64-guest",
+            "workload.faults.cpus=4",
+            "workload.munmap.rate=5000/s",
+        ],
+    ),
+    (
+        "default",
+        [
+            "duration=30ms",
+            "machine.cpus=16",
+            "workload.faults.gaps=idle",
+            "rcu.nocb_cpus=all",
+            "rcu.lazy=true",
+            "machine.arch=x86-64-guest",
+        ],
+    ),
     ("powerpc", ["duration=40ms"]),
     ("s390", ["duration=40ms", "allocator.name=s390-hh"]),
     ("kernel-build", ["duration=60ms", "machine.cpus=48"]),

@@ -5,8 +5,12 @@ import pytest
 from desim.config import validate
 from desim.engine import simulate
 
-SPAWN = {"seed": 3, "duration": "40ms", "machine": {"cpus": 2, "hz": 250},
-         "workload": {"spawn": {"mode": "per_cpu", "work": "100us", "tables": 3}}}
+SPAWN = {
+    "seed": 3,
+    "duration": "40ms",
+    "machine": {"cpus": 2, "hz": 250},
+    "workload": {"spawn": {"mode": "per_cpu", "work": "100us", "tables": 3}},
+}
 
 
 def _spawn(**top):
@@ -19,7 +23,7 @@ def test_spawn_iterations_are_exact_and_every_mm_is_freed():
     assert 150_000 < s["spawn.latency.mean_ns"] < 250_000
     assert s["count.mm.freed"] == s["count.mm.exited"] == s["spawn.children"]
     assert s["safety.violations"] == 0
-    assert s["sched.ctx_switches"] >= 2 * s["spawn.children"]   # to the child and back
+    assert s["sched.ctx_switches"] >= 2 * s["spawn.children"]  # to the child and back
 
 
 @pytest.mark.parametrize("rule", ["synchronize_rcu_exit_mmap", "rcu_barrier"])
@@ -31,8 +35,9 @@ def test_a_wait_in_exit_mmap_is_on_the_parents_critical_path(rule):
     assert s["safety.violations"] == 0
 
 
-@pytest.mark.parametrize("rule", ["synchronize_rcu_mmdrop", "call_rcu", "mmdrop_async",
-                                  "slab_typesafe_by_rcu"])
+@pytest.mark.parametrize(
+    "rule", ["synchronize_rcu_mmdrop", "call_rcu", "mmdrop_async", "slab_typesafe_by_rcu"]
+)
 def test_a_wait_at_the_final_mmdrop_is_off_the_critical_path(rule):
     base = _spawn(mm_lifetime="none")
     s = _spawn(mm_lifetime=rule)
@@ -54,11 +59,20 @@ def test_s390_hh_maps_its_own_rules():
 
 
 def test_slices_preempt_only_where_tasks_wait():
-    cfg = {"seed": 1, "duration": "300ms", "machine": {"cpus": 2, "hz": 1000},
-           "workload": {"build": {"slots": 2, "jobs": 4,
-                                  "chain": [{"name": "cc1", "burst": "20ms", "tables": 2}]}}}
+    cfg = {
+        "seed": 1,
+        "duration": "300ms",
+        "machine": {"cpus": 2, "hz": 1000},
+        "workload": {
+            "build": {
+                "slots": 2,
+                "jobs": 4,
+                "chain": [{"name": "cc1", "burst": "20ms", "tables": 2}],
+            }
+        },
+    }
     s = simulate(validate(cfg)).summary
-    assert s["sched.preemptions"] == 0 and s["sched.ticks"] == 0   # one task per CPU
+    assert s["sched.preemptions"] == 0 and s["sched.ticks"] == 0  # one task per CPU
     assert s["build.jobs_done"] == 4
     cfg["workload"]["build"]["slots"] = 4
     s = simulate(validate(cfg)).summary
@@ -69,5 +83,6 @@ def test_slices_preempt_only_where_tasks_wait():
 
 def test_bad_mm_lifetime_names_the_field():
     from desim.config import ConfigError
+
     with pytest.raises(ConfigError, match=r"^mm_lifetime: .*'none'"):
         validate({"mm_lifetime": "later"})

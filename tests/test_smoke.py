@@ -25,10 +25,15 @@ def test_generic_alloc_defer_frees_after_gp():
 
 
 def test_default_shape_runs():
-    cfg = make_config({"duration": "30ms"}, workload={
-        "processes": {"initial": 8, "fork_rate": "200/s", "lifetime": "10ms"},
-        "faults": {}, "munmap": {}, "khugepaged": {"scan_sleep": "2ms"},
-    })
+    cfg = make_config(
+        {"duration": "30ms"},
+        workload={
+            "processes": {"initial": 8, "fork_rate": "200/s", "lifetime": "10ms"},
+            "faults": {},
+            "munmap": {},
+            "khugepaged": {"scan_sleep": "2ms"},
+        },
+    )
     r = simulate(cfg)
     s = r.summary
     assert s["fault.count"] > 1000

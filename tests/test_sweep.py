@@ -29,15 +29,19 @@ WALL = {"sim.wall_s", "sim.events_per_s"}
 
 
 def write_exp(tmp_path: Path, body: dict, name: str = "exp") -> Path:
-    body = {"base": str(ROOT / "configs" / "default.yaml"),
-            "set": {"duration": "12ms", "warmup": "2ms", "machine.cpus": 2}, **body}
+    body = {
+        "base": str(ROOT / "configs" / "default.yaml"),
+        "set": {"duration": "12ms", "warmup": "2ms", "machine.cpus": 2},
+        **body,
+    }
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(body))
     return p
 
 
-def run_sweep(exp: Path, out: Path, jobs: int = 1, dask: str | None = None,
-              fail_fast: bool = False) -> int:
+def run_sweep(
+    exp: Path, out: Path, jobs: int = 1, dask: str | None = None, fail_fast: bool = False
+) -> int:
     from desim.sweep.command import sweep
 
     quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
@@ -54,75 +58,138 @@ def summaries(out: Path) -> dict[str, dict]:
 
 # --- expansion and seeds -----------------------------------------------------------------
 
+
 def test_grid_zip_list_combine_as_cartesian_product(tmp_path):
-    p = write_exp(tmp_path, {"sweep": {
-        "grid": {"machine.cpus": [2, 4], "rcu.blimit": [10, 20]},
-        "zip": {"rcu.qhimark": [100, 200], "machine.hz": [250, 1000]},
-        "list": [{"workload.munmap.tables": 1}, {"workload.munmap.tables": 3}],
-    }, "replications": 2})
+    p = write_exp(
+        tmp_path,
+        {
+            "sweep": {
+                "grid": {"machine.cpus": [2, 4], "rcu.blimit": [10, 20]},
+                "zip": {"rcu.qhimark": [100, 200], "machine.hz": [250, 1000]},
+                "list": [{"workload.munmap.tables": 1}, {"workload.munmap.tables": 3}],
+            },
+            "replications": 2,
+        },
+    )
     exp = load_experiment(p)
     assert len(exp.points) == 4 * 2 * 2
-    assert exp.points[0] == {"machine.cpus": 2, "rcu.blimit": 10, "rcu.qhimark": 100,
-                             "machine.hz": 250, "workload.munmap.tables": 1}
-    assert exp.points[-1] == {"machine.cpus": 4, "rcu.blimit": 20, "rcu.qhimark": 200,
-                              "machine.hz": 1000, "workload.munmap.tables": 3}
+    assert exp.points[0] == {
+        "machine.cpus": 2,
+        "rcu.blimit": 10,
+        "rcu.qhimark": 100,
+        "machine.hz": 250,
+        "workload.munmap.tables": 1,
+    }
+    assert exp.points[-1] == {
+        "machine.cpus": 4,
+        "rcu.blimit": 20,
+        "rcu.qhimark": 200,
+        "machine.hz": 1000,
+        "workload.munmap.tables": 3,
+    }
     # zip keeps its lists in lock-step: qhimark 100 always comes with hz 250
     assert {(pt["rcu.qhimark"], pt["machine.hz"]) for pt in exp.points} == {(100, 250), (200, 1000)}
     assert len({tuple(sorted(pt.items())) for pt in exp.points}) == 16
     runs = exp.runs()
     assert len(runs) == 32 and len({r.run_id for r in runs}) == 32
     assert runs[5].config["machine"]["cpus"] == runs[5].params["machine.cpus"]
-    assert runs[5].config["workload"]["munmap"]["tables"] == runs[5].params["workload.munmap.tables"]
+    assert (
+        runs[5].config["workload"]["munmap"]["tables"] == runs[5].params["workload.munmap.tables"]
+    )
     assert all(r.invalid is None for r in runs)
 
 
 def test_list_alone_gives_exactly_its_points_and_no_sweep_gives_the_base(tmp_path):
-    exp = load_experiment(write_exp(tmp_path, {"sweep": {"list": [
-        {"allocator.name": "generic"}, {"allocator.name": "s390", "machine.cpus": 4}]}}))
-    assert exp.points == [{"allocator.name": "generic"},
-                          {"allocator.name": "s390", "machine.cpus": 4}]
+    exp = load_experiment(
+        write_exp(
+            tmp_path,
+            {
+                "sweep": {
+                    "list": [
+                        {"allocator.name": "generic"},
+                        {"allocator.name": "s390", "machine.cpus": 4},
+                    ]
+                }
+            },
+        )
+    )
+    assert exp.points == [
+        {"allocator.name": "generic"},
+        {"allocator.name": "s390", "machine.cpus": 4},
+    ]
     assert exp.swept_keys == ["allocator.name", "machine.cpus"]
     base_only = load_experiment(write_exp(tmp_path, {"replications": 3}, "b"))
     assert base_only.points == [{}] and len(base_only.runs()) == 3
 
 
 def test_paired_seeds_same_replication_same_child_at_every_point(tmp_path):
-    exp = load_experiment(write_exp(tmp_path, {"seed": 42, "replications": 3, "sweep": {
-        "grid": {"allocator.name": ["generic", "s390"], "machine.cpus": [2, 4]}}}))
+    exp = load_experiment(
+        write_exp(
+            tmp_path,
+            {
+                "seed": 42,
+                "replications": 3,
+                "sweep": {"grid": {"allocator.name": ["generic", "s390"], "machine.cpus": [2, 4]}},
+            },
+        )
+    )
     children = np.random.SeedSequence(42).spawn(3)
     for r in exp.runs():
         assert r.entropy == children[r.replication].entropy
         assert r.spawn_key == tuple(children[r.replication].spawn_key)
         assert r.config["seed"] == 42
     keys = {(r.point, r.spawn_key) for r in exp.runs()}
-    assert len({k for _, k in keys}) == 3      # three distinct seeds, shared across the 4 points
+    assert len({k for _, k in keys}) == 3  # three distinct seeds, shared across the 4 points
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"sweep": {"zip": {"machine.cpus": [1, 2], "rcu.blimit": [1]}}}, "sweep.zip: lists must have equal lengths"),
-    ({"sweep": {"grid": {"machine.cpus": 4}}}, "sweep.grid.machine.cpus: expected a non-empty list"),
-    ({"sweep": {"cartesian": {}}}, "sweep.cartesian: unknown block"),
-    ({"sweep": {"grid": {"machine.cpus": [2]}, "list": [{"machine.cpus": 4}]}}, "machine.cpus is set by two blocks"),
-    ({"replications": 0}, "replications: expected an integer >= 1"),
-    ({"repetitions": 2}, "repetitions: unknown field"),
-    ({"stats": {"warmup": "soon"}}, "stats.warmup: expected none, mser5 or a time"),
-    ({"report": ["x"]}, "report: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (
+            {"sweep": {"zip": {"machine.cpus": [1, 2], "rcu.blimit": [1]}}},
+            "sweep.zip: lists must have equal lengths",
+        ),
+        (
+            {"sweep": {"grid": {"machine.cpus": 4}}},
+            "sweep.grid.machine.cpus: expected a non-empty list",
+        ),
+        ({"sweep": {"cartesian": {}}}, "sweep.cartesian: unknown block"),
+        (
+            {"sweep": {"grid": {"machine.cpus": [2]}, "list": [{"machine.cpus": 4}]}},
+            "machine.cpus is set by two blocks",
+        ),
+        ({"replications": 0}, "replications: expected an integer >= 1"),
+        ({"repetitions": 2}, "repetitions: unknown field"),
+        ({"stats": {"warmup": "soon"}}, "stats.warmup: expected none, mser5 or a time"),
+        ({"report": ["x"]}, "report: expected a mapping"),
+    ],
+)
 def test_malformed_experiments_are_refused_with_the_field(tmp_path, body, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
         load_experiment(write_exp(tmp_path, body))
 
 
 def test_report_section_is_kept_and_invalid_points_are_flagged(tmp_path):
-    exp = load_experiment(write_exp(tmp_path, {
-        "report": {"plots": [{"x": "machine.cpus"}]},
-        "sweep": {"list": [{"machine.cpus": 2}, {"machine.cpus": 0},
-                           {"allocator.name": "powerpc"}]}}))
+    exp = load_experiment(
+        write_exp(
+            tmp_path,
+            {
+                "report": {"plots": [{"x": "machine.cpus"}]},
+                "sweep": {
+                    "list": [
+                        {"machine.cpus": 2},
+                        {"machine.cpus": 0},
+                        {"allocator.name": "powerpc"},
+                    ]
+                },
+            },
+        )
+    )
     assert exp.report == {"plots": [{"x": "machine.cpus"}]}
     inv = [r.invalid for r in exp.runs()]
     assert inv[0] is None
     assert "machine.cpus" in inv[1]
-    assert "page_size" in inv[2]           # powerpc refuses 4 KiB pages when the machine is built
+    assert "page_size" in inv[2]  # powerpc refuses 4 KiB pages when the machine is built
 
 
 def test_quick_experiment_is_valid_and_runs_shortened(tmp_path):
@@ -131,7 +198,7 @@ def test_quick_experiment_is_valid_and_runs_shortened(tmp_path):
     assert len(specs) >= 8 and all(s.invalid is None for s in specs)
     from desim.sweep.worker import compute_run
 
-    for s in specs[:: exp.replications]:          # one replication of every point, 5 ms each
+    for s in specs[:: exp.replications]:  # one replication of every point, 5 ms each
         cfg = {**s.config, "duration": "5ms", "warmup": 0}
         out = compute_run(type(s)(**{**s.__dict__, "config": cfg}))
         assert out.error is None, out.error
@@ -140,11 +207,12 @@ def test_quick_experiment_is_valid_and_runs_shortened(tmp_path):
 
 # --- statistics ----------------------------------------------------------------------------
 
+
 def test_t_interval_closed_form():
     mean, sd, half, n = t_interval([1, 2, 3, 4, 5, math.nan])
     assert (mean, n) == (3.0, 5)
     assert sd == pytest.approx(math.sqrt(2.5))
-    assert half == pytest.approx(1.9632431614775572, rel=1e-12)   # t(0.975, 4) * sd / sqrt(5)
+    assert half == pytest.approx(1.9632431614775572, rel=1e-12)  # t(0.975, 4) * sd / sqrt(5)
     assert t_interval([7.0])[:3][0] == 7.0 and math.isnan(t_interval([7.0])[2])
     assert t_interval([])[3] == 0
 
@@ -170,12 +238,17 @@ def test_mser_exact_small_cases():
     y = 50 * np.exp(-t / 40) + rng.normal(0, 1, t.size)
     cut = mser_truncation(y)
     assert 80 <= cut <= 400
-    assert mser_truncation([1, 2, 3]) == 0          # fewer than two batches: nothing to cut
+    assert mser_truncation([1, 2, 3]) == 0  # fewer than two batches: nothing to cut
 
 
 def test_steady_means_fixed_and_mser():
-    ts = pd.DataFrame({"t_ns": np.arange(10) * 1_000_000,
-                       "pending": [100.0] * 3 + [1.0] * 7, "live": np.arange(10.0)})
+    ts = pd.DataFrame(
+        {
+            "t_ns": np.arange(10) * 1_000_000,
+            "pending": [100.0] * 3 + [1.0] * 7,
+            "live": np.arange(10.0),
+        }
+    )
     fixed = steady_means(ts, StatsOptions(warmup=3_000_000))
     assert fixed["ts.pending.mean"] == 1.0 and fixed["ts.live.mean"] == 6.0
     assert fixed["ts.pending.warmup_ns"] == 3_000_000
@@ -186,8 +259,7 @@ def test_steady_means_fixed_and_mser():
 
 # --- running -------------------------------------------------------------------------------
 
-SMALL = {"seed": 3, "replications": 2,
-         "sweep": {"grid": {"allocator.name": ["generic", "s390"]}}}
+SMALL = {"seed": 3, "replications": 2, "sweep": {"grid": {"allocator.name": ["generic", "s390"]}}}
 
 
 def test_serial_pool_and_dask_give_identical_summaries(tmp_path):
@@ -195,8 +267,9 @@ def test_serial_pool_and_dask_give_identical_summaries(tmp_path):
     exp = write_exp(tmp_path, SMALL)
     assert run_sweep(exp, tmp_path / "serial", jobs=1) == 0
     assert run_sweep(exp, tmp_path / "pool", jobs=2) == 0
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
         assert run_sweep(exp, tmp_path / "dask", dask=cluster.scheduler_address) == 0
     ref = summaries(tmp_path / "serial")
     assert len(ref) == 4
@@ -204,8 +277,10 @@ def test_serial_pool_and_dask_give_identical_summaries(tmp_path):
     assert summaries(tmp_path / "dask") == ref
     # paired: replication r of both designs saw the same seed, replications differ
     assert ref["p000-r00"]["fault.count"] != ref["p000-r01"]["fault.count"]
-    tables = [pd.read_parquet(tmp_path / d / "runs.parquet").drop(columns="wall_s")
-              for d in ("serial", "pool", "dask")]
+    tables = [
+        pd.read_parquet(tmp_path / d / "runs.parquet").drop(columns="wall_s")
+        for d in ("serial", "pool", "dask")
+    ]
     pd.testing.assert_frame_equal(tables[0], tables[1])
     pd.testing.assert_frame_equal(tables[0], tables[2])
     runs = tables[0]
@@ -227,8 +302,9 @@ def test_rerun_reproduces_one_run_from_its_directory(tmp_path):
     again = rerun(d).summary
     stored = json.loads((d / "summary.json").read_text())
     again = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in again.items()}
-    assert {k: v for k, v in again.items() if k not in WALL} == \
-           {k: v for k, v in stored.items() if k not in WALL}
+    assert {k: v for k, v in again.items() if k not in WALL} == {
+        k: v for k, v in stored.items() if k not in WALL
+    }
 
 
 def test_resume_redoes_missing_stale_and_changed_runs_only(tmp_path):
@@ -240,9 +316,9 @@ def test_resume_redoes_missing_stale_and_changed_runs_only(tmp_path):
     import shutil
 
     shutil.rmtree(runs / "p000-r01")
-    (runs / ".p001-r00.tmp-99999").mkdir()                       # a killed writer's leftovers
+    (runs / ".p001-r00.tmp-99999").mkdir()  # a killed writer's leftovers
     man = json.loads((runs / "p001-r01" / "manifest.json").read_text())
-    man["digest"] = "0" * 16                                      # as if its inputs had changed
+    man["digest"] = "0" * 16  # as if its inputs had changed
     (runs / "p001-r01" / "manifest.json").write_text(json.dumps(man))
     assert run_sweep(exp, out) == 0
     names = sorted(p.name for p in runs.iterdir())
@@ -264,8 +340,7 @@ def test_a_raising_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
         return orig(self, cpu, mm)
 
     monkeypatch.setattr(Generic, "pte_alloc_one", flaky)
-    exp = write_exp(tmp_path, {"replications": 2,
-                               "sweep": {"grid": {"machine.cpus": [2, 3, 4]}}})
+    exp = write_exp(tmp_path, {"replications": 2, "sweep": {"grid": {"machine.cpus": [2, 3, 4]}}})
     out = tmp_path / "o"
     assert run_sweep(exp, out) == 1
     runs = pd.read_parquet(out / "runs.parquet")
@@ -288,9 +363,17 @@ def test_a_raising_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
 
 
 def test_cli_invalid_point_fails_that_run_only_with_exit_status_1(tmp_path):
-    exp = write_exp(tmp_path, {"sweep": {"list": [
-        {"allocator.name": "generic"},
-        {"allocator.name": "generic", "allocator.params": {"table_size": 8192}}]}})
+    exp = write_exp(
+        tmp_path,
+        {
+            "sweep": {
+                "list": [
+                    {"allocator.name": "generic"},
+                    {"allocator.name": "generic", "allocator.params": {"table_size": 8192}},
+                ]
+            }
+        },
+    )
     res = CliRunner().invoke(main, ["sweep", str(exp), "--jobs", "2", "--out", str(tmp_path / "o")])
     assert res.exit_code == 1, res.output
     assert "1 failed" in res.output and "1 ok" in res.output
@@ -300,8 +383,9 @@ def test_cli_invalid_point_fails_that_run_only_with_exit_status_1(tmp_path):
 
 def test_cli_dry_run_lists_runs_and_estimates(tmp_path):
     exp = write_exp(tmp_path, SMALL)
-    res = CliRunner().invoke(main, ["sweep", str(exp), "--dry-run", "--jobs", "2",
-                                    "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main, ["sweep", str(exp), "--dry-run", "--jobs", "2", "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 0, res.output
     assert "4 runs: 0 done, 4 to run" in res.output
     assert "p001-r01" in res.output and "estimated wall time:" in res.output
@@ -316,8 +400,9 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     good = write_exp(tmp_path, SMALL, "good")
     import sys
 
-    monkeypatch.setitem(sys.modules, "distributed", None)       # dask not installed
-    res = CliRunner().invoke(main, ["sweep", str(good), "--dask", "tcp://127.0.0.1:1",
-                                    "--out", str(tmp_path / "o")])
+    monkeypatch.setitem(sys.modules, "distributed", None)  # dask not installed
+    res = CliRunner().invoke(
+        main, ["sweep", str(good), "--dask", "tcp://127.0.0.1:1", "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 2 and res.output.count("\n") == 1
     assert "pip install 'desim[dask]'" in res.output

@@ -15,7 +15,9 @@ from desim.trace import Tracer, parse_window
 
 WORKLOAD = {
     "processes": {"initial": 8, "fork_rate": "300/s", "lifetime": "8ms"},
-    "faults": {}, "munmap": {}, "khugepaged": {"scan_sleep": "2ms"},
+    "faults": {},
+    "munmap": {},
+    "khugepaged": {"scan_sleep": "2ms"},
 }
 
 
@@ -23,8 +25,9 @@ WORKLOAD = {
 def traced():
     # an x86-64 guest: mmu_gather frees generic's tables by RCU batch (tlb_remove_table_rcu),
     # where bare metal frees them after the flush with no grace period
-    cfg = make_config({"duration": "30ms", "machine.cpus": 4, "machine.arch": "x86-64-guest"},
-                      workload=WORKLOAD)
+    cfg = make_config(
+        {"duration": "30ms", "machine.cpus": 4, "machine.arch": "x86-64-guest"}, workload=WORKLOAD
+    )
     tracer = Tracer(parse_window("10ms:20ms"))
     result = simulate(cfg, trace=tracer)
     doc = json.loads(json.dumps(tracer.to_dict()))  # what a viewer would load
@@ -43,16 +46,22 @@ def test_one_named_track_group_per_cpu_plus_rcu(traced):
     cfg, _, doc = traced
     names = _tracks(doc)
     assert sorted(names.values()) == ["CPU 0", "CPU 1", "CPU 2", "CPU 3", "RCU"]
-    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in doc["traceEvents"]
-               if e["ph"] == "M" and e["name"] == "thread_name"}
+    threads = {
+        (e["pid"], e["tid"]): e["args"]["name"]
+        for e in doc["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "thread_name"
+    }
     for pid, name in names.items():
         if name.startswith("CPU"):
             assert threads[(pid, 1)] == "tasks" and threads[(pid, 2)] == "softirq"
     # every CPU faults, so every CPU track has task slices and read-side sections
     for pid, name in names.items():
         if name.startswith("CPU"):
-            kinds = {e["name"] for e in doc["traceEvents"]
-                     if e["pid"] == pid and e["ph"] == "X" and e["tid"] == 1}
+            kinds = {
+                e["name"]
+                for e in doc["traceEvents"]
+                if e["pid"] == pid and e["ph"] == "X" and e["tid"] == 1
+            }
             assert "fault" in kinds and "rcu_read_lock" in kinds, (name, kinds)
 
 
@@ -103,10 +112,16 @@ def test_flows_pair_up(traced):
 
 def test_grace_periods_are_exactly_the_runs_gp_spans(traced):
     _, result, doc = traced
-    gps = sorted((round(e["ts"] * 1000), round((e["ts"] + e["dur"]) * 1000))
-                 for e in doc["traceEvents"] if e["ph"] == "X" and e["name"].startswith("GP "))
-    want = sorted((max(a, 10_000_000), min(b, 20_000_000)) for a, b in result.gp_spans
-                  if b >= 10_000_000 and a < 20_000_000)
+    gps = sorted(
+        (round(e["ts"] * 1000), round((e["ts"] + e["dur"]) * 1000))
+        for e in doc["traceEvents"]
+        if e["ph"] == "X" and e["name"].startswith("GP ")
+    )
+    want = sorted(
+        (max(a, 10_000_000), min(b, 20_000_000))
+        for a, b in result.gp_spans
+        if b >= 10_000_000 and a < 20_000_000
+    )
     assert gps == want and len(gps) >= 2
 
 
@@ -143,15 +158,27 @@ def test_lock_handoff_exact():
     # cpu0 releases at 1025 (1000 held + 25 uncontended cost); cpu1 gets the lock one
     # cache-line transfer and one lock cost later, at 1150: it spun 950 ns from t=200. Its
     # task slice also starts at 200, so the spin is drawn from 201 to stay inside it.
-    assert spins == [{"ph": "X", "pid": 2, "tid": 1, "name": "spin demo", "cat": "lock",
-                      "ts": 0.201, "dur": 0.949,
-                      "args": {"waited_ns": 950, "from": "cpu0"}}]
+    assert spins == [
+        {
+            "ph": "X",
+            "pid": 2,
+            "tid": 1,
+            "name": "spin demo",
+            "cat": "lock",
+            "ts": 0.201,
+            "dur": 0.949,
+            "args": {"waited_ns": 950, "from": "cpu0"},
+        }
+    ]
     s = [e for e in doc["traceEvents"] if e["ph"] == "s"]
     f = [e for e in doc["traceEvents"] if e["ph"] == "f"]
     assert [(e["pid"], e["ts"]) for e in s] == [(1, 1.025)]
     assert [(e["pid"], e["ts"]) for e in f] == [(2, 1.15)]
-    tasks = sorted((e["pid"], e["ts"], e["dur"]) for e in doc["traceEvents"]
-                   if e["ph"] == "X" and e["cat"] == "task")
+    tasks = sorted(
+        (e["pid"], e["ts"], e["dur"])
+        for e in doc["traceEvents"]
+        if e["ph"] == "X" and e["cat"] == "task"
+    )
     assert tasks == [(1, 0.0, 1.025), (2, 0.2, 0.96)]
 
 
@@ -164,10 +191,15 @@ def test_event_cap_truncates():
     assert len([e for e in doc["traceEvents"] if e["ph"] != "M"]) <= 200
 
 
-@pytest.mark.parametrize("text,want", [
-    (None, (0, None)), ("5ms:7ms", (5_000_000, 7_000_000)), (":2ms", (0, 2_000_000)),
-    ("1ms:", (1_000_000, None)),
-])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        (None, (0, None)),
+        ("5ms:7ms", (5_000_000, 7_000_000)),
+        (":2ms", (0, 2_000_000)),
+        ("1ms:", (1_000_000, None)),
+    ],
+)
 def test_parse_window(text, want):
     assert parse_window(text) == want
 
@@ -176,8 +208,20 @@ def test_parse_window(text, want):
 def test_cli_bad_window_is_one_line(tmp_path, bad):
     cfgfile = tmp_path / "c.yaml"
     cfgfile.write_text("duration: 5ms\nmachine: {cpus: 2}\nworkload: {}\n")
-    r = CliRunner().invoke(main, ["run", str(cfgfile), "--quiet", "--out", str(tmp_path / "o"),
-                                  "--trace", str(tmp_path / "t.json"), "--trace-window", bad])
+    r = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(cfgfile),
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+            "--trace",
+            str(tmp_path / "t.json"),
+            "--trace-window",
+            bad,
+        ],
+    )
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("desim: error: --trace-window")
@@ -185,11 +229,24 @@ def test_cli_bad_window_is_one_line(tmp_path, bad):
 
 def test_cli_writes_trace(tmp_path):
     cfgfile = tmp_path / "c.yaml"
-    cfgfile.write_text("duration: 6ms\nmachine: {cpus: 2}\nworkload:\n  faults: {}\n"
-                       "  processes: {initial: 4}\n")
+    cfgfile.write_text(
+        "duration: 6ms\nmachine: {cpus: 2}\nworkload:\n  faults: {}\n  processes: {initial: 4}\n"
+    )
     out = tmp_path / "t.json"
-    r = CliRunner().invoke(main, ["run", str(cfgfile), "--quiet", "--out", str(tmp_path / "o"),
-                                  "--trace", str(out), "--trace-window", "1ms:3ms"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(cfgfile),
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+            "--trace",
+            str(out),
+            "--trace-window",
+            "1ms:3ms",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     assert doc["displayTimeUnit"] == "ns"
@@ -212,8 +269,8 @@ def test_read_side_sections_sit_strictly_inside_their_task_slice(traced):
         parents = [t for t in tasks[e["pid"]] if t[0] <= a and b <= t[1]]
         assert len(parents) == 1, e
         pa, pb, pi = parents[0]
-        assert pi < i                        # the parent comes first in the file
-        assert (pa, pb) != (a, b), e         # and is never the same span
+        assert pi < i  # the parent comes first in the file
+        assert (pa, pb) != (a, b), e  # and is never the same span
         coincide += pa + 1 == a
     assert coincide > 0  # the case that needed moving does occur in this scenario
 
@@ -221,13 +278,19 @@ def test_read_side_sections_sit_strictly_inside_their_task_slice(traced):
 def test_slice_names_are_kernel_terms_not_python_names(traced):
     _, _, doc = traced
     names = {e["name"] for e in doc["traceEvents"] if e["ph"] in "Xi"}
-    names |= {e["args"]["task"] for e in doc["traceEvents"]
-              if e["ph"] == "X" and "task" in e.get("args", {})}
+    names |= {
+        e["args"]["task"]
+        for e in doc["traceEvents"]
+        if e["ph"] == "X" and "task" in e.get("args", {})
+    }
     import re
 
     # leading underscores, dotted qualnames, CamelCase classes (RCU_SOFTIRQ is the kernel's)
-    python_like = {n for n in names if n.startswith("_") or "._" in n or "<locals>" in n
-                   or re.search(r"[a-z][A-Z]", n)}
+    python_like = {
+        n
+        for n in names
+        if n.startswith("_") or "._" in n or "<locals>" in n or re.search(r"[a-z][A-Z]", n)
+    }
     assert not python_like, python_like
     assert {"fault", "rcu_read_lock", "pte_free_now", "tlb_remove_table_rcu"} <= names
     assert "user task" in names

@@ -20,6 +20,7 @@ def _mm_with_tables(m, n=2, shmem=True):
         for _ in range(n):
             yield from mm_ops.populate(m, cpu, task, mm, shmem)
         return mm
+
     return run_task(m, 0, body)
 
 
@@ -78,6 +79,7 @@ def test_walker_is_an_rcu_reader():
         seen.append((cpu.nesting, cpu in m.irqs_off))
         yield ev
         yield from gen
+
     run_task(m, 2, body)
     assert seen == [(1, True)]
     assert m.cpus[2].nesting == 0
@@ -95,6 +97,7 @@ def test_madv_collapse_defers_under_mmap_read_lock_only():
         seen.append((mm.mmap_lock.readers, m.i_mmap_lock.readers, mm.mmap_lock.writer))
         yield ev
         yield from gen
+
     run_task(m, 1, body)
     assert seen == [(1, 0, False)]
     assert table.state == PENDING and table not in mm.tables and len(mm.tables) == 2
@@ -111,11 +114,12 @@ def test_nowait_failure_rate_matches():
 
 
 def test_watermark_fails_nowait_below_min_free():
-    cfg = make_config({"machine.memory_limit": "40KiB"},
-                      workload={"memory_pressure": {"min_free_pages": 3}})
+    cfg = make_config(
+        {"machine.memory_limit": "40KiB"}, workload={"memory_pressure": {"min_free_pages": 3}}
+    )
     m = build(cfg)
     cpu = m.cpus[0]
-    got = [m.pages.alloc(cpu, "x") for _ in range(7)]   # 10 - 7 = 3 free: not below
+    got = [m.pages.alloc(cpu, "x") for _ in range(7)]  # 10 - 7 = 3 free: not below
     assert all(got) and m.pages.alloc(cpu, "tlb_batch", nowait=True) is not None
     assert m.pages.alloc(cpu, "tlb_batch", nowait=True) is None  # 2 free < 3
     assert m.counters["pressure.watermark_failures"] == 1
@@ -123,22 +127,34 @@ def test_watermark_fails_nowait_below_min_free():
 
 def test_pressure_sends_mmu_gather_to_the_ipi_path_safely():
     # an RCU-batched machine: bare-metal x86 allocates no batch page that could fail
-    s = simulate(make_config({"duration": "30ms", "machine.arch": "x86-64-guest"}, workload={
-        "processes": {"initial": 8, "tables": 8, "fork_rate": "500/s", "lifetime": "5ms"},
-        "gup_fast": {"rate": "200000/s"},
-        "memory_pressure": {"nowait_fail": 1.0}})).summary
+    s = simulate(
+        make_config(
+            {"duration": "30ms", "machine.arch": "x86-64-guest"},
+            workload={
+                "processes": {"initial": 8, "tables": 8, "fork_rate": "500/s", "lifetime": "5ms"},
+                "gup_fast": {"rate": "200000/s"},
+                "memory_pressure": {"nowait_fail": 1.0},
+            },
+        )
+    ).summary
     assert s["count.tlb.sync_frees"] > 0 and s["ipi.sent"] > 0
     assert s.get("count.tlb.batches", 0) == 0
     assert s["safety.violations"] == 0
 
 
 def test_phases_scale_rates_without_recreating_processes():
-    cfg = make_config({"machine.cpus": 8, "duration": "40ms"}, workload={
-        "processes": {"initial": 4, "persistent": 4, "tables": 4},
-        "lockstress": {"mode": "open", "rate": "1000000/s", "hold": "10ns"},
-        "phases": [{"duration": "10ms", "mix": {"lockstress": 0}},
-                   {"duration": "10ms", "mix": {"lockstress": 2}},
-                   {"duration": "10ms", "mix": {}}]})
+    cfg = make_config(
+        {"machine.cpus": 8, "duration": "40ms"},
+        workload={
+            "processes": {"initial": 4, "persistent": 4, "tables": 4},
+            "lockstress": {"mode": "open", "rate": "1000000/s", "hold": "10ns"},
+            "phases": [
+                {"duration": "10ms", "mix": {"lockstress": 0}},
+                {"duration": "10ms", "mix": {"lockstress": 2}},
+                {"duration": "10ms", "mix": {}},
+            ],
+        },
+    )
     m = build(cfg)
     counts = []
     for t in (10_000_000, 20_000_000, 30_000_000):
@@ -164,14 +180,22 @@ def test_placement_policies():
     assert {mig.where(m.cpus[0]).id for _ in range(4)} == {0, 3, 2, 1}
     assert Placement.model_validate("pinned").policy == "pinned"
     with pytest.raises(ConfigError, match="workload.processes.placement.cpus: CPU 7"):
-        validate({"machine": {"cpus": 4},
-                  "workload": {"processes": {"placement": {"cpus": [7]}}}})
+        validate({"machine": {"cpus": 4}, "workload": {"processes": {"placement": {"cpus": [7]}}}})
 
 
 def test_pinned_processes_live_on_their_cpus_and_persistent_ones_stay():
-    cfg = make_config({"duration": "10ms"}, workload={"processes": {
-        "initial": 6, "persistent": 2, "tables": 2, "lifetime": "1ms",
-        "placement": {"policy": "pinned", "cpus": [2, 3]}}})
+    cfg = make_config(
+        {"duration": "10ms"},
+        workload={
+            "processes": {
+                "initial": 6,
+                "persistent": 2,
+                "tables": 2,
+                "lifetime": "1ms",
+                "placement": {"policy": "pinned", "cpus": [2, 3]},
+            }
+        },
+    )
     m = build(cfg)
     m.env.run(until=500_000)
     assert {c.id for c in shared(m).homes.values()} == {2, 3}
@@ -181,22 +205,34 @@ def test_pinned_processes_live_on_their_cpus_and_persistent_ones_stay():
 
 
 def test_per_process_faults_follow_the_population():
-    s = simulate(make_config({"duration": "50ms"}, workload={
-        "processes": {"initial": 10, "persistent": 10, "tables": 4},
-        "faults": {"mode": "per_process", "rate": "2000/s"}})).summary
+    s = simulate(
+        make_config(
+            {"duration": "50ms"},
+            workload={
+                "processes": {"initial": 10, "persistent": 10, "tables": 4},
+                "faults": {"mode": "per_process", "rate": "2000/s"},
+            },
+        )
+    ).summary
     expected = 10 * 2000 * 0.05
     assert abs(s["fault.count"] - expected) <= 5 * math.sqrt(expected) + 40  # + populate faults
 
 
 def test_phases_scale_rcu_callers_too():
-    cfg = make_config({"machine.cpus": 4, "duration": "80ms"}, workload={
-        "rcu_callers": {"rate": "2000/s"},
-        "phases": [{"duration": "20ms", "mix": {"rcu_callers": 0}},
-                   {"duration": "20ms", "mix": {"rcu_callers": 3}},
-                   {"duration": "40ms", "mix": {"rcu_callers": 0}}]})
+    cfg = make_config(
+        {"machine.cpus": 4, "duration": "80ms"},
+        workload={
+            "rcu_callers": {"rate": "2000/s"},
+            "phases": [
+                {"duration": "20ms", "mix": {"rcu_callers": 0}},
+                {"duration": "20ms", "mix": {"rcu_callers": 3}},
+                {"duration": "40ms", "mix": {"rcu_callers": 0}},
+            ],
+        },
+    )
     m = build(cfg)
     m.env.run(until=20_000_000)
-    assert m.rcu.sync_latency.n == 0               # no caller in a phase that mixes it out
-    m.env.run(until=80_000_000)                    # the second phase's calls have all returned
+    assert m.rcu.sync_latency.n == 0  # no caller in a phase that mixes it out
+    m.env.run(until=80_000_000)  # the second phase's calls have all returned
     n = m.rcu.sync_latency.n
-    assert abs(n - 120) <= 5 * math.sqrt(120)      # 3 x 2000/s for 20 ms
+    assert abs(n - 120) <= 5 * math.sqrt(120)  # 3 x 2000/s for 20 ms

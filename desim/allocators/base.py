@@ -42,7 +42,7 @@ class Allocator:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     summary: ClassVar[str] = ""
-    counters: ClassVar[tuple[str, ...]] = ()   # the design's own counters (desim.records)
+    counters: ClassVar[tuple[str, ...]] = ()  # the design's own counters (desim.records)
     # Safety violation kinds the design, as the kernel merged it, is known to commit.
     known_violations: ClassVar[tuple[str, ...]] = ()
     # The machine (desim.model.arch) a config with no machine.arch models for this design.
@@ -82,8 +82,7 @@ class Allocator:
         if sizes is not None and have not in sizes:
             want = " or ".join(f"{s // 1024}KiB" for s in sizes)
             what = " ".join([cls.name, *cls.geometry(params)])
-            raise ValueError(f"machine.page_size: {what} needs {want} pages, got "
-                             f"{have // 1024}KiB")
+            raise ValueError(f"machine.page_size: {what} needs {want} pages, got {have // 1024}KiB")
 
     @classmethod
     def geometry(cls, params: BaseModel) -> tuple[str, ...]:

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 class GenericParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     table_size: Int | None = Field(
-        None, gt=0, le=MAX_PAGE_SIZE, description="bytes of one PTE table; default: the page size (512 x 8 B at 4 KiB)"
+        None,
+        gt=0,
+        le=MAX_PAGE_SIZE,
+        description="bytes of one PTE table; default: the page size (512 x 8 B at 4 KiB)",
     )
 
 
@@ -38,8 +41,10 @@ class Generic(Allocator):
         super().check_config(params, config)
         size = getattr(params, "table_size", None)
         if size and size > config.machine.page_size:
-            raise ValueError(f"allocator.params.table_size: {size} exceeds the page size "
-                             f"{config.machine.page_size}")
+            raise ValueError(
+                f"allocator.params.table_size: {size} exceeds the page size "
+                f"{config.machine.page_size}"
+            )
 
     def __init__(self, machine, params: GenericParams) -> None:
         super().__init__(machine, params)
@@ -71,7 +76,7 @@ class Generic(Allocator):
 
     def _retire(self, cpu: CPU, table: PageTable) -> None:
         """``table`` is freed: its bytes leave the live (or, after a grace period, pending) books."""
-        was_live = table.state != PENDING   # LIVE, or DETACHED (audit counts both live)
+        was_live = table.state != PENDING  # LIVE, or DETACHED (audit counts both live)
         self.table_freed(cpu, table)
         acc = self.account
         if was_live:

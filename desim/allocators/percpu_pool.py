@@ -74,10 +74,13 @@ if TYPE_CHECKING:
 class PercpuPoolParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     fragment_size: Size = Field(
-        4096, description="bytes of one PTE table (4KiB: 512 x 8 B, 16 per 64KiB page as "
-        "powerpc hash64k; 256B as radix64k; 2KiB as s390); a power of two <= the page size"
+        4096,
+        description="bytes of one PTE table (4KiB: 512 x 8 B, 16 per 64KiB page as "
+        "powerpc hash64k; 256B as radix64k; 2KiB as s390); a power of two <= the page size",
     )
-    keep_empty: Int = Field(0, ge=0, le=MAX_PAGES, description="wholly free pages each CPU keeps for reuse")
+    keep_empty: Int = Field(
+        0, ge=0, le=MAX_PAGES, description="wholly free pages each CPU keeps for reuse"
+    )
     list_op: Duration = Field(10, description="CPU time to link or unlink one fragment")
 
 
@@ -89,13 +92,13 @@ class _Pool:
     def __init__(self, cpu: int, lock) -> None:
         self.cpu = cpu
         self.lock = lock
-        self.nxt: list[PageTable] = []   # RCU-free next cycle
-        self.cur: list[PageTable] = []   # RCU-free this cycle (the queued head's GP covers them)
-        self.free: dict[PageTable, None] = {}   # insertion-ordered: popitem() is LIFO
-        self.carve: Page | None = None   # the page new fragments are carved from
-        self.fresh: Page | None = None   # a new page on its way in (allocated, lock not yet had)
-        self.armed = False               # the CPU's one rcu_head is queued
-        self.empty = 0                   # home pages kept with every fragment free
+        self.nxt: list[PageTable] = []  # RCU-free next cycle
+        self.cur: list[PageTable] = []  # RCU-free this cycle (the queued head's GP covers them)
+        self.free: dict[PageTable, None] = {}  # insertion-ordered: popitem() is LIFO
+        self.carve: Page | None = None  # the page new fragments are carved from
+        self.fresh: Page | None = None  # a new page on its way in (allocated, lock not yet had)
+        self.armed = False  # the CPU's one rcu_head is queued
+        self.empty = 0  # home pages kept with every fragment free
 
 
 class _PoolPage:
@@ -113,8 +116,13 @@ class _PoolPage:
 
 @ALLOCATORS.register("percpu-pool")
 class PercpuPool(Allocator):
-    counters = ('percpu_pool.call_rcu', 'percpu_pool.pages_carved', 'percpu_pool.pages_returned', 'percpu_pool.reused')
-    arch = "arm64"   # a proposal for every MMU_GATHER_RCU_TABLE_FREE arch with fragments
+    counters = (
+        "percpu_pool.call_rcu",
+        "percpu_pool.pages_carved",
+        "percpu_pool.pages_returned",
+        "percpu_pool.reused",
+    )
+    arch = "arm64"  # a proposal for every MMU_GATHER_RCU_TABLE_FREE arch with fragments
     Params = PercpuPoolParams
     summary = "Jason's global per-CPU fragment pool: next/this-cycle/free waterfall, 1 call_rcu/CPU"
 
@@ -123,8 +131,10 @@ class PercpuPool(Allocator):
         super().check_config(params, config)
         fs = params.fragment_size
         if fs & (fs - 1) or fs < 64 or fs > config.machine.page_size:
-            raise ValueError(f"allocator.params.fragment_size: {fs} must be a power of two from "
-                             f"64 bytes up to the page size {config.machine.page_size}")
+            raise ValueError(
+                f"allocator.params.fragment_size: {fs} must be a power of two from "
+                f"64 bytes up to the page size {config.machine.page_size}"
+            )
 
     def __init__(self, machine, params: PercpuPoolParams) -> None:
         super().__init__(machine, params)
@@ -194,18 +204,18 @@ class PercpuPool(Allocator):
         table = self._take(pool, mm)
         if table is None:
             lock.release(cpu)
-            page = self.new_table_page(cpu)   # with the lock dropped: the allocation may sleep
+            page = self.new_table_page(cpu)  # with the lock dropped: the allocation may sleep
             if page is None:
                 return None
             page.data = _PoolPage(cpu.id)
             self.account.spare += self.page_size
             pool.fresh = page
-            yield cpu.compute(0)   # the page allocation's time, spent outside the lock
+            yield cpu.compute(0)  # the page allocation's time, spent outside the lock
             yield from self._lock(lock, cpu)
             pool.fresh = None
             if pool.carve is None:
                 pool.carve = page
-                pool.empty += 1   # wholly free until _take carves its first fragment
+                pool.empty += 1  # wholly free until _take carves its first fragment
                 self.m.counters["percpu_pool.pages_carved"] += 1
                 table = self._take(pool, mm, carve_only=True)
             else:  # another path installed a carving page meanwhile: ours is not needed
@@ -224,8 +234,12 @@ class PercpuPool(Allocator):
             if self.cookies is not None:
                 cookie = self.cookies.pop(table, 0)
                 if cookie > self.m.rcu.completed:
-                    self.safety.invariant(cpu, (table,), f"{table!r} made reusable before the "
-                                          f"grace period it needs (GP {cookie}) completed")
+                    self.safety.invariant(
+                        cpu,
+                        (table,),
+                        f"{table!r} made reusable before the "
+                        f"grace period it needs (GP {cookie}) completed",
+                    )
             self.reusable(table)
         self.table_freed(cpu, table)
         acc = self.account
@@ -294,7 +308,7 @@ class PercpuPool(Allocator):
             rcu = self.m.rcu
             self.cookies[table] = rcu.completed + (2 if rcu.gp_active else 1)
         if pool.armed:
-            pool.nxt.append(table)   # the queued head's GP may predate this free
+            pool.nxt.append(table)  # the queued head's GP may predate this free
         else:
             pool.cur.append(table)
             self._arm(cpu, pool)
@@ -315,7 +329,7 @@ class PercpuPool(Allocator):
         pool.armed = False
         if pool.cur:
             self._arm(cpu, pool)
-        yield from self._softirq_work(cpu, 2 * self.list_op)   # two list splices
+        yield from self._softirq_work(cpu, 2 * self.list_op)  # two list splices
         lock.release(cpu)
         by_home: dict[int, list[PageTable]] = {}
         for t in done:
@@ -353,8 +367,11 @@ class PercpuPool(Allocator):
                 errs.append(f"{name}: rcu_head armed={pool.armed} with {len(pool.cur)} this-cycle")
             if pool.nxt and not pool.armed:
                 errs.append(f"{name}: next-cycle fragments wait with no rcu_head queued")
-            for lname, items, want in (("next", pool.nxt, PENDING), ("this", pool.cur, PENDING),
-                                       ("free", pool.free, FREE)):
+            for lname, items, want in (
+                ("next", pool.nxt, PENDING),
+                ("this", pool.cur, PENDING),
+                ("free", pool.free, FREE),
+            ):
                 for t in items:
                     where = f"{name}.{lname}"
                     if t in seen:

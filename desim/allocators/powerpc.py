@@ -54,9 +54,9 @@ if TYPE_CHECKING:
 
 # geometry preset -> (page size, fragment size): PTE_FRAG_NR = page size / fragment size
 GEOMETRIES: dict[str, tuple[int, int]] = {
-    "hash64k": (64 * 1024, 4096),   # book3s64 hash MMU, 64 KiB pages: 16 x 4 KiB
-    "radix64k": (64 * 1024, 256),   # book3s64 radix MMU, 64 KiB pages: 256 x 256 B
-    "8xx16k": (16 * 1024, 4096),    # 8xx with 16 KiB pages: 4 x 4 KiB
+    "hash64k": (64 * 1024, 4096),  # book3s64 hash MMU, 64 KiB pages: 16 x 4 KiB
+    "radix64k": (64 * 1024, 256),  # book3s64 radix MMU, 64 KiB pages: 256 x 256 B
+    "8xx16k": (16 * 1024, 4096),  # 8xx with 16 KiB pages: 4 x 4 KiB
 }
 
 
@@ -87,10 +87,17 @@ class FragPage:
 
 @ALLOCATORS.register("powerpc")
 class Powerpc(Allocator):
-    counters = ('powerpc.alloc_race', 'powerpc.rcu_page_frees', 'powerpc.teardown_dropped', 'powerpc.teardown_free_active')
+    counters = (
+        "powerpc.alloc_race",
+        "powerpc.rcu_page_frees",
+        "powerpc.teardown_dropped",
+        "powerpc.teardown_free_active",
+    )
     Params = PowerpcParams
-    summary = ("powerpc 6.6: per-mm fragment cache under page_table_lock, fragments never reused, "
-               "PG_active pages freed by RCU")
+    summary = (
+        "powerpc 6.6: per-mm fragment cache under page_table_lock, fragments never reused, "
+        "PG_active pages freed by RCU"
+    )
     State: type[FragPage] = FragPage
     # Violations the design as merged is known to commit (tests expect them, nothing else).
     known_violations: tuple[str, ...] = ("bad_page_state",)
@@ -105,19 +112,19 @@ class Powerpc(Allocator):
 
     @classmethod
     def page_sizes(cls, params) -> tuple[int, ...]:
-        return (GEOMETRIES[params.geometry][0],)   # the geometry's page size
+        return (GEOMETRIES[params.geometry][0],)  # the geometry's page size
 
     def __init__(self, machine, params: PowerpcParams) -> None:
         super().__init__(machine, params)
         need, self.frag = GEOMETRIES[params.geometry]
-        self.nr = need // self.frag     # PTE_FRAG_NR
+        self.nr = need // self.frag  # PTE_FRAG_NR
         self.counters = machine.counters
 
     # -- allocation -----------------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):
         lock = mm.page_table_lock
         yield from cpu.spin_lock(lock)  # time owed is paid before the lock ...
-        yield cpu.compute(0)          # ... and the lock's own cost while holding it
+        yield cpu.compute(0)  # ... and the lock's own cost while holding it
         page = mm.arch.get("pte_frag")
         if page is not None:
             table = self._take(page)
@@ -153,7 +160,7 @@ class Powerpc(Allocator):
         rest = self.page_size - self.frag
         acc = self.account
         acc.live += self.frag
-        acc.stranded += rest      # until installed, no one else can take the rest
+        acc.stranded += rest  # until installed, no one else can take the rest
         # The allocation and constructor take time with the lock NOT held: the race window.
         lock = mm.page_table_lock
         yield from cpu.spin_lock(lock)  # pays for the allocation first
@@ -318,7 +325,9 @@ class Powerpc(Allocator):
                 errs.append(f"{page!r}: fragments {offsets} not handed out once each, in order")
             want = self.expected_refcount(page)
             if page.frag_refcount != want:
-                errs.append(f"{page!r}: pt_frag_refcount {page.frag_refcount:#x}, expected {want:#x}")
+                errs.append(
+                    f"{page!r}: pt_frag_refcount {page.frag_refcount:#x}, expected {want:#x}"
+                )
             if st.rcu_final and not page.rcu_queued:
                 errs.append(f"{page!r}: final free by RCU but its rcu_head is not queued")
             if st.cached is not None and st.cached.arch.get("pte_frag") is not page:

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
 @ALLOCATORS.register("powerpc-always-rcu")
 class PowerpcAlwaysRcu(Powerpc):
-    known_violations = ()   # never sets PG_active
-    summary = ("powerpc, Jason's proposal: every final page free by call_rcu "
-               "(the mmu_gather path pays two grace periods)")
+    known_violations = ()  # never sets PG_active
+    summary = (
+        "powerpc, Jason's proposal: every final page free by call_rcu "
+        "(the mmu_gather path pays two grace periods)"
+    )
 
     def final_free(self, cpu: CPU, page: Page) -> None:
         self._free_by_rcu(cpu, page)

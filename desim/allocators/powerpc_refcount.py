@@ -55,10 +55,12 @@ class DeferPage(FragPage):
 
 @ALLOCATORS.register("powerpc-refcount")
 class PowerpcRefcount(Powerpc):
-    counters = ('powerpc.defer_joined', 'powerpc.redefer')
-    known_violations = ()   # never sets PG_active
-    summary = ("powerpc, Hugh's v2: deferrals counted in pt_frag_refcount (+0x10000 each), "
-               "one rcu_head user, callback re-defers once")
+    counters = ("powerpc.defer_joined", "powerpc.redefer")
+    known_violations = ()  # never sets PG_active
+    summary = (
+        "powerpc, Hugh's v2: deferrals counted in pt_frag_refcount (+0x10000 each), "
+        "one rcu_head user, callback re-defers once"
+    )
     State = DeferPage
 
     def final_free(self, cpu: CPU, page: Page) -> None:
@@ -75,14 +77,14 @@ class PowerpcRefcount(Powerpc):
             st.covered = len(st.deferred)
             self.m.page_call_rcu(cpu, page, self._pte_free_now, page)
         else:
-            self.counters["powerpc.defer_joined"] += 1   # the rcu_head is already in use
+            self.counters["powerpc.defer_joined"] += 1  # the rcu_head is already in use
         return
         yield
 
     def _pte_free_now(self, cpu: CPU, page: Page) -> None:
         st = page.data
-        done = st.deferred[:st.covered]
-        del st.deferred[:st.covered]
+        done = st.deferred[: st.covered]
+        del st.deferred[: st.covered]
         page.frag_refcount -= PTE_FREE_DEFERRED - 1
         if page.frag_refcount < PTE_FREE_DEFERRED:
             # No deferral arrived during the grace period: free the fragment(s) it covered.

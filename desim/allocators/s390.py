@@ -46,12 +46,12 @@ if TYPE_CHECKING:
 
 @ALLOCATORS.register("s390")
 class S390(HalfPageAllocator):
-    counters = ('s390.active_pages', 's390.page_call_rcu')
+    counters = ("s390.active_pages", "s390.page_call_rcu")
     summary = "s390 6.6: 2 KiB halves, AA/PP bits, per-mm pgtable_list, Active pages not reused"
 
     def __init__(self, machine, params) -> None:
         super().__init__(machine, params)
-        self.deferring: dict = {}   # pages marked Active whose deferrer waits for the lock
+        self.deferring: dict = {}  # pages marked Active whose deferrer waits for the lock
 
     def list_lock(self, mm: MM):
         return mm.context_lock
@@ -73,7 +73,7 @@ class S390(HalfPageAllocator):
             old = self._split(page)
             st.bits ^= a_bit(half) | p_bit(half)
             self.free_slot(cpu, page, half)
-            self._relist(cpu, mm, page, tail=False)     # head: reusable at once
+            self._relist(cpu, mm, page, tail=False)  # head: reusable at once
             self.commit(page, old)
             self.check(cpu, page, "page_table_free")
             self.spin_unlock(cpu, lock)
@@ -121,10 +121,10 @@ class S390(HalfPageAllocator):
     def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
         page = table.page
         old = self._split(page)
-        page.flags |= PG_ACTIVE                         # SetPageActive, outside the lock
-        self.commit(page, old)                          # the other free half is stranded now
+        page.flags |= PG_ACTIVE  # SetPageActive, outside the lock
+        self.commit(page, old)  # the other free half is stranded now
         if mm.pgste:
-            self.m.counters["s390.pgste_defer"] += 1    # the kernel's WARN_ON_ONCE
+            self.m.counters["s390.pgste_defer"] += 1  # the kernel's WARN_ON_ONCE
         self.m.counters["s390.active_pages"] += 1
         # Until page_table_free holds the lock, the Active page may still be on the list (and
         # page_table_alloc may even hand out its free half: harmless, that half was never

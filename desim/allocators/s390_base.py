@@ -40,10 +40,10 @@ if TYPE_CHECKING:
     from desim.model.cpu import CPU
     from desim.model.memory import MM, Page
 
-HALF = 2048       # bytes of a 2 KiB PTE table (PTRS_PER_PTE 256 x 8 B)
-AA = 0x03         # both allocated bits: a PGSTE full-page table
-PGSTE = 0x100     # model-only marker: the page holds a full-page PGSTE table
-FREEING = 0x200   # model-only marker: every half is gone and the page waits in call_rcu
+HALF = 2048  # bytes of a 2 KiB PTE table (PTRS_PER_PTE 256 x 8 B)
+AA = 0x03  # both allocated bits: a PGSTE full-page table
+PGSTE = 0x100  # model-only marker: the page holds a full-page PGSTE table
+FREEING = 0x200  # model-only marker: every half is gone and the page waits in call_rcu
 
 
 def a_bit(half: int) -> int:
@@ -68,16 +68,22 @@ class S390PageState:
     __slots__ = ("bits", "pt_mm", "t_freed")
 
     def __init__(self, bits: int, pt_mm: MM | None) -> None:
-        self.bits = bits          # the upper byte of _refcount (plus the PGSTE marker)
-        self.pt_mm = pt_mm        # v2: page->pt_mm, the mm whose list the page belongs on
-        self.t_freed = [-1, -1]   # when each half was last freed (for free-to-reuse delay)
+        self.bits = bits  # the upper byte of _refcount (plus the PGSTE marker)
+        self.pt_mm = pt_mm  # v2: page->pt_mm, the mm whose list the page belongs on
+        self.t_freed = [-1, -1]  # when each half was last freed (for free-to-reuse delay)
 
     def __repr__(self) -> str:
         return f"bits={self.bits:#04x}"
 
 
 class HalfPageAllocator(Allocator):
-    counters = ('s390.fresh_pages', 's390.list_hits', 's390.pages_freed', 's390.pgste_pages', 's390.pgste_defer')
+    counters = (
+        "s390.fresh_pages",
+        "s390.list_hits",
+        "s390.pages_freed",
+        "s390.pgste_pages",
+        "s390.pgste_defer",
+    )
     arch = "s390"
     """Shared half-page machinery: ``page_table_alloc``, the per-mm list, the accounting, and
     ``page_table_free_rcu``. Subclasses give the list lock, the other free paths, and where a
@@ -89,11 +95,11 @@ class HalfPageAllocator(Allocator):
 
     @classmethod
     def page_sizes(cls, params) -> tuple[int, ...]:
-        return (2 * HALF,)   # 2 KiB tables, two per 4 KiB page
+        return (2 * HALF,)  # 2 KiB tables, two per 4 KiB page
 
     def __init__(self, machine, params) -> None:
         super().__init__(machine, params)
-        self.in_transit: set = set()   # fresh pages not yet on their list (see pte_alloc_one)
+        self.in_transit: set = set()  # fresh pages not yet on their list (see pte_alloc_one)
 
     # -- hooks ----------------------------------------------------------------------------
     def list_lock(self, mm: MM):
@@ -230,7 +236,9 @@ class HalfPageAllocator(Allocator):
         table = page.tables[half]
         if table is None:
             if self.safety is not None:
-                self.safety.violation("double_free", cpu, (page,), f"{page!r} half {half} freed twice")
+                self.safety.violation(
+                    "double_free", cpu, (page,), f"{page!r} half {half} freed twice"
+                )
             return
         # The free-to-reuse clock starts when the unmapper freed the table (pte_free_tlb or
         # pte_free_defer: ``to_pending``), not here: ``__tlb_remove_table`` runs after the
@@ -296,7 +304,7 @@ class HalfPageAllocator(Allocator):
                 mask = self.busy(st.bits)
                 if mask != 0x03:
                     old = self._split(page)
-                    half = mask & 0x01          # lower busy -> hand out the upper half
+                    half = mask & 0x01  # lower busy -> hand out the upper half
                     st.bits ^= a_bit(half)
                     self.list_del_init(cpu, page)
                     table = page.tables[half] = PageTable(page, half * HALF, HALF, mm)
@@ -319,7 +327,7 @@ class HalfPageAllocator(Allocator):
             return table
         st.bits = a_bit(0)
         table = page.tables[0] = PageTable(page, 0, HALF, mm)
-        self.commit(page, None)       # the free upper half: stranded until listed
+        self.commit(page, None)  # the free upper half: stranded until listed
         # Until list_add, the page has a free half but is on no list (a real kernel window,
         # while this CPU waits for the list lock): invariants allow it only for such pages.
         self.in_transit.add(page)

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 
 class S390FullPageParams(GenericParams):
-    table_size: Int | None = Field(HALF, gt=0, le=MAX_PAGE_SIZE, description="bytes of one PTE table (2 KiB on s390)")
+    table_size: Int | None = Field(
+        HALF, gt=0, le=MAX_PAGE_SIZE, description="bytes of one PTE table (2 KiB on s390)"
+    )
 
 
 @ALLOCATORS.register("s390-fullpage")

@@ -59,7 +59,8 @@ if TYPE_CHECKING:
 class S390HHParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     one_bit_at_a_time: bool = Field(
-        True, description="Gordeev's rule: each half in exactly one of A, H, P (false: v2 as posted)"
+        True,
+        description="Gordeev's rule: each half in exactly one of A, H, P (false: v2 as posted)",
     )
     list_lock: Literal["global", "per_mm"] = Field(
         "global", description="global: v2's mm_pgtable_list_lock; per_mm: pt_mm->context.lock"
@@ -79,13 +80,22 @@ def _free_mm_cb(cpu: CPU, arg) -> None:
 
 @ALLOCATORS.register("s390-hh")
 class S390HH(HalfPageAllocator):
-    counters = ('s390.defer_call_rcu', 's390.defer_rides_other', 's390.mmdrop_async', 's390.rcu_requeue', 's390.relinked')
+    counters = (
+        "s390.defer_call_rcu",
+        "s390.defer_rides_other",
+        "s390.mmdrop_async",
+        "s390.rcu_requeue",
+        "s390.relinked",
+    )
     Params = S390HHParams
     summary = "s390 v2: HH bits, global list lock, pt_mm; Gordeev's rule; mm-lifetime choices"
     # The machine-wide mm_lifetime rules this design implements itself (desim.model.mm_lifetime
     # sets ``lifetime`` from them; under any other rule the design holds no mm references).
-    LIFETIMES = {"synchronize_rcu_exit_mmap": "synchronize_rcu", "rcu_barrier": "rcu_barrier",
-                 "mmdrop_async": "mmdrop_async"}
+    LIFETIMES = {
+        "synchronize_rcu_exit_mmap": "synchronize_rcu",
+        "rcu_barrier": "rcu_barrier",
+        "mmdrop_async": "mmdrop_async",
+    }
 
     def __init__(self, machine, params: S390HHParams) -> None:
         super().__init__(machine, params)
@@ -93,7 +103,7 @@ class S390HH(HalfPageAllocator):
         self.one_bit = params.one_bit_at_a_time
         self.per_mm = params.list_lock == "per_mm"
         self.global_lock = machine.lock("s390_global_list")
-        self.running: set = set()   # pages whose rcu_head callback is running right now
+        self.running: set = set()  # pages whose rcu_head callback is running right now
 
     def list_lock(self, mm: MM):
         return mm.context_lock if self.per_mm else self.global_lock
@@ -170,7 +180,7 @@ class S390HH(HalfPageAllocator):
         st: S390PageState = page.data
         mm = st.pt_mm
         safety = self.safety
-        cpu.rcu_read_lock()     # softirq context: bh disabled is an RCU read-side section
+        cpu.rcu_read_lock()  # softirq context: bh disabled is an RCU read-side section
         if self.per_mm:
             if safety is not None:
                 safety.mm_access(cpu, mm, "__tlb_remove_table: spin_lock(&pt_mm->context.lock)")
@@ -210,19 +220,19 @@ class S390HH(HalfPageAllocator):
         self.to_pending(table)
         flip = a_bit(half) | h_bit(half)
         if not self.one_bit:
-            flip |= p_bit(half)                 # v2 as posted: 0x15 << bit
+            flip |= p_bit(half)  # v2 as posted: 0x15 << bit
         st.bits ^= flip
         self._unlink_if_idle(cpu, page, half, "pte_free_defer")
         self.commit(page, old)
         self.spin_unlock(cpu, lock)
         if self.lifetime == "mmdrop_async":
-            mm.arch["mm_count"] = mm.arch.get("mm_count", 1) + 1      # mmgrab
+            mm.arch["mm_count"] = mm.arch.get("mm_count", 1) + 1  # mmgrab
         if not st.bits & h_bit(other):
             self.m.page_call_rcu(cpu, page, self._pte_free_half, (page, half, mm))
             self.m.counters["s390.defer_call_rcu"] += 1
         else:
             self.m.counters["s390.defer_rides_other"] += 1
-        self.check(cpu, page, "pte_free_defer")   # after call_rcu: H implies a queued rcu_head
+        self.check(cpu, page, "pte_free_defer")  # after call_rcu: H implies a queued rcu_head
 
     def _pte_free_pgste(self, cpu: CPU, page: Page) -> None:
         """A PGSTE table is freed whole (also the rcu_head callback of its deferral)."""
@@ -288,7 +298,7 @@ class S390HH(HalfPageAllocator):
             cpu.charge(self.costs.call_rcu)
             m.rcu.call_rcu(cpu, _free_mm_cb, (m, mm))
         else:
-            n = mm.arch["mm_count"] = mm.arch.get("mm_count", 1) - 1     # exit's mmdrop
+            n = mm.arch["mm_count"] = mm.arch.get("mm_count", 1) - 1  # exit's mmdrop
             if n == 0:
                 m.free_mm(cpu, mm)
 
@@ -300,7 +310,7 @@ class S390HH(HalfPageAllocator):
         if bits & PGSTE:
             return errs
         for half in (0, 1):
-            n = (bool(bits & a_bit(half)) + bool(bits & h_bit(half)) + bool(bits & p_bit(half)))
+            n = bool(bits & a_bit(half)) + bool(bits & h_bit(half)) + bool(bits & p_bit(half))
             if n > 1:
                 errs.append(f"half {half} in {n} of A/H/P at once ({st!r}): breaks one-bit rule")
         listable = any(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 @ALLOCATORS.register("unsafe-callback-mm")
 class UnsafeCallbackMM(Generic):
-    arch = "s390"    # its bug lives in the gather batch's RCU callback
+    arch = "s390"  # its bug lives in the gather batch's RCU callback
     summary = "UNSAFE control: s390-style RCU callback takes mm->context.lock, mm may be freed"
 
     def pte_free_defer(self, cpu: CPU, mm: MM, table: PageTable):
@@ -36,8 +36,9 @@ class UnsafeCallbackMM(Generic):
         """The callback: a generator, since it takes a spinlock."""
         mm = table.mm
         if self.safety is not None:
-            self.safety.mm_access(cpu, mm, "spin_lock(&mm->context.lock) in an RCU callback",
-                                  (table, table.page))
+            self.safety.mm_access(
+                cpu, mm, "spin_lock(&mm->context.lock) in an RCU callback", (table, table.page)
+            )
         lock = mm.context_lock
         ev = lock.acquire(cpu)
         if ev is not None:

@@ -56,8 +56,10 @@ class UnsafeSharedRcuHead(Generic):
     @classmethod
     def check_config(cls, params, config) -> None:
         if config.machine.page_size % params.fragments:
-            raise ValueError(f"allocator.params.fragments: {params.fragments} does not divide "
-                             f"the page size {config.machine.page_size}")
+            raise ValueError(
+                f"allocator.params.fragments: {params.fragments} does not divide "
+                f"the page size {config.machine.page_size}"
+            )
 
     def __init__(self, machine, params: SharedParams) -> None:
         page_size = machine.config.machine.page_size
@@ -65,7 +67,7 @@ class UnsafeSharedRcuHead(Generic):
         super().__init__(machine, GenericParams(table_size=page_size // n))
         self.params = params
         self.n = n
-        self.fs = self.table_size   # one fragment
+        self.fs = self.table_size  # one fragment
 
     # -- allocation ---------------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):
@@ -98,7 +100,7 @@ class UnsafeSharedRcuHead(Generic):
     def _free_fragment(self, cpu: CPU, table: PageTable) -> None:
         """``pte_fragment_free``: the page goes back with its last fragment."""
         self._retire(cpu, table)
-        self.account.stranded += self.fs   # a freed fragment is never handed out again
+        self.account.stranded += self.fs  # a freed fragment is never handed out again
         page = table.page
         st: _Frag = page.data
         st.freed += 1
@@ -106,7 +108,7 @@ class UnsafeSharedRcuHead(Generic):
         if page.frag_refcount == 0 and st.cached_by is None:
             self._free_page(cpu, page)
 
-    _release = _free_fragment   # what generic's pte_free, pte_free_tlb, tlb_table_free call
+    _release = _free_fragment  # what generic's pte_free, pte_free_tlb, tlb_table_free call
 
     def _free_page(self, cpu: CPU, page: Page) -> None:
         st: _Frag = page.data

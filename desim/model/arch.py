@@ -45,27 +45,63 @@ class Arch:
     about: str
     deposits_pgtable: bool = False
     cost_profile: str = "x86-64"
-    ptes_per_table: int | None = None   # None: one page of 8-byte PTEs
+    ptes_per_table: int | None = None  # None: one page of 8-byte PTEs
 
     def ptes(self, page_size: int) -> int:
         """PTEs one table holds on this machine with ``page_size`` pages."""
         return self.ptes_per_table or page_size // 8
 
 
-ARCHES: dict[str, Arch] = {a.name: a for a in (
-    Arch("x86-64", "flush", 1000, "bare-metal x86-64 (native_tlb_remove_table: no grace period "
-         "for gathered tables); HZ 1000 as Fedora/RHEL build it, 250 on Debian/Ubuntu"),
-    Arch("x86-64-guest", "rcu", 1000, "x86-64 paravirt guest (Xen PV, Hyper-V, KVM PV TLB "
-         "flush): gathered tables freed by RCU batch"),
-    Arch("arm64", "rcu", 250, "arm64 (MMU_GATHER_RCU_TABLE_FREE); defconfig HZ 250",
-         cost_profile="arm64"),
-    Arch("powerpc-hash", "rcu", 100, "powerpc book3s64, hash MMU, 64 KiB pages; "
-         "ppc64_defconfig HZ 100", deposits_pgtable=True, cost_profile="powerpc-hash",
-         ptes_per_table=256),
-    Arch("powerpc-radix", "rcu", 100, "powerpc book3s64, radix MMU (POWER9+), 64 KiB pages; "
-         "ppc64_defconfig HZ 100", cost_profile="powerpc-radix", ptes_per_table=32),
-    Arch("s390", "rcu", 100, "s390 LPAR or z/VM guest; defconfig HZ 100", cost_profile="s390",
-         ptes_per_table=256),
-    Arch("sparc64", "rcu", 100, "sparc64, 8 KiB pages; sparc64_defconfig HZ 100"),
-)}
+ARCHES: dict[str, Arch] = {
+    a.name: a
+    for a in (
+        Arch(
+            "x86-64",
+            "flush",
+            1000,
+            "bare-metal x86-64 (native_tlb_remove_table: no grace period "
+            "for gathered tables); HZ 1000 as Fedora/RHEL build it, 250 on Debian/Ubuntu",
+        ),
+        Arch(
+            "x86-64-guest",
+            "rcu",
+            1000,
+            "x86-64 paravirt guest (Xen PV, Hyper-V, KVM PV TLB "
+            "flush): gathered tables freed by RCU batch",
+        ),
+        Arch(
+            "arm64",
+            "rcu",
+            250,
+            "arm64 (MMU_GATHER_RCU_TABLE_FREE); defconfig HZ 250",
+            cost_profile="arm64",
+        ),
+        Arch(
+            "powerpc-hash",
+            "rcu",
+            100,
+            "powerpc book3s64, hash MMU, 64 KiB pages; ppc64_defconfig HZ 100",
+            deposits_pgtable=True,
+            cost_profile="powerpc-hash",
+            ptes_per_table=256,
+        ),
+        Arch(
+            "powerpc-radix",
+            "rcu",
+            100,
+            "powerpc book3s64, radix MMU (POWER9+), 64 KiB pages; ppc64_defconfig HZ 100",
+            cost_profile="powerpc-radix",
+            ptes_per_table=32,
+        ),
+        Arch(
+            "s390",
+            "rcu",
+            100,
+            "s390 LPAR or z/VM guest; defconfig HZ 100",
+            cost_profile="s390",
+            ptes_per_table=256,
+        ),
+        Arch("sparc64", "rcu", 100, "sparc64, 8 KiB pages; sparc64_defconfig HZ 100"),
+    )
+}
 ARCH_NAMES = tuple(ARCHES)

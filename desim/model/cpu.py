@@ -41,52 +41,82 @@ if TYPE_CHECKING:
 
 class CPU:
     __slots__ = (
-        "id", "machine", "env", "rcu", "owner", "runq", "users", "user_lost", "user_since",
-        "nesting", "debt", "idle", "eqs", "bh", "softirq_deferred",
-        "gp_seq", "core_needs_qs", "no_qs", "qs_pending", "dyn_snap", "urgent_qs",
-        "exp_need_qs", "cbs", "softirq_running", "offloaded", "bypass", "bypass_gen",
-        "blimit", "qlen_last_fqs_check",
-        "busy_since", "busy_ns", "softirq_ns", "ctx_switches", "trace", "sched", "curr",
+        "id",
+        "machine",
+        "env",
+        "rcu",
+        "owner",
+        "runq",
+        "users",
+        "user_lost",
+        "user_since",
+        "nesting",
+        "debt",
+        "idle",
+        "eqs",
+        "bh",
+        "softirq_deferred",
+        "gp_seq",
+        "core_needs_qs",
+        "no_qs",
+        "qs_pending",
+        "dyn_snap",
+        "urgent_qs",
+        "exp_need_qs",
+        "cbs",
+        "softirq_running",
+        "offloaded",
+        "bypass",
+        "bypass_gen",
+        "blimit",
+        "qlen_last_fqs_check",
+        "busy_since",
+        "busy_ns",
+        "softirq_ns",
+        "ctx_switches",
+        "trace",
+        "sched",
+        "curr",
     )
 
     def __init__(self, machine: Machine, cpu_id: int) -> None:
         self.id = cpu_id
         self.machine = machine
         self.env = machine.env
-        self.rcu = None             # the machine's RCU, set by RCU
+        self.rcu = None  # the machine's RCU, set by RCU
         self.owner: object | None = None
         self.runq: deque = deque()
-        self.users = 0              # resident tasks running user code here between syscalls
-        self.user_lost = 0          # ns taken from user mode (preemption, interrupts)
-        self.user_since = -1        # when a non-resident task took the CPU from user mode
-        self.nesting = 0            # rcu_read_lock() depth of the running task
-        self.debt = 0               # ns of CPU time owed by the current owner
+        self.users = 0  # resident tasks running user code here between syscalls
+        self.user_lost = 0  # ns taken from user mode (preemption, interrupts)
+        self.user_since = -1  # when a non-resident task took the CPU from user mode
+        self.nesting = 0  # rcu_read_lock() depth of the running task
+        self.debt = 0  # ns of CPU time owed by the current owner
         self.idle = True
-        self.eqs = 0                # like the dynticks counter: bumps on each idle entry
-        self.bh = 0                 # softirqs disabled (spin_lock_bh) depth
+        self.eqs = 0  # like the dynticks counter: bumps on each idle entry
+        self.bh = 0  # softirqs disabled (spin_lock_bh) depth
         self.softirq_deferred = False  # RCU_SOFTIRQ raised inside a bh/IRQs-off section
         # RCU per-CPU state (struct rcu_data), kept by desim.model.rcu
-        self.gp_seq = 0             # rdp->gp_seq: the GP state this CPU last noticed
+        self.gp_seq = 0  # rdp->gp_seq: the GP state this CPU last noticed
         self.core_needs_qs = False  # rdp->core_needs_qs
-        self.no_qs = False          # rdp->cpu_no_qs.b.norm: no QS since it noticed the GP
-        self.qs_pending = False     # the GP still waits for this CPU (its rnp->qsmask bit)
-        self.dyn_snap = 0           # rdp->dynticks_snap, taken by the first FQS scan
-        self.urgent_qs = False      # rcu_urgent_qs: the GP is old, cond_resched reports
-        self.exp_need_qs = False    # an expedited GP waits for this CPU (rcu_data.cpu_no_qs.b.exp)
-        self.cbs = None             # the CPU's RCU callback list, set by RCU
+        self.no_qs = False  # rdp->cpu_no_qs.b.norm: no QS since it noticed the GP
+        self.qs_pending = False  # the GP still waits for this CPU (its rnp->qsmask bit)
+        self.dyn_snap = 0  # rdp->dynticks_snap, taken by the first FQS scan
+        self.urgent_qs = False  # rcu_urgent_qs: the GP is old, cond_resched reports
+        self.exp_need_qs = False  # an expedited GP waits for this CPU (rcu_data.cpu_no_qs.b.exp)
+        self.cbs = None  # the CPU's RCU callback list, set by RCU
         self.softirq_running = False
-        self.offloaded = False      # callbacks offloaded to rcuo kthreads (rcu_nocbs)
-        self.bypass: list = []      # nocb bypass list holding lazy callbacks
-        self.bypass_gen = 0         # bumps at each flush (a stale lazy timer does nothing)
-        self.blimit = 0             # rdp->blimit (set by RCU)
+        self.offloaded = False  # callbacks offloaded to rcuo kthreads (rcu_nocbs)
+        self.bypass: list = []  # nocb bypass list holding lazy callbacks
+        self.bypass_gen = 0  # bumps at each flush (a stale lazy timer does nothing)
+        self.blimit = 0  # rdp->blimit (set by RCU)
         self.qlen_last_fqs_check = 0
         self.busy_since = 0
         self.busy_ns = 0
         self.softirq_ns = 0
         self.ctx_switches = 0
-        self.trace = None           # set by the tracer when one is recording
-        self.sched = None           # the scheduler, once a closed-loop workload made one
-        self.curr = None            # the scheduler's task running here (user or kernel mode)
+        self.trace = None  # set by the tracer when one is recording
+        self.sched = None  # the scheduler, once a closed-loop workload made one
+        self.curr = None  # the scheduler's task running here (user or kernel mode)
 
     def __repr__(self) -> str:
         return f"cpu{self.id}"

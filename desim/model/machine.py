@@ -33,6 +33,7 @@ def _both(add, append):
     def record(ns: int) -> None:
         add(ns)
         append(ns)
+
     return record
 
 
@@ -53,8 +54,11 @@ class Machine:
         self.env = simpy.Environment()
         self.streams = streams or Streams.from_seed(config.seed)
         sc = config.safety
-        self.safety = (SafetyChecker(self, sc.history, sc.stop_on_first, sc.audit_interval)
-                       if sc.enabled else None)
+        self.safety = (
+            SafetyChecker(self, sc.history, sc.stop_on_first, sc.audit_interval)
+            if sc.enabled
+            else None
+        )
         self.lock_classes: dict[str, LockClassStats] = {}
         self.cpus = [CPU(self, i) for i in range(config.machine.cpus)]
         # samplers of the costs that vary (desim.model.costs), before anything draws one
@@ -70,8 +74,10 @@ class Machine:
 
         # declared counters only (desim.records): a misspelt name fails at its first use
         self.counters: dict[str, int] = counter_table(
-            CORE_COUNTERS, LIFETIME_COUNTERS,
-            declared_counters(ALLOCATORS.get(config.allocator.name)))
+            CORE_COUNTERS,
+            LIFETIME_COUNTERS,
+            declared_counters(ALLOCATORS.get(config.allocator.name)),
+        )
         self.latency = {op: LogHistogram() for op in LATENCY_OPS}
         self.samples: dict[str, list] | None = (
             {op: [] for op in LATENCY_OPS} if config.record.latency_samples else None
@@ -83,8 +89,9 @@ class Machine:
         elif self.samples is None:
             self.recorders = {op: h.add for op, h in self.latency.items()}
         else:
-            self.recorders = {op: _both(h.add, self.samples[op].append)
-                              for op, h in self.latency.items()}
+            self.recorders = {
+                op: _both(h.add, self.samples[op].append) for op, h in self.latency.items()
+            }
         self.mms: list[MM] = []
         self.i_mmap_lock = RWSem(self.env)  # the shared file's i_mmap_rwsem
         self.next_mm_id = 0
@@ -94,7 +101,11 @@ class Machine:
         # flat {metric: number}. Elements and the scheduler append theirs when they start; the
         # engine adds the memory books' (they need its time series).
         self.result_hooks: list[Callable[[int], dict[str, float]]] = [
-            self.latency_results, self.rcu.results, self.lock_results, self.activity_results]
+            self.latency_results,
+            self.rcu.results,
+            self.lock_results,
+            self.activity_results,
+        ]
         self.clear_hooks: list[Callable[[], None]] = []
         self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
         # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
@@ -102,6 +113,7 @@ class Machine:
         # a fault on a collapsed (PMD-mapped) range still allocates a PTE table to deposit
         self.deposits_pgtable = ARCHES[config.machine.arch].deposits_pgtable
         from desim.model.mm_lifetime import MMLifetime
+
         self.mm_life = MMLifetime(self)
 
     # -- building blocks ----------------------------------------------------------------------
@@ -152,13 +164,15 @@ class Machine:
         """The page allocator, the counters, the mms and the CPUs."""
         pages = self.pages
         s: dict[str, float] = {
-            "pages.allocated": pages.allocated, "pages.freed": pages.freed,
-            "pages.held_end": pages.held, "pages.pgtable_held_end": pages.pages_held("pgtable"),
+            "pages.allocated": pages.allocated,
+            "pages.freed": pages.freed,
+            "pages.held_end": pages.held,
+            "pages.pgtable_held_end": pages.pages_held("pgtable"),
             "pages.alloc_failed": pages.failed,
         }
         c = self.counters
         for k, v in sorted(c.items()):
-            if v:                   # a counter never incremented is left out
+            if v:  # a counter never incremented is left out
                 s[f"count.{k}"] = v
         # which share of page-table frees went through pte_free_defer (retraction), as against
         # mmu_gather (munmap, exit) and pte_free (a lost populate race)

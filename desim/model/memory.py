@@ -21,20 +21,31 @@ if TYPE_CHECKING:
     from desim.model.machine import Machine
 
 # page flags
-PG_ACTIVE = 1 << 0      # powerpc/s390: a table in this page was freed by pte_free_defer
-PG_TABLE = 1 << 1       # the page is a page-table page (pagetable_pte_ctor ran)
+PG_ACTIVE = 1 << 0  # powerpc/s390: a table in this page was freed by pte_free_defer
+PG_TABLE = 1 << 1  # the page is a page-table page (pagetable_pte_ctor ran)
 
 # page-table states
-LIVE = 0        # allocated; attached to its mm or about to be
-DETACHED = 1    # cleared from the PMD; a lockless walker may still hold it
-PENDING = 2     # waiting for a grace period before it is freed
+LIVE = 0  # allocated; attached to its mm or about to be
+DETACHED = 1  # cleared from the PMD; a lockless walker may still hold it
+PENDING = 2  # waiting for a grace period before it is freed
 FREE = 3
 
 
 class Page:
     __slots__ = (
-        "pfn", "gen", "allocated", "kind", "refcount", "flags", "rcu_queued", "on_list",
-        "frag_refcount", "ptl", "tables", "data", "history",
+        "pfn",
+        "gen",
+        "allocated",
+        "kind",
+        "refcount",
+        "flags",
+        "rcu_queued",
+        "on_list",
+        "frag_refcount",
+        "ptl",
+        "tables",
+        "data",
+        "history",
     )
 
     def __init__(self, pfn: int) -> None:
@@ -44,12 +55,12 @@ class Page:
         self.kind = ""
         self.refcount = 0
         self.flags = 0
-        self.rcu_queued = False   # the page's single rcu_head is on a callback list
-        self.on_list = None       # the list (pgtable_list, pool list...) the lru links sit on
-        self.frag_refcount = 0    # pt_frag_refcount (powerpc) or design-private count
+        self.rcu_queued = False  # the page's single rcu_head is on a callback list
+        self.on_list = None  # the list (pgtable_list, pool list...) the lru links sit on
+        self.frag_refcount = 0  # pt_frag_refcount (powerpc) or design-private count
         self.ptl: SpinLock | None = None
         self.tables: list = []
-        self.data = None          # design-private state (s390 AA/PP/HH bits, ...)
+        self.data = None  # design-private state (s390 AA/PP/HH bits, ...)
         self.history: deque | None = None
 
     def __repr__(self) -> str:
@@ -67,8 +78,8 @@ class PageTable:
         self.size = size
         self.mm = mm
         self.state = LIVE
-        self.gen = page.gen       # the page generation this table lives in
-        self.shmem = False        # maps a shmem/file range that khugepaged may retract
+        self.gen = page.gen  # the page generation this table lives in
+        self.shmem = False  # maps a shmem/file range that khugepaged may retract
         self.t_freed = 0
         self.history: deque | None = None
 
@@ -126,8 +137,20 @@ class MM:
     """An address space: its attached PTE tables, locks and design-private state."""
 
     __slots__ = (
-        "id", "tables", "target_tables", "alive", "freed", "mmap_lock", "page_table_lock",
-        "context_lock", "pmd_lock", "pgste", "arch", "t_created", "index", "history",
+        "id",
+        "tables",
+        "target_tables",
+        "alive",
+        "freed",
+        "mmap_lock",
+        "page_table_lock",
+        "context_lock",
+        "pmd_lock",
+        "pgste",
+        "arch",
+        "t_created",
+        "index",
+        "history",
         "shmem_fraction",
     )
 
@@ -135,14 +158,14 @@ class MM:
         self.id = mm_id
         self.tables: list[PageTable] = []
         self.target_tables = target_tables
-        self.alive = True     # still running (faults may reach it)
-        self.freed = False    # struct mm_struct returned to its slab
+        self.alive = True  # still running (faults may reach it)
+        self.freed = False  # struct mm_struct returned to its slab
         env = machine.env
         self.mmap_lock = RWSem(env)
         self.page_table_lock = machine.lock("page_table_lock")
         self.context_lock = machine.lock("context.lock")
         self.pmd_lock = machine.lock("pmd")
-        self.pgste = pgste    # s390 KVM guest: full-page tables with guest state
+        self.pgste = pgste  # s390 KVM guest: full-page tables with guest state
         self.arch: dict = {}  # design-private per-mm state (powerpc frag cache, s390 list...)
         self.t_created = env._now
         self.index = -1
@@ -188,9 +211,23 @@ class MemoryAccount:
     between two time-series samples is not missed. ``reset_peaks`` starts them afresh (warm-up).
     """
 
-    __slots__ = ("_live", "_pending", "_stranded", "_spare", "_internal", "_tlb_batch",
-                 "peak_live", "peak_pending", "peak_stranded", "peak_spare", "peak_internal",
-                 "peak_tlb_batch", "peak_held", "peak_total", "peak_overhead")
+    __slots__ = (
+        "_live",
+        "_pending",
+        "_stranded",
+        "_spare",
+        "_internal",
+        "_tlb_batch",
+        "peak_live",
+        "peak_pending",
+        "peak_stranded",
+        "peak_spare",
+        "peak_internal",
+        "peak_tlb_batch",
+        "peak_held",
+        "peak_total",
+        "peak_overhead",
+    )
 
     live = _kind("live")
     pending = _kind("pending")
@@ -231,8 +268,10 @@ class MemoryAccount:
 
     def peaks(self) -> dict[str, int]:
         """Exact peak bytes of each kind and of held, total and overhead."""
-        return {k: getattr(self, "peak_" + k) for k in
-                (*KINDS, "tlb_batch", "held", "total", "overhead")}
+        return {
+            k: getattr(self, "peak_" + k)
+            for k in (*KINDS, "tlb_batch", "held", "total", "overhead")
+        }
 
 
 class PageAllocator:
@@ -253,7 +292,7 @@ class PageAllocator:
         self.allocated = 0
         self.freed = 0
         self.failed = 0
-        self.nowait_fail = None   # callable () -> bool set by a memory-pressure workload
+        self.nowait_fail = None  # callable () -> bool set by a memory-pressure workload
         self.safety = machine.safety
         self.alloc_cost = machine.draw.page_alloc
         # clear_page over the whole page: page_zero is per 4 KiB

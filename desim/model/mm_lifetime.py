@@ -44,8 +44,10 @@ if TYPE_CHECKING:
     from desim.model.machine import Machine
     from desim.model.memory import MM
 
-ATOMIC_CONTEXT = ("finish_task_switch: lazy-TLB mm drop (mmdrop_lazy_tlb_sched -> __mmdrop -> "
-                  "destroy_context -> synchronize_rcu), preemption and IRQs disabled")
+ATOMIC_CONTEXT = (
+    "finish_task_switch: lazy-TLB mm drop (mmdrop_lazy_tlb_sched -> __mmdrop -> "
+    "destroy_context -> synchronize_rcu), preemption and IRQs disabled"
+)
 
 
 def _free_mm_cb(cpu: CPU, arg) -> None:
@@ -54,8 +56,16 @@ def _free_mm_cb(cpu: CPU, arg) -> None:
 
 
 # counters this module increments (desim.records: declared, so a typo fails at once)
-COUNTERS = ("mm.exit_mmap_synchronize", "mm.exit_mmap_barrier", "mm.call_rcu", "mm.rcu_barrier",
-            "mm.slab_typesafe_by_rcu", "mm.mmdrop_synchronize", "mm.mmdrop_async")
+COUNTERS = (
+    "mm.exit_mmap_synchronize",
+    "mm.exit_mmap_barrier",
+    "mm.call_rcu",
+    "mm.rcu_barrier",
+    "mm.slab_typesafe_by_rcu",
+    "mm.mmdrop_synchronize",
+    "mm.mmdrop_async",
+)
+
 
 class MMLifetime:
     def __init__(self, m: Machine) -> None:
@@ -68,7 +78,7 @@ class MMLifetime:
             alloc.lifetime = mapped[rule]
             rule = "design"
         elif mapped and rule != "design":
-            alloc.lifetime = None   # the rule here frees the mm; the design takes no references
+            alloc.lifetime = None  # the rule here frees the mm; the design takes no references
         self.rule = rule
 
     def exit_mmap_end(self, cpu: CPU, task, mm: MM):

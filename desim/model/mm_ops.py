@@ -115,8 +115,14 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         d = costs.pte_walk + cpu.debt
         cpu.debt = 0
         t2 = env._now + d  # the walk ends
-        if LOOKAHEAD and lock.holder is None and page.gen == gen and page.allocated \
-                and table.state == LIVE and env.peek() > t2:
+        if (
+            LOOKAHEAD
+            and lock.holder is None
+            and page.gen == gen
+            and page.allocated
+            and table.state == LIVE
+            and env.peek() > t2
+        ):
             # Lookahead: no event is due anywhere before the walk ends at t2, and only an event
             # can schedule another, so nothing can change the table, its page or the ptl before
             # then: the checks the walk's end would make (the read, pmd_same) pass now, and the
@@ -136,8 +142,7 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
                 lock.release(cpu)  # a ptl of a freed page is poisoned: the checker sees this
                 cpu.rcu_read_unlock()
                 if cpu.trace is not None:
-                    cpu.trace.instant(cpu, "pmd_same failed: fault retried",
-                                      {"table": repr(table)})
+                    cpu.trace.instant(cpu, "pmd_same failed: fault retried", {"table": repr(table)})
                 m.counters["fault.retries"] += 1
                 continue
             d = fault_work()
@@ -153,8 +158,9 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
     m.recorders["fault"](env._now - t0)
 
 
-def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, PageTable]],
-                        i_mmap: bool = True):
+def retract_page_tables(
+    m: Machine, cpu: CPU, task, victims: list[tuple[MM, PageTable]], i_mmap: bool = True
+):
     """Retract one shmem range: its table in each mm of ``victims``.
 
     ``i_mmap=False``: the caller holds the mm's mmap_lock instead (collapse_pte_mapped_thp).
@@ -180,7 +186,7 @@ def retract_page_tables(m: Machine, cpu: CPU, task, victims: list[tuple[MM, Page
         tables[i] = tables[-1]
         tables.pop()
         if not m.deposits_pgtable:
-            mm.target_tables -= 1   # PMD-mapped from now on: its faults need no PTE table
+            mm.target_tables -= 1  # PMD-mapped from now on: its faults need no PTE table
         yield cpu.compute(m.draw.tlb_flush())
         ptl.release(cpu)
         mm.pmd_lock.release(cpu)
@@ -264,7 +270,7 @@ def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
     yield from _free_tables(m, cpu, mm, tables)
     yield from m.allocator.mm_teardown(cpu, mm)
     mm.mmap_lock.up_write()
-    yield from m.mm_life.exit_mmap_end(cpu, task, mm)   # the mm-lifetime rule's wait, if any
+    yield from m.mm_life.exit_mmap_end(cpu, task, mm)  # the mm-lifetime rule's wait, if any
     m.counters["mm.exited"] += 1
     m.record("exit", env._now - t0)
 

@@ -94,10 +94,10 @@ if TYPE_CHECKING:
     from desim.model.machine import Machine
 
 MAX_GP_SPANS = 100_000
-DEFAULT_MAX_RCU_BLIMIT = 10_000   # kernel/rcu/tree.c
-QLOWMARK = 100                    # qlowmark: blimit comes back below this many queued
-RCU_DIVISOR = 7                   # rcu_divisor: a batch is at least pending >> 7
-BIG_BATCH = 100                   # rcu_do_batch applies its time limit above this batch
+DEFAULT_MAX_RCU_BLIMIT = 10_000  # kernel/rcu/tree.c
+QLOWMARK = 100  # qlowmark: blimit comes back below this many queued
+RCU_DIVISOR = 7  # rcu_divisor: a batch is at least pending >> 7
+BIG_BATCH = 100  # rcu_do_batch applies its time limit above this batch
 
 # Tests only: the tick visits every CPU and the GP kthread's placement scans every CPU, as
 # before they were made incremental (the lazy paths must give the same run).
@@ -147,14 +147,14 @@ class SegCBList:
         """
         nxt = self.next
         if self.ready and self.ready_gp < snap:
-            pass                                   # no segment free: NEXT waits
+            pass  # no segment free: NEXT waits
         elif self.wait and self.wait_gp < snap:
-            if nxt or self.ready:                  # NEXT_READY := NEXT_READY + NEXT, @snap
+            if nxt or self.ready:  # NEXT_READY := NEXT_READY + NEXT, @snap
                 if nxt:
                     self.ready.extend(nxt)
                     self.next = []
                 self.ready_gp = snap
-        elif nxt or self.wait or self.ready:       # WAIT := everything pending, @snap
+        elif nxt or self.wait or self.ready:  # WAIT := everything pending, @snap
             merged = self.wait
             merged.extend(self.ready)
             merged.extend(nxt)
@@ -256,26 +256,26 @@ class RCU:
             c.cbs = SegCBList()
             c.blimit = self.blimit
             c.offloaded = c.id in offloaded
-        self.completed = 0          # number of GPs completed
+        self.completed = 0  # number of GPs completed
         self.gp_active = False
-        self.seq = 0                # rcu_state.gp_seq: 2 * completed + gp_active
-        self.requested = 0          # highest GP number some callback needs
-        self.qs_left = 0            # CPUs and blocked readers the current GP still waits for
+        self.seq = 0  # rcu_state.gp_seq: 2 * completed + gp_active
+        self.requested = 0  # highest GP number some callback needs
+        self.qs_left = 0  # CPUs and blocked readers the current GP still waits for
         self.gp_start = 0
-        self.pending = 0            # callbacks queued and not yet invoked (bypass included)
-        self.tick_cbs = 0           # of which on non-offloaded CPUs: they keep ticks running
+        self.pending = 0  # callbacks queued and not yet invoked (bypass included)
+        self.tick_cbs = 0  # of which on non-offloaded CPUs: they keep ticks running
         self.blocked: dict[object, bool] = {}  # preempted readers -> they block the current GP
         # Ids of the CPUs that take a tick: the ones not idle (kept by CPU) and the ones holding
         # non-offloaded callbacks (added by call_rcu, dropped when their queue empties).
         self.awake: set[int] = set()
         self.cb_cpus: set[int] = set()
-        self.kthread_cpu = self.cpus[-1]       # where the GP kthread last ran
+        self.kthread_cpu = self.cpus[-1]  # where the GP kthread last ran
         self._gp_wake: Event | None = None
         self._tick_wake: Event | None = None
         self.barrier_mutex = Mutex(env)
-        self.barrier_seq = 0        # rcu_state.barrier_sequence: odd while a barrier runs
+        self.barrier_seq = 0  # rcu_state.barrier_sequence: odd while a barrier runs
         self.exp = Expedited(self)
-        self.trace = None           # a desim.trace.Tracer when one is recording
+        self.trace = None  # a desim.trace.Tracer when one is recording
         # statistics
         self.gp_length = LogHistogram()
         self.gp_spans: list[tuple[int, int]] = []
@@ -353,7 +353,7 @@ class RCU:
         """``synchronize_rcu``: the calling task sleeps (its CPU is freed) for a full GP."""
         t0 = self.env._now
         ev = Event(self.env)
-        self.call_rcu(cpu, _wake, ev, lazy=False)   # wait_rcu_gp(call_rcu_hurry)
+        self.call_rcu(cpu, _wake, ev, lazy=False)  # wait_rcu_gp(call_rcu_hurry)
         cpu.release()
         yield ev
         ev = cpu.acquire(task)
@@ -387,7 +387,7 @@ class RCU:
         state = [0, Event(env)]
         for c in self.cpus:
             if c.bypass:
-                self._flush_bypass(c)   # rcu_barrier_entrain flushes the bypass first
+                self._flush_bypass(c)  # rcu_barrier_entrain flushes the bypass first
             if c.cbs.n:
                 state[0] += 1
                 self.call_rcu(c, _barrier_cb, state, lazy=False)
@@ -416,10 +416,11 @@ class RCU:
                 # The rcuog kthread's lazy timer: flush after jiffies_lazy_flush.
                 gen = cpu.bypass_gen
                 Timeout(self.env, self.lazy_flush).callbacks.append(
-                    lambda _e, c=cpu, g=gen: self._lazy_timer(c, g))
+                    lambda _e, c=cpu, g=gen: self._lazy_timer(c, g)
+                )
             return
         if cpu.bypass:
-            self._flush_bypass(cpu)     # a non-lazy callback flushes the lazy ones with it
+            self._flush_bypass(cpu)  # a non-lazy callback flushes the lazy ones with it
         cbs = cpu.cbs
         cbs.next.append(cb)
         cbs.n += 1
@@ -471,14 +472,14 @@ class RCU:
         new = self.seq
         if old == new:
             return
-        ended = (new >> 1) > (old >> 1)          # rcu_seq_completed_gp
+        ended = (new >> 1) > (old >> 1)  # rcu_seq_completed_gp
         if not cpu.offloaded and cpu.cbs.n:
             if ended:
                 cpu.cbs.advance(self.completed)
             self._accelerate(cpu)
         if ended:
             cpu.core_needs_qs = False
-        if new & 1 and ((old + 1) & ~1) < new:   # rcu_seq_new_gp: a GP this CPU has not seen
+        if new & 1 and ((old + 1) & ~1) < new:  # rcu_seq_new_gp: a GP this CPU has not seen
             need = cpu.qs_pending
             cpu.no_qs = need
             cpu.core_needs_qs = need
@@ -524,7 +525,7 @@ class RCU:
     def read_unlock_special(self, cpu: CPU, task: object) -> None:
         """``rcu_read_unlock_special``: the outermost unlock of a reader that was preempted."""
         if self.blocked.pop(task):
-            self._qs_done()     # rcu_report_unblock_qs_rnp
+            self._qs_done()  # rcu_report_unblock_qs_rnp
 
     # -- the GP kthread ---------------------------------------------------------------------------
     def _place_kthread(self) -> None:
@@ -535,7 +536,7 @@ class RCU:
         cpus = self.cpus
         n = len(cpus)
         if len(self.awake) == n and not EAGER_SCANS:
-            return      # no CPU is idle: the scan would find none
+            return  # no CPU is idle: the scan would find none
         for j in range(1, n):
             c = cpus[(k.id + j) % n]
             if c.idle:
@@ -557,6 +558,7 @@ class RCU:
                 ev.succeed()
                 if self._gp_wake is ev:
                     self._gp_wake = None
+
         return fire
 
     def _gp_kthread(self):
@@ -686,8 +688,11 @@ class RCU:
                 elif c.urgent_qs and c.nesting == 0:
                     urged = True
             # rcu_pending
-            if c.gp_seq != seq or (c.core_needs_qs and not c.no_qs and active) or (has_cbs and (
-                    cbs.done or (not active and (cbs.next or cbs.ready)))):
+            if (
+                c.gp_seq != seq
+                or (c.core_needs_qs and not c.no_qs and active)
+                or (has_cbs and (cbs.done or (not active and (cbs.next or cbs.ready))))
+            ):
                 self._core(c)
             if urged:
                 # rcu_sched_clock_irq only set need_resched (rcu_urgent_qs): the QS is the

@@ -51,14 +51,14 @@ if TYPE_CHECKING:
     from desim.model.memory import MM, Page, PageTable
 
 KINDS = (
-    "use_after_free",          # a reader touched a table whose page was freed or reused
-    "lock_in_freed_page",      # a spinlock taken or released in a freed page
-    "rcu_head_reuse",          # an rcu_head queued while queued, or its list links used
-    "callback_freed_mm",       # an RCU callback touched an mm already freed
-    "double_free",             # a table, fragment, page or mm freed twice
-    "bad_page_state",          # a page freed with PG_active set (free_pages_prepare)
-    "invariant",               # a design's state-machine invariant broke
-    "sleep_in_atomic",         # a sleep where the context forbids it (scheduling while atomic)
+    "use_after_free",  # a reader touched a table whose page was freed or reused
+    "lock_in_freed_page",  # a spinlock taken or released in a freed page
+    "rcu_head_reuse",  # an rcu_head queued while queued, or its list links used
+    "callback_freed_mm",  # an RCU callback touched an mm already freed
+    "double_free",  # a table, fragment, page or mm freed twice
+    "bad_page_state",  # a page freed with PG_active set (free_pages_prepare)
+    "invariant",  # a design's state-machine invariant broke
+    "sleep_in_atomic",  # a sleep where the context forbids it (scheduling while atomic)
 )
 MAX_RECORDS = 1000
 # Freed locks remembered for reports (page or mm they belonged to); a stale pointer older than
@@ -109,8 +109,9 @@ class _FreedArch(dict):
 
 
 class SafetyChecker:
-    def __init__(self, machine: Machine, history: int, stop_on_first: bool,
-                 audit_interval: int = 0) -> None:
+    def __init__(
+        self, machine: Machine, history: int, stop_on_first: bool, audit_interval: int = 0
+    ) -> None:
         self.machine = machine
         self.env = machine.env
         self.depth = history
@@ -163,14 +164,16 @@ class SafetyChecker:
                 for t, c, what in getattr(o, "history", None) or ():
                     hist.append({"t_ns": t, "cpu": c, "object": name, "event": what})
             hist.sort(key=lambda e: e["t_ns"])
-            self.records.append({
-                "t_ns": self.env._now,
-                "cpu": -1 if cpu is None else cpu.id,
-                "kind": kind,
-                "objects": [repr(o) for o in objects],
-                "message": message,
-                "history": hist,
-            })
+            self.records.append(
+                {
+                    "t_ns": self.env._now,
+                    "cpu": -1 if cpu is None else cpu.id,
+                    "kind": kind,
+                    "objects": [repr(o) for o in objects],
+                    "message": message,
+                    "history": hist,
+                }
+            )
         if self.stop_on_first:
             raise SafetyStop(f"{kind} at t={self.env._now}ns: {message}")
 
@@ -191,7 +194,7 @@ class SafetyChecker:
         lock.__class__ = self._freed_lock_class
         p = self.poisoned
         if len(p) >= MAX_POISONED:
-            for k in list(p)[:MAX_POISONED // 2]:   # forget the oldest half
+            for k in list(p)[: MAX_POISONED // 2]:  # forget the oldest half
                 del p[k]
         p[id(lock)] = (lock, owner, what, set())
 
@@ -211,8 +214,12 @@ class SafetyChecker:
             self.mm_access(cpu, owner, f"{op}(&{what})")
             return
         objs = () if owner is None else (owner, *owner.tables)
-        self.violation("lock_in_freed_page", cpu, objs,
-                       f"cpu{cpu.id} {op} on the {what} of {owner!r} after the page was freed")
+        self.violation(
+            "lock_in_freed_page",
+            cpu,
+            objs,
+            f"cpu{cpu.id} {op} on the {what} of {owner!r} after the page was freed",
+        )
 
     # -- pages --------------------------------------------------------------------------------
     def page_alloc(self, cpu: CPU, page: Page) -> None:
@@ -221,22 +228,38 @@ class SafetyChecker:
     def page_free(self, cpu: CPU, page: Page) -> None:
         self.note(page, cpu, "freed")  # first, so a report shows who freed it
         if page.rcu_queued:
-            self.violation("rcu_head_reuse", cpu, (page, *page.tables),
-                           f"{page!r} freed while its rcu_head is still queued")
+            self.violation(
+                "rcu_head_reuse",
+                cpu,
+                (page, *page.tables),
+                f"{page!r} freed while its rcu_head is still queued",
+            )
         ptl = page.ptl
         if ptl is not None:
             if ptl.holder is not None:
-                self.violation("lock_in_freed_page", cpu, (page, *page.tables),
-                               f"{page!r} freed while its ptl is held by {ptl.holder!r}")
+                self.violation(
+                    "lock_in_freed_page",
+                    cpu,
+                    (page, *page.tables),
+                    f"{page!r} freed while its ptl is held by {ptl.holder!r}",
+                )
             self._poison(ptl, page, "ptl")
         if page.on_list is not None:
-            self.violation("use_after_free", cpu, (page,),
-                           f"{page!r} freed while its lru links are still on {page.on_list!r}")
+            self.violation(
+                "use_after_free",
+                cpu,
+                (page,),
+                f"{page!r} freed while its lru links are still on {page.on_list!r}",
+            )
         if page.flags & PG_ACTIVE:
             # free_pages_prepare(): PG_active is checked at free; the kernel prints "BUG: Bad
             # page state", clears the flags and carries on (the page is not freed by RCU).
-            self.violation("bad_page_state", cpu, (page, *page.tables),
-                           f"{page!r} freed with PG_active set (BUG: Bad page state)")
+            self.violation(
+                "bad_page_state",
+                cpu,
+                (page, *page.tables),
+                f"{page!r} freed with PG_active set (BUG: Bad page state)",
+            )
 
     # -- readers ------------------------------------------------------------------------------
     def table_access(self, cpu: CPU, table: PageTable, gen: int, what: str) -> None:
@@ -245,26 +268,40 @@ class SafetyChecker:
         if page.allocated and page.gen == gen:
             return
         state = "reused" if page.allocated else "freed"
-        self.violation("use_after_free", cpu, (table, page),
-                       f"cpu{cpu.id} {what} of {table!r}: its page was {state} under the "
-                       f"RCU reader")
+        self.violation(
+            "use_after_free",
+            cpu,
+            (table, page),
+            f"cpu{cpu.id} {what} of {table!r}: its page was {state} under the RCU reader",
+        )
 
     # -- rcu_head and list links --------------------------------------------------------------
     def rcu_queue(self, cpu: CPU, page: Page) -> None:
         self.note(page, cpu, "rcu_head queued")
         if page.rcu_queued:
-            self.violation("rcu_head_reuse", cpu, (page, *page.tables),
-                           f"rcu_head of {page!r} queued while already queued")
+            self.violation(
+                "rcu_head_reuse",
+                cpu,
+                (page, *page.tables),
+                f"rcu_head of {page!r} queued while already queued",
+            )
         elif page.on_list is not None:
-            self.violation("rcu_head_reuse", cpu, (page,),
-                           f"rcu_head of {page!r} queued while its lru links are on "
-                           f"{page.on_list!r}")
+            self.violation(
+                "rcu_head_reuse",
+                cpu,
+                (page,),
+                f"rcu_head of {page!r} queued while its lru links are on {page.on_list!r}",
+            )
 
     def list_use(self, cpu: CPU, page: Page, what: str) -> None:
         """A design links, unlinks or walks ``page``'s ``lru``/``pt_list`` links."""
         if page.rcu_queued:
-            self.violation("rcu_head_reuse", cpu, (page,),
-                           f"{what}: lru links of {page!r} used while its rcu_head is queued")
+            self.violation(
+                "rcu_head_reuse",
+                cpu,
+                (page,),
+                f"{what}: lru links of {page!r} used while its rcu_head is queued",
+            )
         self.note(page, cpu, what)
 
     # -- mms ----------------------------------------------------------------------------------
@@ -289,8 +326,9 @@ class SafetyChecker:
             return  # one access seen through two hooks (mm_access and a poisoned lock)
         self._last_mm_report = key
         c = "" if cpu is None else f"cpu{cpu.id} "
-        self.violation("callback_freed_mm", cpu, (mm, *related),
-                       f"{c}{what} of {mm!r} after the mm was freed")
+        self.violation(
+            "callback_freed_mm", cpu, (mm, *related), f"{c}{what} of {mm!r} after the mm was freed"
+        )
 
     # -- frees and invariants -----------------------------------------------------------------
     def table_free(self, cpu: CPU, table: PageTable) -> None:
@@ -300,7 +338,9 @@ class SafetyChecker:
 
     def sleep_in_atomic(self, cpu: CPU | None, obj, context: str) -> None:
         """A sleeping call made in ``context``, where preemption is disabled."""
-        self.violation("sleep_in_atomic", cpu, (obj,), f"sleeping call in atomic context: {context}")
+        self.violation(
+            "sleep_in_atomic", cpu, (obj,), f"sleeping call in atomic context: {context}"
+        )
 
     def invariant(self, cpu: CPU | None, objects: tuple, message: str) -> None:
         self.violation("invariant", cpu, objects, message)
@@ -317,10 +357,12 @@ class SafetyChecker:
             held = alloc.account.held
             pages = len(alloc.held_pages)
             if held != pages * page_size:
-                errors.append(f"{alloc.name}: memory books say {held} B held but the design "
-                              f"holds {pages} pages of {page_size} B")
+                errors.append(
+                    f"{alloc.name}: memory books say {held} B held but the design "
+                    f"holds {pages} pages of {page_size} B"
+                )
             for msg in errors:
-                if msg not in self._reported_invariants:   # a lasting breakage reports once
+                if msg not in self._reported_invariants:  # a lasting breakage reports once
                     self._reported_invariants.add(msg)
                     self.violation("invariant", None, (), msg)
 

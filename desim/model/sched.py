@@ -62,21 +62,32 @@ EAGER_PULL = False
 class Task:
     """A schedulable process (``task_struct``)."""
 
-    __slots__ = ("id", "cpu", "prev", "allowed", "state", "ev", "gen", "in_burst",
-                 "kernel_resume", "wait_since", "name")
+    __slots__ = (
+        "id",
+        "cpu",
+        "prev",
+        "allowed",
+        "state",
+        "ev",
+        "gen",
+        "in_burst",
+        "kernel_resume",
+        "wait_since",
+        "name",
+    )
 
     def __init__(self, tid: int, name: str, allowed: list | None) -> None:
         self.id = tid
         self.name = name
         self.cpu: CPU | None = None
-        self.prev: CPU | None = None        # the CPU it last ran on (wake-affine)
-        self.allowed = allowed              # CPUs it may run on (None: all)
+        self.prev: CPU | None = None  # the CPU it last ran on (wake-affine)
+        self.allowed = allowed  # CPUs it may run on (None: all)
         self.state = RUNNABLE
-        self.ev: Event | None = None        # what its process waits on
-        self.gen = 0                        # bumps at each preemption: a stale burst timer
-        self.in_burst = False               # running user code in ``run_user``
-        self.kernel_resume = False          # woken from a sleep in kernel code
-        self.wait_since = -1                # when it became runnable (run-queue wait)
+        self.ev: Event | None = None  # what its process waits on
+        self.gen = 0  # bumps at each preemption: a stale burst timer
+        self.in_burst = False  # running user code in ``run_user``
+        self.kernel_resume = False  # woken from a sleep in kernel code
+        self.wait_since = -1  # when it became runnable (run-queue wait)
 
     def __repr__(self) -> str:
         return f"{self.name}[{self.id}]"
@@ -88,7 +99,7 @@ class RunQueue:
     def __init__(self) -> None:
         self.queue: deque[Task] = deque()
         self.tick_armed = False
-        self.run_start = 0                  # when the current task got the CPU (its slice)
+        self.run_start = 0  # when the current task got the CPU (its slice)
 
 
 class Scheduler:
@@ -105,7 +116,7 @@ class Scheduler:
         self.wake_affine = cfg.wake_affine
         self.jiffy = m.config.machine.jiffy_ns
         self.rqs = [RunQueue() for _ in m.cpus]
-        self.waiting = 0                    # tasks on all run queues: none, no CPU can pull
+        self.waiting = 0  # tasks on all run queues: none, no CPU can pull
         self.next_id = 0
         self._rot = 0
         # statistics
@@ -148,7 +159,7 @@ class Scheduler:
     def exit(self, task: Task) -> None:
         """``do_task_dead``: the task, in kernel mode on its CPU, switches out for good."""
         cpu = task.cpu
-        cpu.release()               # a context switch; sleep_in_kernel hands the CPU on
+        cpu.release()  # a context switch; sleep_in_kernel hands the CPU on
         task.state = DEAD
 
     def run_user(self, task: Task, ns: int):
@@ -178,12 +189,12 @@ class Scheduler:
                 # The burst's time has passed: what kernel work took meanwhile is still owed.
                 ns = self._take_lost(task.cpu)
                 continue
-            ns -= env._now - t0 - lost          # preempted at a tick: the rest comes later
+            ns -= env._now - t0 - lost  # preempted at a tick: the rest comes later
             yield from self._wait_turn(task)
 
     def _burst_end(self, task: Task, gen: int, _ev) -> None:
         if task.gen != gen:
-            return          # the task was preempted meanwhile: this timer is stale
+            return  # the task was preempted meanwhile: this timer is stale
         ev = task.ev
         task.ev = None
         ev.succeed(None)
@@ -207,9 +218,15 @@ class Scheduler:
         cpus = task.allowed or self.cpus
         rqs = self.rqs
         prev = task.prev
-        if (not new and self.wake_affine and prev is not None and prev.curr is None
-                and prev.owner is None and not rqs[prev.id].queue
-                and (task.allowed is None or prev in cpus)):
+        if (
+            not new
+            and self.wake_affine
+            and prev is not None
+            and prev.curr is None
+            and prev.owner is None
+            and not rqs[prev.id].queue
+            and (task.allowed is None or prev in cpus)
+        ):
             return prev
         k = len(cpus)
         start = self._rot % k
@@ -276,7 +293,7 @@ class Scheduler:
         cpu.curr = task
         self.switches += 1
         if not replacing:
-            cpu.enter_user()        # a resident: user mode unless it owns the CPU
+            cpu.enter_user()  # a resident: user mode unless it owns the CPU
         cpu.user_lost = 0
         cpu.user_since = now if cpu.owner is not None else -1
         ev = task.ev
@@ -290,7 +307,7 @@ class Scheduler:
             else:
                 if ev is None:
                     ev = task.ev = Event(self.env)
-                cpu.runq.append((task, ev))     # behind the kernel work holding the CPU
+                cpu.runq.append((task, ev))  # behind the kernel work holding the CPU
             cpu.user_since = -1
         elif ev is not None:
             task.ev = None
@@ -322,14 +339,14 @@ class Scheduler:
         if task is not None:
             self._dispatch(cpu, task, replacing=True)
             return
-        self.switches += 1          # to the idle task
+        self.switches += 1  # to the idle task
         cpu.leave_user()
 
     def _pull(self, cpu: CPU) -> Task | None:
         """``newidle_balance``: a CPU about to idle takes the first waiting task of the busiest
         run queue that may run here (a task woken in kernel code stays where it slept)."""
         if not self.waiting and not EAGER_PULL:
-            return None     # every run queue is empty: the scan below would find none
+            return None  # every run queue is empty: the scan below would find none
         rqs = self.rqs
         best = None
         for c in self.cpus:
@@ -349,7 +366,7 @@ class Scheduler:
         """``CPU.release`` by the current task: it sleeps in kernel code (or is dead)."""
         task = cpu.curr
         task.state = BLOCKED
-        cpu._next()                 # kernel work queued on the CPU goes first
+        cpu._next()  # kernel work queued on the CPU goes first
         self._switch_out(cpu, requeue=False, qs=False)
 
     # -- the tick ---------------------------------------------------------------------------------
@@ -357,7 +374,7 @@ class Scheduler:
         now = self.env._now
         end = max(now, rq.run_start + self.slice)
         j = self.jiffy
-        t = -(-end // j) * j        # the first tick at or after the slice's end
+        t = -(-end // j) * j  # the first tick at or after the slice's end
         rq.tick_armed = True
         Timeout(self.env, t - now).callbacks.append(partial(self._tick, cpu))
 
@@ -371,7 +388,7 @@ class Scheduler:
             return
         now = self.env._now
         if now - rq.run_start < self.slice:
-            self._arm(cpu, rq)      # a task that came on since: its own slice
+            self._arm(cpu, rq)  # a task that came on since: its own slice
             return
         if not task.in_burst or cpu.owner is not None:
             # In kernel code, or kernel work holds the CPU: need_resched; look again next tick.

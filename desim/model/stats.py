@@ -134,8 +134,16 @@ class LockClassStats:
     them, are an exact total and maximum, two integers updated at each release.
     """
 
-    __slots__ = ("name", "uncontended", "contended", "free_handoffs", "regrants", "wait",
-                 "hold_total", "hold_max")
+    __slots__ = (
+        "name",
+        "uncontended",
+        "contended",
+        "free_handoffs",
+        "regrants",
+        "wait",
+        "hold_total",
+        "hold_max",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -51,12 +51,12 @@ def _spec_for(res: Results, spec_file: str | Path | None) -> ReportSpec:
         try:
             data = yaml.safe_load(Path(spec_file).read_text()) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ReportSpecError(f"{spec_file}: cannot read it "
-                                  f"({' '.join(str(exc).split())})") from None
+            raise ReportSpecError(
+                f"{spec_file}: cannot read it ({' '.join(str(exc).split())})"
+            ) from None
         if not isinstance(data, dict):
             raise ReportSpecError(f"{spec_file}: the top level must be a mapping")
-        return parse_spec(data.get("report") if "report" in data else data,
-                          f"{spec_file}: report")
+        return parse_spec(data.get("report") if "report" in data else data, f"{spec_file}: report")
     if res.experiment is not None:
         return parse_spec(res.experiment.get("report"), "experiment.yaml: report")
     return ReportSpec()
@@ -72,8 +72,9 @@ def _save(fig, out: Path, name: str) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
-def make_report(results_dir: str | Path, out: str | Path | None = None,
-                spec_file: str | Path | None = None) -> Report:
+def make_report(
+    results_dir: str | Path, out: str | Path | None = None, spec_file: str | Path | None = None
+) -> Report:
     """Write the report of ``results_dir`` to ``out`` (default ``<results_dir>/report``)."""
     t0 = time.perf_counter()
     res = load(results_dir)
@@ -97,8 +98,9 @@ def _write(res: Results, spec: ReportSpec, outdir: Path, t0: float) -> Report:
     apply_theme()
     ctx = Context.build(res, spec)
     for run_id, why in res.unreadable:
-        ctx.notes.append(f"Run {run_id} could not be read ({why}) and is left out of every "
-                         "figure and table.")
+        ctx.notes.append(
+            f"Run {run_id} could not be read ({why}) and is left out of every figure and table."
+        )
     report = Report(out=outdir, html=outdir / "report.html")
     figs, skipped = [], []
     for name in spec.figures:
@@ -108,28 +110,49 @@ def _write(res: Results, spec: ReportSpec, outdir: Path, t0: float) -> Report:
             continue
         assert isinstance(r, Fig)
         b64 = _save(r.figure, outdir, name)
-        figs.append({"name": name, "title": r.title, "caption": r.caption, "png_b64": b64,
-                     "png": f"{name}.png", "svg": f"{name}.svg"})
+        figs.append(
+            {
+                "name": name,
+                "title": r.title,
+                "caption": r.caption,
+                "png_b64": b64,
+                "png": f"{name}.png",
+                "svg": f"{name}.svg",
+            }
+        )
     head, rows, tidy = tables.headline(ctx)
     tidy.to_csv(outdir / "headline.csv", index=False)
-    key_cols = len(head) - len([m for m in (spec.metrics or []) or tables.DEFAULT_METRICS
-                                if m in ctx.runs])
+    key_cols = len(head) - len(
+        [m for m in (spec.metrics or []) or tables.DEFAULT_METRICS if m in ctx.runs]
+    )
     n = len(res.runs)
-    what = (f"{n} runs: {len(res.designs)} design(s)"
-            + (f" × {ctx.x_label} ∈ {{{', '.join(f'{v:g}' for v in ctx.xvals)}}}" if ctx.x else "")
-            + (f", swept: {', '.join(res.params)}" if res.params else ""))
-    viol = [{**v, "t": f"{v['t_ns'] / 1e6:.3f} ms" if v.get("t_ns") is not None else "?"}
-            for v in tables.violations(ctx)]
+    what = (
+        f"{n} runs: {len(res.designs)} design(s)"
+        + (f" × {ctx.x_label} ∈ {{{', '.join(f'{v:g}' for v in ctx.xvals)}}}" if ctx.x else "")
+        + (f", swept: {', '.join(res.params)}" if res.params else "")
+    )
+    viol = [
+        {**v, "t": f"{v['t_ns'] / 1e6:.3f} ms" if v.get("t_ns") is not None else "?"}
+        for v in tables.violations(ctx)
+    ]
     seconds = time.perf_counter() - t0
     html = render(
         title=spec.title or f"desim report: {res.root.resolve().name}",
-        subtitle=what, notes=ctx.notes,
+        subtitle=what,
+        notes=ctx.notes,
         designs=[(d, design_colour(d)) for d in res.designs],
         glossary=sorted(GLOSSARY.items(), key=lambda kv: kv[0].lower()),
-        figures=figs, skipped=skipped, head=head, rows=rows, key_cols=key_cols,
-        violations=viol, provenance=tables.provenance(ctx),
-        experiment=res.experiment_text, config=tables.resolved_config(ctx),
-        seconds=f"{seconds:.1f}", generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        figures=figs,
+        skipped=skipped,
+        head=head,
+        rows=rows,
+        key_cols=key_cols,
+        violations=viol,
+        provenance=tables.provenance(ctx),
+        experiment=res.experiment_text,
+        config=tables.resolved_config(ctx),
+        seconds=f"{seconds:.1f}",
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     )
     report.html.write_text(html)
     report.figures = [f["name"] for f in figs]

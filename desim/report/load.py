@@ -66,8 +66,11 @@ def find_run_dirs(root: Path) -> list[Path]:
         return [root]
     runs = root / "runs"
     base = runs if runs.is_dir() else root
-    return sorted(p.parent for p in base.rglob(DONE)
-                  if not any(part.startswith(".") for part in p.relative_to(base).parts))
+    return sorted(
+        p.parent
+        for p in base.rglob(DONE)
+        if not any(part.startswith(".") for part in p.relative_to(base).parts)
+    )
 
 
 @dataclass
@@ -76,16 +79,16 @@ class Results:
 
     root: Path
     is_sweep: bool
-    runs: pd.DataFrame                       # one row per complete run (see ``load``)
-    params: list[str]                        # swept keys, design included when it varies
-    configs: dict[str, dict]                 # run_id -> resolved config (nested)
+    runs: pd.DataFrame  # one row per complete run (see ``load``)
+    params: list[str]  # swept keys, design included when it varies
+    configs: dict[str, dict]  # run_id -> resolved config (nested)
     manifests: dict[str, dict]
     dirs: dict[str, Path]
     violations: dict[str, list]
-    experiment: dict | None = None           # the sweep's experiment.yaml, if any
+    experiment: dict | None = None  # the sweep's experiment.yaml, if any
     experiment_text: str | None = None
     failed: list[str] = field(default_factory=list)
-    unreadable: list[tuple[str, str]] = field(default_factory=list)   # (run, why), left out
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (run, why), left out
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -149,21 +152,31 @@ def load(root: str | Path) -> Results:
         summ = read_json(d / SUMMARY)
         configs[run_id], manifests[run_id], ids[run_id] = cfg, man, d
         violations[run_id] = read_json(d / VIOLATIONS)
-        for k in (man.get("params") or {}):
+        for k in man.get("params") or {}:
             swept[k] = None
         flat = {k: _hashable(v) for k, v in flatten(cfg).items()}
         rep = man.get("replication")
-        row = {"run_id": run_id, "replication": rep, "seed": man.get("seed", cfg.get("seed")),
-               "status": man.get("status", "ok"), **flat,
-               **{k: (float("nan") if v is None else v) for k, v in summ.items()}}
+        row = {
+            "run_id": run_id,
+            "replication": rep,
+            "seed": man.get("seed", cfg.get("seed")),
+            "status": man.get("status", "ok"),
+            **flat,
+            **{k: (float("nan") if v is None else v) for k, v in summ.items()},
+        }
         rows.append(row)
     if not rows:
-        bits = [f"{len(failed)} failed runs" if failed else "",
-                f"{len(unreadable)} unreadable ({unreadable[0][0]}: {unreadable[0][1]})"
-                if unreadable else ""]
+        bits = [
+            f"{len(failed)} failed runs" if failed else "",
+            f"{len(unreadable)} unreadable ({unreadable[0][0]}: {unreadable[0][1]})"
+            if unreadable
+            else "",
+        ]
         extra = "; ".join(b for b in bits if b)
-        raise ResultsError(f"{root}: no complete run directory (none holds {DONE} and every "
-                           f"file a run writes)" + (f"; {extra}" if extra else ""))
+        raise ResultsError(
+            f"{root}: no complete run directory (none holds {DONE} and every "
+            f"file a run writes)" + (f"; {extra}" if extra else "")
+        )
     df = pd.DataFrame(rows)
     if DESIGN not in df:
         df[DESIGN] = "generic"
@@ -186,9 +199,20 @@ def load(root: str | Path) -> Results:
     keep = ["run_id", "replication", "seed", "status", DESIGN, *[p for p in params if p != DESIGN]]
     metric_cols = [c for c in df.columns if c not in keep and c not in flatten_keys(configs)]
     runs = df[keep + metric_cols].copy()
-    return Results(root=root, is_sweep=is_sweep, runs=runs, params=params, configs=configs,
-                   manifests=manifests, dirs=ids, violations=violations, experiment=exp,
-                   experiment_text=exp_text, failed=failed, unreadable=unreadable)
+    return Results(
+        root=root,
+        is_sweep=is_sweep,
+        runs=runs,
+        params=params,
+        configs=configs,
+        manifests=manifests,
+        dirs=ids,
+        violations=violations,
+        experiment=exp,
+        experiment_text=exp_text,
+        failed=failed,
+        unreadable=unreadable,
+    )
 
 
 def _label_variants(df: pd.DataFrame, params: list[str]) -> None:
@@ -203,9 +227,13 @@ def _label_variants(df: pd.DataFrame, params: list[str]) -> None:
     keys = [c for c in df.columns if c.startswith("allocator.params.")]
 
     def label(row) -> str:
-        parts = [f"{k.rsplit('.', 1)[1]}={row[k]}" for k in keys
-                 if isinstance(row[k], str | int | float | bool) and row[k] == row[k]
-                 and df.loc[df[DESIGN] == row[DESIGN], k].nunique(dropna=True) > 1]
+        parts = [
+            f"{k.rsplit('.', 1)[1]}={row[k]}"
+            for k in keys
+            if isinstance(row[k], str | int | float | bool)
+            and row[k] == row[k]
+            and df.loc[df[DESIGN] == row[DESIGN], k].nunique(dropna=True) > 1
+        ]
         return " ".join([row[DESIGN], *parts])
 
     df[DESIGN] = df.apply(label, axis=1)

@@ -20,6 +20,7 @@ def figure(name: str, group: str, rank: int) -> Callable:
     def deco(fn):
         fn.group, fn.rank = group, rank
         return FIGURES.register(name)(fn)
+
     return deco
 
 

@@ -29,12 +29,22 @@ def __getattr__(name: str):
         return [n for n, _ in ordered()]
     raise AttributeError(name)
 
+
 # The answer to the main question (what deferring costs in memory, and is it safe) first.
 DEFAULT_METRICS = [
-    "mem.overhead.mean_bytes", "mem.overhead.peak_bytes", "safety.violations",
-    "fault.p50_ns", "fault.p99_ns", "alloc.p99_ns", "defer.p99_ns", "exit.p99_ns",
-    "free_to_reuse.mean_ns", "rcu.gp.mean_ns", "rcu.callbacks_pending_max",
-    "mem.held.mean_bytes", "lock.ptl.contention_ratio",
+    "mem.overhead.mean_bytes",
+    "mem.overhead.peak_bytes",
+    "safety.violations",
+    "fault.p50_ns",
+    "fault.p99_ns",
+    "alloc.p99_ns",
+    "defer.p99_ns",
+    "exit.p99_ns",
+    "free_to_reuse.mean_ns",
+    "rcu.gp.mean_ns",
+    "rcu.callbacks_pending_max",
+    "mem.held.mean_bytes",
+    "lock.ptl.contention_ratio",
 ]
 
 
@@ -63,8 +73,9 @@ class ReportSpec(BaseModel):
             elif name in every:
                 out.append(name)
             else:
-                raise ValueError(f"unknown figure {name!r}; allowed: "
-                                 f"{', '.join([*grouped, *every])}")
+                raise ValueError(
+                    f"unknown figure {name!r}; allowed: {', '.join([*grouped, *every])}"
+                )
         return list(dict.fromkeys(out))
 
     @field_validator("latency_ops")

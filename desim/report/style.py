@@ -85,19 +85,36 @@ def palette(designs) -> dict[str, str]:
 
 
 def apply_theme() -> None:
-    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.85, rc={
-        "figure.dpi": 100, "savefig.dpi": 120,
-        "axes.titlesize": 10, "axes.titleweight": "bold", "legend.fontsize": 8,
-        "legend.title_fontsize": 8, "svg.fonttype": "none",
-    })
+    sns.set_theme(
+        context="notebook",
+        style="whitegrid",
+        font_scale=0.85,
+        rc={
+            "figure.dpi": 100,
+            "savefig.dpi": 120,
+            "axes.titlesize": 10,
+            "axes.titleweight": "bold",
+            "legend.fontsize": 8,
+            "legend.title_fontsize": 8,
+            "svg.fonttype": "none",
+        },
+    )
 
 
-def subplots(nrows: int, ncols: int, sharex=False, sharey=False, w=PANEL_W, h=PANEL_H,
-             legend_w: float = 1.8):
+def subplots(
+    nrows: int, ncols: int, sharex=False, sharey=False, w=PANEL_W, h=PANEL_H, legend_w: float = 1.8
+):
     # Constrained layout keeps the figure title, panel titles, tick labels and the legend
     # (placed "outside right") from overlapping.
-    fig, axes = plt.subplots(nrows, ncols, figsize=(min(w * ncols + legend_w, 16), h * nrows + 0.5),
-                             squeeze=False, sharex=sharex, sharey=sharey, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(min(w * ncols + legend_w, 16), h * nrows + 0.5),
+        squeeze=False,
+        sharex=sharex,
+        sharey=sharey,
+        layout="constrained",
+    )
     return fig, axes
 
 
@@ -129,7 +146,7 @@ def log_time_axis(ax, axis: str = "x", min_decades: float = 1.0) -> None:
         lo, hi = mid / half, mid * half
         (ax.set_xlim if axis == "x" else ax.set_ylim)(lo, hi)
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
-    subs = ((1.0, 2.0, 5.0) if decades < 1.6 else (1.0, 3.0) if decades < 3.2 else (1.0,))
+    subs = (1.0, 2.0, 5.0) if decades < 1.6 else (1.0, 3.0) if decades < 3.2 else (1.0,)
     a = ax.xaxis if axis == "x" else ax.yaxis
     a.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
     a.set_major_formatter(FuncFormatter(ns_label))

@@ -26,10 +26,15 @@ HEADERS = {
     "mem.overhead.mean_bytes": "waste, mean",
     "mem.overhead.peak_bytes": "waste, peak",
     "safety.violations": "safety violations",
-    "fault.p50_ns": "fault p50", "fault.p99_ns": "fault p99", "alloc.p99_ns": "alloc p99",
-    "defer.p99_ns": "defer p99", "exit.p99_ns": "exit p99",
-    "free_to_reuse.mean_ns": "free-to-reuse mean", "rcu.gp.mean_ns": "GP mean",
-    "rcu.callbacks_pending_max": "callback backlog, max", "mem.held.mean_bytes": "held, mean",
+    "fault.p50_ns": "fault p50",
+    "fault.p99_ns": "fault p99",
+    "alloc.p99_ns": "alloc p99",
+    "defer.p99_ns": "defer p99",
+    "exit.p99_ns": "exit p99",
+    "free_to_reuse.mean_ns": "free-to-reuse mean",
+    "rcu.gp.mean_ns": "GP mean",
+    "rcu.callbacks_pending_max": "callback backlog, max",
+    "mem.held.mean_bytes": "held, mean",
     "lock.ptl.contention_ratio": "ptl contended",
 }
 
@@ -96,25 +101,36 @@ def headline(ctx: Context) -> tuple[list[str], list[list[str]], pd.DataFrame]:
     # Any other swept parameter that moves with the design is shown too (e.g. page size).
     shown_params = [p for p in ctx.res.params if p not in (DESIGN, ctx.x) and p not in ctx.extra]
     tidy = []
-    base = runs.groupby(keys, sort=False).agg(
-        runs=("run_id", "count"), **{p: (p, "first") for p in shown_params}).reset_index()
+    base = (
+        runs.groupby(keys, sort=False)
+        .agg(runs=("run_id", "count"), **{p: (p, "first") for p in shown_params})
+        .reset_index()
+    )
     for m in metrics:
         a = mean_ci(runs.assign(**{m: pd.to_numeric(runs[m], errors="coerce")}), keys, m)
         a["metric"] = m
         tidy.append(a)
     tidy_df = pd.concat(tidy, ignore_index=True) if tidy else pd.DataFrame()
-    units = {m: column_unit(m, tidy_df.loc[tidy_df["metric"] == m, "mean"].tolist())
-             for m in metrics}
-    header = ["design", *([ctx.x_label] if ctx.x else []),
-              *[param_label(p).removesuffix(" (bytes)") for p in shown_params], "runs",
-              *[metric_header(m) + (f" ({units[m][0]})" if units[m][0] else "")
-                for m in metrics]]
+    units = {
+        m: column_unit(m, tidy_df.loc[tidy_df["metric"] == m, "mean"].tolist()) for m in metrics
+    }
+    header = [
+        "design",
+        *([ctx.x_label] if ctx.x else []),
+        *[param_label(p).removesuffix(" (bytes)") for p in shown_params],
+        "runs",
+        *[metric_header(m) + (f" ({units[m][0]})" if units[m][0] else "") for m in metrics],
+    ]
     order = {s: i for i, s in enumerate(ctx.series)}
     base = base.sort_values(keys, key=lambda c: c.map(order) if c.name == "series" else c)
     rows = []
     for _, b in base.iterrows():
-        cells = [b["series"], *([f"{b[ctx.x]:g}"] if ctx.x else []),
-                 *[fmt_param(p, b[p]) for p in shown_params], str(b["runs"])]
+        cells = [
+            b["series"],
+            *([f"{b[ctx.x]:g}"] if ctx.x else []),
+            *[fmt_param(p, b[p]) for p in shown_params],
+            str(b["runs"]),
+        ]
         for m in metrics:
             sel = tidy_df[(tidy_df["metric"] == m) & (tidy_df["series"] == b["series"])]
             if ctx.x:
@@ -144,25 +160,36 @@ def provenance(ctx: Context) -> list[tuple[str, str]]:
     seed_text = ", ".join(seeds) or "?"
     if spawn:
         reps = sorted({tuple(s) for s in spawn})
-        seed_text += (f" (root SeedSequence; replications use spawned children "
-                      f"{', '.join(str(list(r)) for r in reps)})")
+        seed_text += (
+            f" (root SeedSequence; replications use spawned children "
+            f"{', '.join(str(list(r)) for r in reps)})"
+        )
     walls = [m.get("wall_s") or 0 for m in mans]
     rows = [
         ("results", str(res.root.resolve())),
         ("kind", "sweep" if res.is_sweep else "single run"),
-        ("runs", f"{len(res.runs)} complete"
-         + (f", {len(res.failed)} failed ({', '.join(res.failed[:5])})" if res.failed else "")
-         + (f", {len(res.unreadable)} unreadable and left out ("
-            + "; ".join(f"{r}: {why}" for r, why in res.unreadable[:5]) + ")"
-            if res.unreadable else "")),
+        (
+            "runs",
+            f"{len(res.runs)} complete"
+            + (f", {len(res.failed)} failed ({', '.join(res.failed[:5])})" if res.failed else "")
+            + (
+                f", {len(res.unreadable)} unreadable and left out ("
+                + "; ".join(f"{r}: {why}" for r, why in res.unreadable[:5])
+                + ")"
+                if res.unreadable
+                else ""
+            ),
+        ),
         ("designs", ", ".join(ctx.res.designs)),
         ("swept parameters", ", ".join(res.params) or "none"),
         ("desim version", ", ".join(uniq("desim_version")) or "?"),
         ("python", ", ".join(uniq("python")) or "?"),
         ("seeds", seed_text),
         ("command", " | ".join(cmds[:3]) + (f" (+{len(cmds) - 3} more)" if len(cmds) > 3 else "")),
-        ("run dates (UTC)", f"{dates[0]} … {dates[-1]}" if len(dates) > 1 else
-         (dates[0] if dates else "?")),
+        (
+            "run dates (UTC)",
+            f"{dates[0]} … {dates[-1]}" if len(dates) > 1 else (dates[0] if dates else "?"),
+        ),
         ("simulation wall time", f"{sum(walls):.1f} s in all"),
     ]
     return rows
@@ -183,9 +210,14 @@ def violations(ctx: Context) -> list[dict]:
     out = []
     for run_id, vs in ctx.res.violations.items():
         for v in vs:
-            out.append({"run": run_id, "design": ctx.res.runs.set_index("run_id").loc[
-                run_id, DESIGN], **{k: v.get(k) for k in ("t_ns", "cpu", "kind", "message")},
-                "history": v.get("history") or []})
+            out.append(
+                {
+                    "run": run_id,
+                    "design": ctx.res.runs.set_index("run_id").loc[run_id, DESIGN],
+                    **{k: v.get(k) for k in ("t_ns", "cpu", "kind", "message")},
+                    "history": v.get("history") or [],
+                }
+            )
             if len(out) >= MAX_VIOLATIONS:
                 return out
     return out

@@ -37,8 +37,17 @@ from desim.rundir import DONE, FAILED, SUMMARY, check_complete, manifest_of, rea
 from desim.stats import parse_stats_options, point_table, steady_means
 from desim.sweep.experiment import Experiment, RunSpec
 
-FIXED = ("run_id", "point", "replication", "status", "seed", "seed_entropy", "seed_spawn_key",
-         "wall_s", "error")
+FIXED = (
+    "run_id",
+    "point",
+    "replication",
+    "status",
+    "seed",
+    "seed_entropy",
+    "seed_spawn_key",
+    "wall_s",
+    "error",
+)
 
 
 def param_column(key: str) -> str:
@@ -61,7 +70,7 @@ def _unit_of(annotation, metadata=()) -> str | None:
         name = getattr(getattr(func, "__wrapped__", func), "__name__", "")
         if name in UNIT_OF_PARSER:
             return UNIT_OF_PARSER[name]
-        if hasattr(m, "metadata"):           # a FieldInfo nested in Annotated
+        if hasattr(m, "metadata"):  # a FieldInfo nested in Annotated
             u = _unit_of(None, m.metadata)
             if u:
                 return u
@@ -120,15 +129,23 @@ def point_params(exp: Experiment, specs: list[RunSpec]) -> tuple[dict[int, dict]
     return values, units
 
 
-def run_row(exp: Experiment, spec: RunSpec, runs_dir: Path, opts,
-            params: dict | None = None) -> dict:
+def run_row(
+    exp: Experiment, spec: RunSpec, runs_dir: Path, opts, params: dict | None = None
+) -> dict:
     d = runs_dir / spec.run_id
     row = {"run_id": spec.run_id, "point": spec.point, "replication": spec.replication}
     params = spec.params if params is None else params
     row.update({param_column(k): _cell(params.get(k)) for k in exp.swept_keys})
-    row.update({"status": "missing", "seed": exp.seed, "seed_entropy": spec.entropy,
-                "seed_spawn_key": list(spec.spawn_key), "wall_s": math.nan,
-                "error": None})
+    row.update(
+        {
+            "status": "missing",
+            "seed": exp.seed,
+            "seed_entropy": spec.entropy,
+            "seed_spawn_key": list(spec.spawn_key),
+            "wall_s": math.nan,
+            "error": None,
+        }
+    )
     if (d / FAILED).exists():
         man = manifest_of(d)
         row["status"] = "failed"
@@ -136,12 +153,12 @@ def run_row(exp: Experiment, spec: RunSpec, runs_dir: Path, opts,
         row["error"] = man.get("error") or "failed (manifest unreadable)"
     elif (d / DONE).exists():
         why = check_complete(d)
-        if why is not None:       # a damaged directory is not a result: said, and left out
+        if why is not None:  # a damaged directory is not a result: said, and left out
             row["status"] = "failed"
             row["error"] = f"run directory damaged: {why}"
             return row
         man = manifest_of(d)
-        if man.get("digest") != spec.digest:   # left from other inputs by an interrupted sweep
+        if man.get("digest") != spec.digest:  # left from other inputs by an interrupted sweep
             row["status"] = "stale"
             row["error"] = "made from other inputs; re-run the sweep to redo it"
             return row
@@ -156,7 +173,9 @@ def run_row(exp: Experiment, spec: RunSpec, runs_dir: Path, opts,
 def _uniform(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     """A parameter column mixing types (4 and "8") is stored as text, which parquet accepts."""
     for c in cols:
-        kinds = {type(v) for v in df[c] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        kinds = {
+            type(v) for v in df[c] if v is not None and not (isinstance(v, float) and math.isnan(v))
+        }
         if len(kinds) > 1 and not kinds <= {int, float}:
             df[c] = df[c].map(lambda v: None if v is None else str(v))
     return df
@@ -165,15 +184,18 @@ def _uniform(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 def _write_parquet(df: pd.DataFrame, path: Path, units: dict[str, str] | None = None) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
     if units:
-        fields = [f.with_metadata({"unit": units[f.name]}) if f.name in units else f
-                  for f in table.schema]
+        fields = [
+            f.with_metadata({"unit": units[f.name]}) if f.name in units else f for f in table.schema
+        ]
         table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
     tmp = path.with_name(temp_name(path.name, os.getpid()))
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
-def aggregate(exp: Experiment, specs: list[RunSpec], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def aggregate(
+    exp: Experiment, specs: list[RunSpec], out: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     opts = parse_stats_options(exp.stats)
     runs_dir = out / "runs"
     values, units = point_params(exp, specs)
@@ -186,8 +208,11 @@ def aggregate(exp: Experiment, specs: list[RunSpec], out: Path) -> tuple[pd.Data
         # SeedSequence takes any non-negative integer; parquet's widest is 64 bits unsigned.
         if runs[c].max() >= 2**63:
             runs[c] = runs[c].astype("UInt64" if runs[c].max() < 2**64 else "string")
-    metrics = [c for c in runs.columns if c not in FIXED and c not in keys
-               and pd.api.types.is_numeric_dtype(runs[c])]
+    metrics = [
+        c
+        for c in runs.columns
+        if c not in FIXED and c not in keys and pd.api.types.is_numeric_dtype(runs[c])
+    ]
     points = point_table(runs[runs["status"] != "missing"], keys, metrics, opts.confidence)
     _write_parquet(runs, out / "runs.parquet", units)
     _write_parquet(points, out / "points.parquet", units)

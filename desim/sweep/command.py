@@ -66,7 +66,7 @@ def estimate(specs: list[RunSpec], jobs: int) -> tuple[float, dict[int, float]]:
         return 0.0, {}
     step = max(1, len(points) // PROBE_POINTS)
     probed = points[::step][:PROBE_POINTS]
-    _probe_wall(probed[0][1], 0.01)                     # warm imports and caches, discarded
+    _probe_wall(probed[0][1], 0.01)  # warm imports and caches, discarded
     per: dict[int, float] = {}
     for pt, spec in probed:
         w1 = _probe_wall(spec, PROBE_FRACTION)
@@ -76,8 +76,9 @@ def estimate(specs: list[RunSpec], jobs: int) -> tuple[float, dict[int, float]]:
         per[pt] = fixed + slope
     known = [v for v in per.values() if v == v]
     fallback = sum(known) / len(known) if known else 0.0
-    costs = sorted((per.get(s.point, fallback) if s.invalid is None else 0.0 for s in specs),
-                   reverse=True)
+    costs = sorted(
+        (per.get(s.point, fallback) if s.invalid is None else 0.0 for s in specs), reverse=True
+    )
     heap = [0.0] * max(1, jobs)
     for c in costs:
         heapq.heappush(heap, heapq.heappop(heap) + (c if c == c else fallback))
@@ -97,27 +98,45 @@ def _params(spec: RunSpec) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.params.items()) or "(base)"
 
 
-def dry_run(exp: Experiment, specs: list[RunSpec], todo: list[RunSpec], jobs: int,
-            dask: str | None, console: Console) -> int:
+def dry_run(
+    exp: Experiment,
+    specs: list[RunSpec],
+    todo: list[RunSpec],
+    jobs: int,
+    dask: str | None,
+    console: Console,
+) -> int:
     todo_ids = {s.run_id for s in todo}
-    t = Table(title=f"{exp.name}: {len(specs)} runs ({len(exp.points)} points × "
-                    f"{exp.replications} replications)", title_justify="left")
+    t = Table(
+        title=f"{exp.name}: {len(specs)} runs ({len(exp.points)} points × "
+        f"{exp.replications} replications)",
+        title_justify="left",
+    )
     for c in ("run", "point", "rep", "parameters", "state"):
         t.add_column(c)
     for s in specs:
-        state = ("[red]invalid: " + s.invalid + "[/]" if s.invalid else
-                 "to run" if s.run_id in todo_ids else "[green]done[/]")
+        state = (
+            "[red]invalid: " + s.invalid + "[/]"
+            if s.invalid
+            else "to run"
+            if s.run_id in todo_ids
+            else "[green]done[/]"
+        )
         t.add_row(s.run_id, str(s.point), str(s.replication), _params(s), state)
     console.print(t)
     invalid = sum(1 for s in specs if s.invalid)
-    console.print(f"{len(specs)} runs: {len(specs) - len(todo)} done, {len(todo)} to run"
-                  + (f" ({invalid} invalid: they will be recorded as failed)" if invalid else ""))
+    console.print(
+        f"{len(specs)} runs: {len(specs) - len(todo)} done, {len(todo)} to run"
+        + (f" ({invalid} invalid: they will be recorded as failed)" if invalid else "")
+    )
     if todo and not dask:
         t0 = time.perf_counter()
         total, per = estimate(todo, jobs)
-        console.print(f"estimated wall time: {_fmt_s(total)} on {jobs} job(s) "
-                      f"(probes of {len(per)} point(s) took {time.perf_counter() - t0:.1f} s; "
-                      f"one run ≈ {_fmt_s(_mean(per.values()))})")
+        console.print(
+            f"estimated wall time: {_fmt_s(total)} on {jobs} job(s) "
+            f"(probes of {len(per)} point(s) took {time.perf_counter() - t0:.1f} s; "
+            f"one run ≈ {_fmt_s(_mean(per.values()))})"
+        )
     elif todo:
         console.print("estimated wall time: not probed for --dask (depends on the cluster)")
     return 0
@@ -135,7 +154,7 @@ def _claim(outdir: Path, exp: Experiment, experiment: str, force: bool, dry: boo
     if dry or not target.exists or sweep_name(outdir) in (None, exp.name):
         return
     old = outdir.with_name(temp_name(outdir.name, os.getpid(), "old"))
-    os.replace(outdir, old)          # --force: another experiment's sweep, replaced whole
+    os.replace(outdir, old)  # --force: another experiment's sweep, replaced whole
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -145,10 +164,11 @@ def parse_run_timeout(text: str | None) -> float | None:
         return None
     from desim.units import parse_time_ns
 
-    bad = SweepError(f"--run-timeout: expected a positive duration with a unit, e.g. 30s or "
-                     f"10min (got {text!r})")
+    bad = SweepError(
+        f"--run-timeout: expected a positive duration with a unit, e.g. 30s or 10min (got {text!r})"
+    )
     try:
-        float(text)            # a bare number (seconds? nanoseconds?) is refused
+        float(text)  # a bare number (seconds? nanoseconds?) is refused
     except ValueError:
         pass
     else:
@@ -157,14 +177,23 @@ def parse_run_timeout(text: str | None) -> float | None:
         ns = parse_time_ns(text)
     except (ValueError, TypeError, ArithmeticError):
         raise bad from None
-    if not 0 < ns < 10**18:    # 30 years: past that, a typo
+    if not 0 < ns < 10**18:  # 30 years: past that, a typo
         raise bad
     return ns / 1e9
 
 
-def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
-          dry: bool, fail_fast: bool, console: Console, err: Console,
-          run_timeout: str | None = None, force: bool = False) -> int:
+def sweep(
+    experiment: str,
+    jobs: int | None,
+    out: str | None,
+    dask: str | None,
+    dry: bool,
+    fail_fast: bool,
+    console: Console,
+    err: Console,
+    run_timeout: str | None = None,
+    force: bool = False,
+) -> int:
     timeout_s = parse_run_timeout(run_timeout)
     try:
         exp = load_experiment(experiment)
@@ -189,28 +218,45 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
         stale = clean_stale(runs_dir)
         try:
             runs_dir.mkdir(parents=True, exist_ok=True)
-            write_json(outdir / SWEEP, {"experiment": exp.name,
-                                        "path": str(Path(experiment).resolve())})
+            write_json(
+                outdir / SWEEP, {"experiment": exp.name, "path": str(Path(experiment).resolve())}
+            )
             (outdir / "experiment.yaml").write_bytes(Path(experiment).read_bytes())
         except OSError as exc:
             raise SweepError(f"{outdir}: cannot write there ({exc.strerror or exc})") from None
         todo, done, redo = split(specs, runs_dir)
         where = f"on Dask {dask}" if dask else f"on {jobs} jobs" if jobs > 1 else "serially"
-        err.print(f"{exp.name}: {len(specs)} runs, {len(done)} already done, "
-                  f"{len(todo)} to run {where}"
-                  + (f" ({stale} unfinished temporary dir(s) removed)" if stale else ""))
+        err.print(
+            f"{exp.name}: {len(specs)} runs, {len(done)} already done, "
+            f"{len(todo)} to run {where}"
+            + (f" ({stale} unfinished temporary dir(s) removed)" if stale else "")
+        )
         for run_id, why in redo.items():
             if why != "failed before":
                 err.print(f"  {run_id}: redone ({why})")
         failed: list[str] = []
         interrupted = False
-        with Progress(TextColumn("[bold]sweep"), BarColumn(),
-                      TextColumn("{task.fields[done]} done · {task.fields[failed]} failed · "
-                                 "{task.fields[left]} remaining"),
-                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                      console=err, transient=False) as bar:
-            task = bar.add_task("sweep", total=len(specs), completed=len(done),
-                                done=len(done), failed=0, left=len(todo))
+        with Progress(
+            TextColumn("[bold]sweep"),
+            BarColumn(),
+            TextColumn(
+                "{task.fields[done]} done · {task.fields[failed]} failed · "
+                "{task.fields[left]} remaining"
+            ),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(
+                "sweep",
+                total=len(specs),
+                completed=len(done),
+                done=len(done),
+                failed=0,
+                left=len(todo),
+            )
             state = {"done": len(done), "left": len(todo)}
 
             def on_result(run_id: str, error: str | None, wall: float) -> bool:
@@ -220,10 +266,13 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
                 else:
                     failed.append(run_id)
                     last = [ln for ln in error.strip().splitlines() if ln.strip()][-1:]
-                    bar.console.print(f"[red]failed[/] {run_id}: {last[0] if last else ''} "
-                                      f"(traceback: {runs_dir / run_id / 'traceback.txt'})")
-                bar.update(task, advance=1, done=state["done"], failed=len(failed),
-                           left=state["left"])
+                    bar.console.print(
+                        f"[red]failed[/] {run_id}: {last[0] if last else ''} "
+                        f"(traceback: {runs_dir / run_id / 'traceback.txt'})"
+                    )
+                bar.update(
+                    task, advance=1, done=state["done"], failed=len(failed), left=state["left"]
+                )
                 return fail_fast and error is not None
 
             try:
@@ -232,15 +281,27 @@ def sweep(experiment: str, jobs: int | None, out: str | None, dask: str | None,
                 elif jobs <= 1 or len(todo) <= 1:
                     run_serial(todo, runs_dir, command, exp.name, on_result, timeout_s)
                 else:
-                    run_pool(todo, runs_dir, command, exp.name, on_result, min(jobs, len(todo)),
-                             timeout_s)
+                    run_pool(
+                        todo,
+                        runs_dir,
+                        command,
+                        exp.name,
+                        on_result,
+                        min(jobs, len(todo)),
+                        timeout_s,
+                    )
             except KeyboardInterrupt:
                 interrupted = True
         runs, _ = aggregate(exp, specs, outdir)
     counts = runs["status"].value_counts().to_dict()
-    console.print(f"{exp.name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-                  + f"; tables: {outdir / 'runs.parquet'}, {outdir / 'points.parquet'}")
+    console.print(
+        f"{exp.name}: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        + f"; tables: {outdir / 'runs.parquet'}, {outdir / 'points.parquet'}"
+    )
     if interrupted:
         err.print("interrupted: finished runs are kept; re-run the same command to resume")
         return 130
-    return 1 if failed or counts.get("missing") or counts.get("failed") or counts.get("stale") else 0
+    return (
+        1 if failed or counts.get("missing") or counts.get("failed") or counts.get("stale") else 0
+    )

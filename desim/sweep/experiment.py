@@ -95,14 +95,14 @@ class RunSpec:
     run_id: str
     point: int
     replication: int
-    params: dict[str, Any]          # the swept keys of this point
-    config: dict[str, Any]          # the raw config (base + set + params + seed), pre-validation
-    base_dir: str                   # where relative file paths in the config resolve
+    params: dict[str, Any]  # the swept keys of this point
+    config: dict[str, Any]  # the raw config (base + set + params + seed), pre-validation
+    base_dir: str  # where relative file paths in the config resolve
     entropy: int
     spawn_key: tuple[int, ...]
-    invalid: str | None = None      # one-line ConfigError if the point's config is refused
-    inputs: dict[str, InputFile] = field(default_factory=dict)   # resolved path -> content
-    input_names: dict[str, str] = field(default_factory=dict)    # file as written -> resolved
+    invalid: str | None = None  # one-line ConfigError if the point's config is refused
+    inputs: dict[str, InputFile] = field(default_factory=dict)  # resolved path -> content
+    input_names: dict[str, str] = field(default_factory=dict)  # file as written -> resolved
 
     @property
     def digest(self) -> str:
@@ -117,10 +117,18 @@ class RunSpec:
         import desim
 
         files = {name: self.inputs[path].sha256 for name, path in self.input_names.items()}
-        blob = json.dumps({"config": self.config, "entropy": self.entropy,
-                           "spawn_key": list(self.spawn_key), "inputs": files,
-                           "desim": desim.__version__, "code": model_fingerprint()},
-                          sort_keys=True, default=str)
+        blob = json.dumps(
+            {
+                "config": self.config,
+                "entropy": self.entropy,
+                "spawn_key": list(self.spawn_key),
+                "inputs": files,
+                "desim": desim.__version__,
+                "code": model_fingerprint(),
+            },
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def input_files(self):
@@ -154,7 +162,7 @@ class Experiment:
         """Every (point, replication), replication-major within a point."""
         children = np.random.SeedSequence(self.seed).spawn(self.replications)
         out = []
-        read: dict[str, InputFile] = {}         # each file read once for all points
+        read: dict[str, InputFile] = {}  # each file read once for all points
         for i, params in enumerate(self.points):
             cfg = copy.deepcopy(self.base)
             for k, v in params.items():
@@ -170,11 +178,21 @@ class Experiment:
             except ConfigError as exc:
                 invalid = str(exc)
             for r, child in enumerate(children):
-                out.append(RunSpec(
-                    run_id=f"p{i:03d}-r{r:02d}", point=i, replication=r, params=dict(params),
-                    config=cfg, base_dir=str(self.base_dir), entropy=int(child.entropy),
-                    spawn_key=tuple(int(k) for k in child.spawn_key), invalid=invalid,
-                    inputs=inputs, input_names=names))
+                out.append(
+                    RunSpec(
+                        run_id=f"p{i:03d}-r{r:02d}",
+                        point=i,
+                        replication=r,
+                        params=dict(params),
+                        config=cfg,
+                        base_dir=str(self.base_dir),
+                        entropy=int(child.entropy),
+                        spawn_key=tuple(int(k) for k in child.spawn_key),
+                        invalid=invalid,
+                        inputs=inputs,
+                        input_names=names,
+                    )
+                )
         return out
 
 
@@ -185,7 +203,7 @@ def serve_inputs(inputs: dict[str, InputFile], names: dict[str, str]):
 def empirical_files(config: Any) -> Iterator[tuple[str, str]]:
     """(dotted key, file as written) of every empirical distribution's ``file`` in a raw config."""
     stack: list[tuple[str, Any]] = [("", config)]
-    while stack:                         # iterative: no recursion limit on deep configs
+    while stack:  # iterative: no recursion limit on deep configs
         where, node = stack.pop()
         if isinstance(node, dict):
             f = node.get("file")
@@ -196,8 +214,9 @@ def empirical_files(config: Any) -> Iterator[tuple[str, str]]:
             stack.extend((f"{where}.{n}".lstrip("."), v) for n, v in enumerate(node))
 
 
-def collect_inputs(config: dict, base_dir: Path, read: dict[str, InputFile] | None = None
-                   ) -> tuple[dict[str, InputFile], dict[str, str]]:
+def collect_inputs(
+    config: dict, base_dir: Path, read: dict[str, InputFile] | None = None
+) -> tuple[dict[str, InputFile], dict[str, str]]:
     """Read every input file ``config`` names: ({resolved path: content}, {name: resolved}).
 
     Names resolve as ``desim.distributions`` resolves them (next to the config, then the current
@@ -224,16 +243,20 @@ def collect_inputs(config: dict, base_dir: Path, read: dict[str, InputFile] | No
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read {key} ({exc.strerror})") from None
             if len(data) > MAX_INPUT_BYTES:
-                raise ConfigError(f"{where}: {key} is larger than {MAX_INPUT_BYTES >> 20} MiB, "
-                                  "the bound on a run's input files")
+                raise ConfigError(
+                    f"{where}: {key} is larger than {MAX_INPUT_BYTES >> 20} MiB, "
+                    "the bound on a run's input files"
+                )
             read[key] = InputFile.of(data)
         names[name] = key
         if key not in inputs:
             inputs[key] = read[key]
             total += len(read[key].data)
             if total > MAX_INPUT_BYTES:
-                raise ConfigError(f"{where}: the input files of one run exceed "
-                                  f"{MAX_INPUT_BYTES >> 20} MiB together")
+                raise ConfigError(
+                    f"{where}: the input files of one run exceed "
+                    f"{MAX_INPUT_BYTES >> 20} MiB together"
+                )
     return inputs, names
 
 
@@ -265,25 +288,42 @@ def expand(path: Path, sweep: Any) -> list[dict[str, Any]]:
     zipped = _lists(path, "zip", sweep.get("zip"))
     lengths = {len(v) for v in zipped.values()}
     if len(lengths) > 1:
-        raise _err(path, f"sweep.zip: lists must have equal lengths (got "
-                         f"{', '.join(f'{k}={len(v)}' for k, v in zipped.items())})")
+        raise _err(
+            path,
+            f"sweep.zip: lists must have equal lengths (got "
+            f"{', '.join(f'{k}={len(v)}' for k, v in zipped.items())})",
+        )
     listed = sweep.get("list")
-    if listed is not None and (not isinstance(listed, list) or not listed
-                               or not all(isinstance(p, dict) for p in listed)):
+    if listed is not None and (
+        not isinstance(listed, list) or not listed or not all(isinstance(p, dict) for p in listed)
+    ):
         raise _err(path, "sweep.list: expected a non-empty list of {dotted.key: value} mappings")
-    for block, keys in (("grid", grid), ("zip", zipped), ("list", [k for p in listed or [] for k in p])):
+    for block, keys in (
+        ("grid", grid),
+        ("zip", zipped),
+        ("list", [k for p in listed or [] for k in p]),
+    ):
         for k in keys:
             if not isinstance(k, str) or not all(part.strip() for part in k.split(".")):
                 raise _err(path, f"sweep.{block}: {k!r} is not a dotted key such as machine.cpus")
-    n = (math.prod(len(v) for v in grid.values()) * (len(next(iter(zipped.values()))) if zipped
-         else 1) * (len(listed) if listed else 1))
+    n = (
+        math.prod(len(v) for v in grid.values())
+        * (len(next(iter(zipped.values()))) if zipped else 1)
+        * (len(listed) if listed else 1)
+    )
     if n > MAX_RUNS:  # before the product is built: it could be astronomically large
         raise _err(path, f"sweep: {n:,} points, more than {MAX_RUNS:,}")
 
-    grid_pts = [dict(zip(grid, combo, strict=True))
-                for combo in itertools.product(*grid.values())] if grid else [{}]
-    zip_pts = ([dict(zip(zipped, combo, strict=True)) for combo in zip(*zipped.values(), strict=True)]
-               if zipped else [{}])
+    grid_pts = (
+        [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+        if grid
+        else [{}]
+    )
+    zip_pts = (
+        [dict(zip(zipped, combo, strict=True)) for combo in zip(*zipped.values(), strict=True)]
+        if zipped
+        else [{}]
+    )
     list_pts = [dict(p) for p in listed] if listed else [{}]
     points = []
     for g, z, ls in itertools.product(grid_pts, zip_pts, list_pts):
@@ -343,16 +383,32 @@ def load_experiment(path: str | Path) -> Experiment:
     if name is None:
         name = p.stem
         if not NAME.fullmatch(name):
-            raise _err(p, f"name: the file name {name!r} is no safe directory name: give a "
-                          "name: of letters, digits, '.', '_' and '-'")
+            raise _err(
+                p,
+                f"name: the file name {name!r} is no safe directory name: give a "
+                "name: of letters, digits, '.', '_' and '-'",
+            )
     elif isinstance(name, bool) or not isinstance(name, str | int) or not NAME.fullmatch(str(name)):
-        raise _err(p, f"name: {name!r} is no safe directory name: use letters, digits, '.', '_' "
-                      "and '-' (starting with a letter or digit, at most 100)")
+        raise _err(
+            p,
+            f"name: {name!r} is no safe directory name: use letters, digits, '.', '_' "
+            "and '-' (starting with a letter or digit, at most 100)",
+        )
     points = expand(p, data.get("sweep"))
     if len(points) * reps > MAX_RUNS:
-        raise _err(p, f"replications: {len(points):,} points x {reps:,} replications is more "
-                      f"than {MAX_RUNS:,} runs")
+        raise _err(
+            p,
+            f"replications: {len(points):,} points x {reps:,} replications is more "
+            f"than {MAX_RUNS:,} runs",
+        )
     return Experiment(
-        name=str(name), path=p, base=base_cfg, base_dir=base_dir,
-        seed=seed, replications=reps, points=points, stats=stats,
-        report=report)
+        name=str(name),
+        path=p,
+        base=base_cfg,
+        base_dir=base_dir,
+        seed=seed,
+        replications=reps,
+        points=points,
+        stats=stats,
+        report=report,
+    )

@@ -54,12 +54,12 @@ def start_pool_server() -> None:
 def worker_init() -> None:
     """Run in each pool worker as it starts: die at once when the sweep process dies."""
     parent = mp.parent_process()
-    if parent is None:                 # not started by multiprocessing: nothing to watch
+    if parent is None:  # not started by multiprocessing: nothing to watch
         return
     sentinel = parent.sentinel
 
     def watch() -> None:
-        wait([sentinel])               # returns only when the sweep process has gone
+        wait([sentinel])  # returns only when the sweep process has gone
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="desim-parent-watch", daemon=True).start()

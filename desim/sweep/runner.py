@@ -43,7 +43,7 @@ POOL_STARTS = 3
 # How often the Dask client checks its runs against --run-timeout (seconds).
 DASK_TICK_S = 0.2
 
-OnResult = Callable[[str, "str | None", float], bool]   # returns True to stop the sweep
+OnResult = Callable[[str, "str | None", float], bool]  # returns True to stop the sweep
 
 
 class SweepError(Exception):
@@ -73,8 +73,9 @@ def clean_stale(runs_dir: Path) -> int:
     return rundir.clean_stale(runs_dir, all_pids=True)
 
 
-def split(specs: list[RunSpec], runs_dir: Path
-          ) -> tuple[list[RunSpec], list[RunSpec], dict[str, str]]:
+def split(
+    specs: list[RunSpec], runs_dir: Path
+) -> tuple[list[RunSpec], list[RunSpec], dict[str, str]]:
     """(to do, already done, {run_id: why an existing directory is redone})."""
     todo, done, redo = [], [], {}
     for s in specs:
@@ -107,13 +108,20 @@ def timeout_error(run_timeout: float) -> str:
     return f"RunTimeout: exceeded --run-timeout {run_timeout:g} s; the run was stopped\n"
 
 
-def _fail(spec: RunSpec, error: str, wall: float, runs_dir: Path, command: list[str],
-          experiment: str) -> tuple[str, str | None, float]:
+def _fail(
+    spec: RunSpec, error: str, wall: float, runs_dir: Path, command: list[str], experiment: str
+) -> tuple[str, str | None, float]:
     return write_outcome(Outcome(spec, None, error, wall), runs_dir, command, experiment)
 
 
-def run_serial(todo: Iterable[RunSpec], runs_dir: Path, command: list[str], experiment: str,
-               on_result: OnResult, run_timeout: float | None = None) -> None:
+def run_serial(
+    todo: Iterable[RunSpec],
+    runs_dir: Path,
+    command: list[str],
+    experiment: str,
+    on_result: OnResult,
+    run_timeout: float | None = None,
+) -> None:
     if run_timeout is not None:
         # Only a process can be stopped from outside, whatever it is doing.
         run_pool(list(todo), runs_dir, command, experiment, on_result, 1, run_timeout)
@@ -123,8 +131,15 @@ def run_serial(todo: Iterable[RunSpec], runs_dir: Path, command: list[str], expe
             return
 
 
-def run_pool(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment: str,
-             on_result: OnResult, jobs: int, run_timeout: float | None = None) -> None:
+def run_pool(
+    todo: list[RunSpec],
+    runs_dir: Path,
+    command: list[str],
+    experiment: str,
+    on_result: OnResult,
+    jobs: int,
+    run_timeout: float | None = None,
+) -> None:
     """Compute and write each run in a pool worker; see the module docstring for failures.
 
     Why pebble: concurrent.futures' ProcessPoolExecutor and loky both mark every pending future
@@ -138,25 +153,41 @@ def run_pool(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment
         broken: list[tuple[RunSpec, str]] = []
         try:
             futs: dict[Future, RunSpec] = {
-                pool.schedule(run_and_write, args=(s, str(runs_dir), command, experiment),
-                              timeout=run_timeout): s for s in pending}
+                pool.schedule(
+                    run_and_write, args=(s, str(runs_dir), command, experiment), timeout=run_timeout
+                ): s
+                for s in pending
+            }
             for f in as_completed(futs):
                 spec = futs[f]
                 try:
                     res = f.result()
                 except FutureTimeout:
-                    res = _fail(spec, timeout_error(run_timeout or 0.0), run_timeout or math.nan,
-                                runs_dir, command, experiment)
+                    res = _fail(
+                        spec,
+                        timeout_error(run_timeout or 0.0),
+                        run_timeout or math.nan,
+                        runs_dir,
+                        command,
+                        experiment,
+                    )
                 except ProcessExpired as exc:
-                    res = _fail(spec, f"WorkerDied: the worker process running this run died: "
-                                      f"{describe_exit(exc.exitcode)}\n", math.nan,
-                                runs_dir, command, experiment)
-                except BrokenProcessPool:      # the pool as a whole: try the run on a new one
+                    res = _fail(
+                        spec,
+                        f"WorkerDied: the worker process running this run died: "
+                        f"{describe_exit(exc.exitcode)}\n",
+                        math.nan,
+                        runs_dir,
+                        command,
+                        experiment,
+                    )
+                except BrokenProcessPool:  # the pool as a whole: try the run on a new one
                     broken.append((spec, traceback.format_exc()))
                     continue
-                except Exception:              # e.g. an unpicklable spec: this run alone
-                    res = _fail(spec, traceback.format_exc(), math.nan, runs_dir, command,
-                                experiment)
+                except Exception:  # e.g. an unpicklable spec: this run alone
+                    res = _fail(
+                        spec, traceback.format_exc(), math.nan, runs_dir, command, experiment
+                    )
                 if on_result(*res):
                     return
         finally:
@@ -177,12 +208,15 @@ def connect_dask(address: str):
     try:
         from distributed import Client
     except ImportError:
-        raise SweepError("--dask needs dask.distributed, an optional dependency: "
-                         "pip install 'desim[dask]'") from None
+        raise SweepError(
+            "--dask needs dask.distributed, an optional dependency: pip install 'desim[dask]'"
+        ) from None
     try:
         return Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as exc:
-        raise SweepError(f"--dask {address}: cannot connect ({' '.join(str(exc).split())})") from None
+        raise SweepError(
+            f"--dask {address}: cannot connect ({' '.join(str(exc).split())})"
+        ) from None
 
 
 def compute_on_dask(spec: RunSpec, started_topic: str | None) -> Outcome:
@@ -194,8 +228,15 @@ def compute_on_dask(spec: RunSpec, started_topic: str | None) -> Outcome:
     return compute_run(spec)
 
 
-def run_dask(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment: str,
-             on_result: OnResult, client, run_timeout: float | None = None) -> None:
+def run_dask(
+    todo: list[RunSpec],
+    runs_dir: Path,
+    command: list[str],
+    experiment: str,
+    on_result: OnResult,
+    client,
+    run_timeout: float | None = None,
+) -> None:
     """Workers compute; this process writes each result as it arrives (no shared FS needed).
 
     ``client`` comes from ``connect_dask`` (called before anything is written) and is closed here.
@@ -206,9 +247,9 @@ def run_dask(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment
     started: dict[str, float] = {}
     topic = None
     if run_timeout is not None:
-        topic = f"desim-run-started-{client.id}"      # this sweep's runs only
+        topic = f"desim-run-started-{client.id}"  # this sweep's runs only
 
-        def on_started(event: tuple) -> None:        # (time, run_id); a retried run restarts
+        def on_started(event: tuple) -> None:  # (time, run_id); a retried run restarts
             started[event[1]] = time.monotonic()
 
         client.subscribe_topic(topic, on_started)
@@ -222,23 +263,35 @@ def run_dask(todo: list[RunSpec], runs_dir: Path, command: list[str], experiment
             if topic is not None and not done:
                 time.sleep(DASK_TICK_S)
             now = time.monotonic()
-            overdue = [] if run_timeout is None else [
-                f for f in pending - done
-                if now - started.get(futs[f].run_id, now) > run_timeout]
+            overdue = (
+                []
+                if run_timeout is None
+                else [
+                    f
+                    for f in pending - done
+                    if now - started.get(futs[f].run_id, now) > run_timeout
+                ]
+            )
             for f in [*done, *overdue]:
                 pending.discard(f)
                 spec = futs[f]
                 if f in done:
                     try:
                         out = f.result()
-                    except Exception:      # lost worker, cancelled, unpicklable result ...
+                    except Exception:  # lost worker, cancelled, unpicklable result ...
                         out = Outcome(spec, None, traceback.format_exc(), math.nan)
                     f.release()
                     res = write_outcome(out, runs_dir, command, experiment)
                 else:
                     f.cancel()
-                    res = _fail(spec, timeout_error(run_timeout or 0.0), now - started[spec.run_id],
-                                runs_dir, command, experiment)
+                    res = _fail(
+                        spec,
+                        timeout_error(run_timeout or 0.0),
+                        now - started[spec.run_id],
+                        runs_dir,
+                        command,
+                        experiment,
+                    )
                 if on_result(*res):
                     client.cancel(list(pending))
                     return

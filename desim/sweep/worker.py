@@ -32,8 +32,8 @@ from desim.sweep.experiment import RunSpec
 @dataclass
 class Outcome:
     spec: RunSpec
-    result: object | None        # desim.engine.RunResult when ok
-    error: str | None            # full traceback when failed
+    result: object | None  # desim.engine.RunResult when ok
+    error: str | None  # full traceback when failed
     wall_s: float
 
 
@@ -59,14 +59,22 @@ def compute_run(spec: RunSpec) -> Outcome:
 
 
 def manifest_extra(spec: RunSpec, command: list[str], experiment: str) -> dict:
-    return {"experiment": experiment, "run_id": spec.run_id, "point": spec.point,
-            "replication": spec.replication, "params": spec.params,
-            "seed_entropy": str(spec.entropy), "seed_spawn_key": list(spec.spawn_key),
-            "digest": spec.digest, "command": command}
+    return {
+        "experiment": experiment,
+        "run_id": spec.run_id,
+        "point": spec.point,
+        "replication": spec.replication,
+        "params": spec.params,
+        "seed_entropy": str(spec.entropy),
+        "seed_spawn_key": list(spec.spawn_key),
+        "digest": spec.digest,
+        "command": command,
+    }
 
 
-def write_outcome(out: Outcome, runs_dir: str | Path, command: list[str],
-                  experiment: str) -> tuple[str, str | None, float]:
+def write_outcome(
+    out: Outcome, runs_dir: str | Path, command: list[str], experiment: str
+) -> tuple[str, str | None, float]:
     """Write the run directory (staged, then swapped in); returns (run_id, error or None, wall_s)."""
     from desim.rundir import RunDirError, Staging, write_failed
 
@@ -82,23 +90,31 @@ def write_outcome(out: Outcome, runs_dir: str | Path, command: list[str],
                     fill_run(out.result, st.tmp, command=command, **extra)
                     st.commit()
                     return out.spec.run_id, None, out.wall_s
-                except OSError:           # a full disk: record what happened instead
+                except OSError:  # a full disk: record what happened instead
                     shutil.rmtree(st.tmp)
                     st.tmp.mkdir()
                     out = Outcome(out.spec, None, traceback.format_exc(), out.wall_s)
                     extra["command"] = command
-            write_failed(st.tmp, yaml.safe_dump(out.spec.config, sort_keys=False),
-                         {**extra, "wall_s": out.wall_s, "python": sys.version.split()[0],
-                          "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                         out.error or "")
+            write_failed(
+                st.tmp,
+                yaml.safe_dump(out.spec.config, sort_keys=False),
+                {
+                    **extra,
+                    "wall_s": out.wall_s,
+                    "python": sys.version.split()[0],
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+                out.error or "",
+            )
             st.commit()
     except (RunDirError, OSError) as exc:
         return out.spec.run_id, f"{out.error or ''}\ncannot write {target}: {exc}", out.wall_s
     return out.spec.run_id, out.error, out.wall_s
 
 
-def run_and_write(spec: RunSpec, runs_dir: str, command: list[str],
-                  experiment: str) -> tuple[str, str | None, float]:
+def run_and_write(
+    spec: RunSpec, runs_dir: str, command: list[str], experiment: str
+) -> tuple[str, str | None, float]:
     """Process-pool entry point: compute and write in the worker."""
     return write_outcome(compute_run(spec), runs_dir, command, experiment)
 

@@ -59,13 +59,14 @@ def child_life(m: Machine, sched: Scheduler, task: Task, mm, burst: int, exited:
     if ev is not None:
         yield ev
     yield from mm_ops.exit_mmap(m, cpu, task, mm)
-    exited.succeed()            # exit_notify: the parent's wait4 can return
+    exited.succeed()  # exit_notify: the parent's wait4 can return
     sched.exit(task)
     m.mm_life.final_drop(cpu, mm)
 
 
-def run_child(m: Machine, sched: Scheduler, parent: Task, tables: int, burst: int, u,
-              name: str = "child"):
+def run_child(
+    m: Machine, sched: Scheduler, parent: Task, tables: int, burst: int, u, name: str = "child"
+):
     """fork + wait4 in ``parent`` (generator): returns when the child has been reaped."""
     mm = yield from fork(m, sched, parent, tables)
     child = sched.new_task(name, parent.allowed)

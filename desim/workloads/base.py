@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, validate_default=True
+    )
 
 
 class Placement(BaseModel):
@@ -50,8 +52,9 @@ class Placement(BaseModel):
 
     @model_validator(mode="after")
     def _cpus(self):
-        if self.cpus is not None and (not self.cpus or min(self.cpus) < 0
-                                      or max(self.cpus) >= MAX_CPUS):
+        if self.cpus is not None and (
+            not self.cpus or min(self.cpus) < 0 or max(self.cpus) >= MAX_CPUS
+        ):
             raise ValueError(f"cpus must be a non-empty list of CPU ids from 0 to {MAX_CPUS - 1}")
         return self
 
@@ -109,7 +112,7 @@ class WorkloadState:
         self.mult: dict[str, float] = {}
         self.changed = Event(env)
         self.phase = -1
-        self.homes: dict[int, CPU] = {}       # mm id -> CPU its process lives on
+        self.homes: dict[int, CPU] = {}  # mm id -> CPU its process lives on
         self.proc_placer: Placer | None = None  # the processes element's placement
 
     def cpu_of(self, mm) -> CPU | None:
@@ -138,7 +141,7 @@ class Element:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = Params
     summary: ClassVar[str] = ""
-    counters: ClassVar[tuple[str, ...]] = ()   # the element's own counters (desim.records)
+    counters: ClassVar[tuple[str, ...]] = ()  # the element's own counters (desim.records)
 
     def __init__(self, machine: Machine, params: BaseModel) -> None:
         self.m = machine
@@ -162,8 +165,9 @@ class Element:
             if field == "cpu" and isinstance(v, int) and v >= n:
                 raise ValueError(f"{where}.cpu: {v} but the machine has {n} CPUs")
             if isinstance(v, Placement) and v.cpus is not None and max(v.cpus) >= n:
-                raise ValueError(f"{where}.{field}.cpus: CPU {max(v.cpus)} but the machine has "
-                                 f"{n} CPUs")
+                raise ValueError(
+                    f"{where}.{field}.cpus: CPU {max(v.cpus)} but the machine has {n} CPUs"
+                )
 
     def rng(self, stream: str) -> np.random.Generator:
         return self.m.streams.get(f"{self.name}.{stream}")
@@ -191,6 +195,7 @@ class Element:
     def on_arrivals(self, gap, u, start) -> None:
         """Start a process: every ``gap()`` ns (phase-scaled), pick a live mm with the uniform
         sampler ``u`` and call ``start(mm)``; an arrival finding no mm alive is dropped."""
+
         def arrivals():
             m = self.m
             while True:
@@ -198,6 +203,7 @@ class Element:
                 mms = m.mms
                 if mms:
                     start(mms[int(u() * len(mms))])
+
         self.env.process(arrivals())
 
     def start(self) -> None:

@@ -33,7 +33,8 @@ class ProcessSpec(Params):
     name: str = Field("proc", max_length=32, description="what it stands for (sh, cc1...)")
     burst: TimeDist = Field("1ms", description="user-mode CPU time of one run")
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        4, description="PTE tables of its working set (2 MiB of address space each)")
+        4, description="PTE tables of its working set (2 MiB of address space each)"
+    )
     count: Int = Field(1, ge=1, le=1000, description="how many times it runs in a row")
 
 
@@ -41,10 +42,15 @@ class BuildParams(Params):
     slots: Int = Field(16, ge=1, le=MAX_PROCESSES, description="job slots (make -jN)")
     jobs: Int = Field(200, ge=1, le=10_000_000, description="jobs to run (K)")
     chain: tuple[ProcessSpec, ...] = Field(
-        (ProcessSpec(name="sh", burst="1ms", tables=4),
-         ProcessSpec(name="cc1", burst="50ms", tables=30),
-         ProcessSpec(name="as", burst="3ms", tables=6)),
-        min_length=1, max_length=MAX_CHAIN, description="the processes of one job, in order")
+        (
+            ProcessSpec(name="sh", burst="1ms", tables=4),
+            ProcessSpec(name="cc1", burst="50ms", tables=30),
+            ProcessSpec(name="as", burst="3ms", tables=6),
+        ),
+        min_length=1,
+        max_length=MAX_CHAIN,
+        description="the processes of one job, in order",
+    )
 
 
 @ELEMENTS.register("build")
@@ -55,10 +61,12 @@ class Build(Element):
     def start(self) -> None:
         m = self.m
         self.sched = scheduler(m)
-        self.bursts = [s.burst.ns_sampler(self.rng(f"burst.{i}"))
-                       for i, s in enumerate(self.p.chain)]
-        self.tables = [s.tables.sampler(self.rng(f"tables.{i}"))
-                       for i, s in enumerate(self.p.chain)]
+        self.bursts = [
+            s.burst.ns_sampler(self.rng(f"burst.{i}")) for i, s in enumerate(self.p.chain)
+        ]
+        self.tables = [
+            s.tables.sampler(self.rng(f"tables.{i}")) for i, s in enumerate(self.p.chain)
+        ]
         self.u = self.uniform("pick")
         self.next_job = 0
         self.done = 0
@@ -80,18 +88,27 @@ class Build(Element):
             t0 = env._now
             for i, spec in enumerate(chain):
                 for _ in range(spec.count):
-                    yield from run_child(m, sched, task, max(1, round(self.tables[i]())),
-                                         self.bursts[i](), self.u, spec.name)
+                    yield from run_child(
+                        m,
+                        sched,
+                        task,
+                        max(1, round(self.tables[i]())),
+                        self.bursts[i](),
+                        self.u,
+                        spec.name,
+                    )
             self.latency.add(env._now - t0)
             self.done += 1
             if self.done == self.p.jobs:
                 self.makespan = env._now
-        yield from sched.sleep(task, env.event())   # make waits for the other slots: forever
+        yield from sched.sleep(task, env.event())  # make waits for the other slots: forever
 
     def results(self, now: int) -> dict[str, float]:
         span = self.makespan if self.done == self.p.jobs else now
-        s = {"build.makespan_ns": self.makespan,
-             "build.jobs_done": self.done,
-             "build.jobs_per_s": self.done * 1e9 / max(1, span)}
+        s = {
+            "build.makespan_ns": self.makespan,
+            "build.jobs_done": self.done,
+            "build.jobs_per_s": self.done * 1e9 / max(1, span),
+        }
         s.update(self.latency.summary("build.job_latency"))
         return s

@@ -35,15 +35,19 @@ class FaultsParams(Params):
     think: Gap = Field(
         {"dist": "exponential", "mean": "20us"}, description="per_cpu: time between faults on a CPU"
     )
-    cpus: Int | None = Field(None, ge=1, le=MAX_CPUS,
-                             description="per_cpu: how many CPUs fault (default: all)")
+    cpus: Int | None = Field(
+        None, ge=1, le=MAX_CPUS, description="per_cpu: how many CPUs fault (default: all)"
+    )
     gaps: Literal["user", "idle"] = Field(
-        "user", description="per_cpu: the think time runs user code (the CPU ticks, no extended "
-        "QS) or leaves the CPU idle")
+        "user",
+        description="per_cpu: the think time runs user code (the CPU ticks, no extended "
+        "QS) or leaves the CPU idle",
+    )
     rate: Interarrival = Field("2000/s", description="per_process: faults per second per process")
     placement: Placement = Field(
         Placement(policy="migrating"),
-        description="per_process: where a fault runs when no processes element placed its mm")
+        description="per_process: where a fault runs when no processes element placed its mm",
+    )
 
 
 @ELEMENTS.register("faults")
@@ -91,7 +95,7 @@ class Faults(Element):
                 yield ev
             yield from fault(m, cpu, task, mm, u(), u() < mm.shmem_fraction)
             if user:
-                cpu.to_user()   # back to user mode: not a context switch
+                cpu.to_user()  # back to user mode: not a context switch
             else:
                 cpu.release()
 

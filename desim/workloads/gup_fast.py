@@ -34,12 +34,14 @@ MAX_PTES = 8192
 class GupFastParams(Params):
     rate: Interarrival = Field("20000/s", description="walks per second, machine-wide")
     pages: Annotated[AnyDist, count_at_most(MAX_PTES)] = Field(
-        16, description="pages pinned by one walk (within one table)")
+        16, description="pages pinned by one walk (within one table)"
+    )
     setup: Duration = Field(100, description="CPU time of one walk besides its pages")
     per_page: Duration = Field(20, description="CPU time per PTE read and page pinned")
     placement: Placement = Field(
         Placement(policy="migrating"),
-        description="where a walk runs when no processes element placed its mm")
+        description="where a walk runs when no processes element placed its mm",
+    )
 
 
 def gup_fast_walk(m, cpu, mm, pick: float, pages: int, cost: int):

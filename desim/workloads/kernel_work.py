@@ -28,11 +28,14 @@ class KernelWorkParams(Params):
     gap: TimeDist = Field(
         {"dist": "exponential", "mean": "1ms"}, description="time off the CPU between sections"
     )
-    cpus: Int | None = Field(None, ge=1, le=MAX_CPUS,
-                             description="how many CPUs run sections (default: all)")
+    cpus: Int | None = Field(
+        None, ge=1, le=MAX_CPUS, description="how many CPUs run sections (default: all)"
+    )
     gaps: Literal["user", "idle"] = Field(
-        "user", description="between sections the task runs user code (ticks, no extended QS) "
-        "or sleeps, leaving the CPU idle")
+        "user",
+        description="between sections the task runs user code (ticks, no extended QS) "
+        "or sleeps, leaving the CPU idle",
+    )
     reader_fraction: Real = Field(
         0.0, ge=0, le=1, description="share of each section spent inside an RCU reader"
     )
@@ -41,8 +44,10 @@ class KernelWorkParams(Params):
     def _advances(self):
         # a loop of 0 ns gaps and 0 ns sections never lets simulated time move on
         if self.gap.mean() < 1 and self.section.mean() < 1:
-            raise ValueError("gap: gap and section cannot both average below 1ns "
-                             "(simulated time would stand still)")
+            raise ValueError(
+                "gap: gap and section cannot both average below 1ns "
+                "(simulated time would stand still)"
+            )
         return self
 
 

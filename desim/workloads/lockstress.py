@@ -28,15 +28,23 @@ from desim.workloads.base import Element, Params, Placement
 
 
 class LockstressParams(Params):
-    mode: Literal["closed", "open"] = Field("closed", description="think/hold loops or Poisson arrivals")
-    locks: Int = Field(1, ge=1, le=MAX_LOCKS,
-                       description="K: each acquisition picks one of K locks at random")
+    mode: Literal["closed", "open"] = Field(
+        "closed", description="think/hold loops or Poisson arrivals"
+    )
+    locks: Int = Field(
+        1, ge=1, le=MAX_LOCKS, description="K: each acquisition picks one of K locks at random"
+    )
     hold: TimeDist = Field({"dist": "exponential", "mean": "1us"}, description="time held")
-    think: TimeDist = Field({"dist": "exponential", "mean": "10us"},
-                            description="closed: time between release and the next acquire")
-    rate: Interarrival | None = Field(None, description="open: acquisitions per second, machine-wide")
-    cpus: Int | None = Field(None, ge=1, le=MAX_CPUS,
-                             description="closed: how many CPUs loop (default: all)")
+    think: TimeDist = Field(
+        {"dist": "exponential", "mean": "10us"},
+        description="closed: time between release and the next acquire",
+    )
+    rate: Interarrival | None = Field(
+        None, description="open: acquisitions per second, machine-wide"
+    )
+    cpus: Int | None = Field(
+        None, ge=1, le=MAX_CPUS, description="closed: how many CPUs loop (default: all)"
+    )
     placement: Placement = Field(Placement(), description="open: where arriving tasks run")
 
     @model_validator(mode="after")
@@ -45,15 +53,17 @@ class LockstressParams(Params):
             raise ValueError("rate: open mode needs an arrival rate (e.g. 500000/s)")
         if self.mode == "closed" and self.think.mean() < 1 and self.hold.mean() < 1:
             # with zero lock costs, such a loop would never let simulated time move on
-            raise ValueError("think: think and hold cannot both average below 1ns "
-                             "(simulated time would stand still)")
+            raise ValueError(
+                "think: think and hold cannot both average below 1ns "
+                "(simulated time would stand still)"
+            )
         return self
 
 
 @ELEMENTS.register("lockstress")
 class Lockstress(Element):
     Params = LockstressParams
-    counters = ('lockstress.arrivals', 'lockstress.cycles')
+    counters = ("lockstress.arrivals", "lockstress.cycles")
     summary = "calibration: think / acquire / hold / release on K spinlocks (closed or Poisson)"
 
     def start(self) -> None:

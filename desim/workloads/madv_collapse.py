@@ -24,13 +24,14 @@ class MadvCollapseParams(Params):
     cost: Duration = Field(15_000, description="CPU time of one collapse besides the retraction")
     placement: Placement = Field(
         Placement(policy="migrating"),
-        description="where a call runs when no processes element placed its mm")
+        description="where a call runs when no processes element placed its mm",
+    )
 
 
 @ELEMENTS.register("madv_collapse")
 class MadvCollapse(Element):
     Params = MadvCollapseParams
-    counters = ('collapse.no_shmem_range',)
+    counters = ("collapse.no_shmem_range",)
     summary = "madvise(MADV_COLLAPSE): collapse_pte_mapped_thp under mmap_read_lock"
 
     def start(self) -> None:

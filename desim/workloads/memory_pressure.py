@@ -25,10 +25,14 @@ from desim.workloads.base import Element, Params
 class MemoryPressureParams(Params):
     nowait_fail: Real = Field(0.0, ge=0, le=1, description="probability a GFP_NOWAIT alloc fails")
     min_free_pages: Int | None = Field(
-        None, ge=1, le=MAX_PAGES,
-        description="GFP_NOWAIT fails below this many free pages (needs memory_limit)")
-    hog_pages: Int = Field(0, ge=0, le=MAX_PAGES,
-                           description="pages a hog takes and gives back in cycles")
+        None,
+        ge=1,
+        le=MAX_PAGES,
+        description="GFP_NOWAIT fails below this many free pages (needs memory_limit)",
+    )
+    hog_pages: Int = Field(
+        0, ge=0, le=MAX_PAGES, description="pages a hog takes and gives back in cycles"
+    )
     hog_on: PositiveDuration = Field(50_000_000, description="how long the hog holds its pages")
     hog_off: PositiveDuration = Field(50_000_000, description="how long it leaves them free")
 
@@ -42,7 +46,7 @@ class MemoryPressureParams(Params):
 @ELEMENTS.register("memory_pressure")
 class MemoryPressure(Element):
     Params = MemoryPressureParams
-    counters = ('pressure.hog_pages', 'pressure.random_failures', 'pressure.watermark_failures')
+    counters = ("pressure.hog_pages", "pressure.random_failures", "pressure.watermark_failures")
     summary = "page allocation failing at a rate or below a free-page level (GFP_NOWAIT)"
 
     @classmethod

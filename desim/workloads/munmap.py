@@ -21,10 +21,13 @@ from desim.workloads.base import Element, Params
 class MunmapParams(Params):
     rate: Interarrival = Field("1000/s", description="munmap calls per second, machine-wide")
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        4, description="tables covered by one munmap")
+        4, description="tables covered by one munmap"
+    )
     remap: bool = Field(
-        False, description="the range is mapped again at once (a page_fault3-style loop), so "
-        "faults populate its tables anew; otherwise it stays unmapped")
+        False,
+        description="the range is mapped again at once (a page_fault3-style loop), so "
+        "faults populate its tables anew; otherwise it stays unmapped",
+    )
 
 
 @ELEMENTS.register("munmap")
@@ -41,7 +44,8 @@ class Munmap(Element):
             cpu = self.state.cpu_of(mm) or m.cpus[int(u() * len(m.cpus))]
             n = max(1, round(count()))
             task = object()
-            self.env.process(self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n,
-                                                                            self.p.remap)))
+            self.env.process(
+                self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n, self.p.remap))
+            )
 
         self.on_arrivals(self.p.rate.ns_sampler(self.rng("arrivals")), u, munmap)

@@ -26,8 +26,9 @@ MAX_MULTIPLIER = 1000
 
 class Phase(Params):
     duration: PositiveDuration = Field(description="how long the phase lasts")
-    mix: dict[str, Real] = Field(default_factory=dict,
-                                 description="element -> rate multiplier (0 to 1000)")
+    mix: dict[str, Real] = Field(
+        default_factory=dict, description="element -> rate multiplier (0 to 1000)"
+    )
     name: str = ""
 
     @field_validator("mix")
@@ -42,8 +43,9 @@ class Phase(Params):
                 raise ValueError("phases: cannot scale itself")
             if not 0 <= k <= MAX_MULTIPLIER:
                 # a larger one divides every gap down to 0 ns: simulated time stands still
-                raise ValueError(f"{name}: a rate multiplier must be from 0 to "
-                                 f"{MAX_MULTIPLIER} (got {k})")
+                raise ValueError(
+                    f"{name}: a rate multiplier must be from 0 to {MAX_MULTIPLIER} (got {k})"
+                )
         return v
 
 
@@ -61,7 +63,7 @@ class PhasesParams(Params):
 @ELEMENTS.register("phases")
 class Phases(Element):
     Params = PhasesParams
-    counters = ('phase.changes',)
+    counters = ("phase.changes",)
     summary = "a list of (duration, mix): rate multipliers per element, to ramp, burst, settle"
 
     def start(self) -> None:

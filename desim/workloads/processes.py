@@ -23,10 +23,15 @@ from desim.workloads.base import Element, Params, Placement
 
 class ProcessesParams(Params):
     initial: Int = Field(16, ge=0, le=MAX_PROCESSES, description="processes alive at time 0")
-    persistent: Int = Field(0, ge=0, le=MAX_PROCESSES, description="how many of the initial "
-                            "ones never exit (a server's long-lived parent)")
+    persistent: Int = Field(
+        0,
+        ge=0,
+        le=MAX_PROCESSES,
+        description="how many of the initial ones never exit (a server's long-lived parent)",
+    )
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        32, description="PTE tables each process maps (2 MiB each)")
+        32, description="PTE tables each process maps (2 MiB each)"
+    )
     shmem_fraction: Real = Field(
         0.5, ge=0, le=1, description="share of tables mapping the shared shmem file"
     )
@@ -34,8 +39,10 @@ class ProcessesParams(Params):
     fork_rate: Interarrival | None = Field(None, description="new processes per second")
     lifetime: TimeDist | None = Field(None, description="time from fork to exit")
     populate_on_fork: bool = Field(True, description="a new process maps all its tables at once")
-    placement: Placement = Field(Placement(policy="migrating"),
-                                 description="CPU each process runs on (pinned/spread/migrating)")
+    placement: Placement = Field(
+        Placement(policy="migrating"),
+        description="CPU each process runs on (pinned/spread/migrating)",
+    )
 
 
 @ELEMENTS.register("processes")
@@ -47,8 +54,10 @@ class Processes(Element):
     def check_config(cls, params, config) -> None:
         super().check_config(params, config)
         if params.persistent > params.initial:
-            raise ValueError(f"workload.processes.persistent: {params.persistent} exceeds "
-                             f"initial ({params.initial})")
+            raise ValueError(
+                f"workload.processes.persistent: {params.persistent} exceeds "
+                f"initial ({params.initial})"
+            )
 
     def start(self) -> None:
         p = self.p
@@ -93,5 +102,5 @@ class Processes(Element):
         yield self.env.timeout(self.lifetime())
         cpu = self.placer_.where(home)
         yield from self.run_on(m, cpu, task, mm_ops.exit_mmap(m, cpu, task, mm))
-        m.mm_life.final_drop(cpu, mm)   # finish_task_switch after the exiting task's switch
+        m.mm_life.final_drop(cpu, mm)  # finish_task_switch after the exiting task's switch
         del homes[mm.id]

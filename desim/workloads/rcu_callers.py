@@ -24,8 +24,10 @@ class RcuCallersParams(Params):
         "synchronize", description="which wait to call"
     )
     loop: bool = Field(
-        False, description="one task calling back to back on one CPU, as a measuring loop does "
-        "(rate is then ignored)")
+        False,
+        description="one task calling back to back on one CPU, as a measuring loop does "
+        "(rate is then ignored)",
+    )
 
 
 @ELEMENTS.register("rcu_callers")
@@ -38,8 +40,11 @@ class RcuCallers(Element):
 
     def _wait_fn(self):
         rcu = self.m.rcu
-        return {"synchronize": rcu.synchronize, "expedited": rcu.synchronize_expedited,
-                "barrier": rcu.barrier}[self.p.kind]
+        return {
+            "synchronize": rcu.synchronize,
+            "expedited": rcu.synchronize_expedited,
+            "barrier": rcu.barrier,
+        }[self.p.kind]
 
     def _loop(self):
         """A closed loop: the next call starts when the last returns (``desim probe``'s)."""

@@ -24,14 +24,17 @@ from desim.workloads.base import Element, Params
 
 
 class SpawnParams(Params):
-    mode: Literal["per_cpu", "per_task"] = Field("per_cpu", description="one loop per CPU "
-                                                 "(bound to it) or tasks placed by the scheduler")
-    cpus: Int | None = Field(None, ge=1, le=MAX_CPUS,
-                             description="per_cpu: how many CPUs run a loop (default: all)")
+    mode: Literal["per_cpu", "per_task"] = Field(
+        "per_cpu", description="one loop per CPU (bound to it) or tasks placed by the scheduler"
+    )
+    cpus: Int | None = Field(
+        None, ge=1, le=MAX_CPUS, description="per_cpu: how many CPUs run a loop (default: all)"
+    )
     tasks: Int = Field(1, ge=1, le=MAX_PROCESSES, description="per_task: how many loops")
     work: TimeDist = Field(0, description="user-mode CPU time of each child before it exits")
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        1, description="PTE tables each child's exec'd mm faults in")
+        1, description="PTE tables each child's exec'd mm faults in"
+    )
 
 
 @ELEMENTS.register("spawn")
@@ -67,8 +70,7 @@ class Spawn(Element):
         yield from sched.start(task)
         while True:
             t0 = env._now
-            yield from run_child(m, sched, task, max(1, round(self.tables())), self.work(),
-                                 self.u)
+            yield from run_child(m, sched, task, max(1, round(self.tables())), self.work(), self.u)
             self.latency.add(env._now - t0)
             self.done += 1
 
@@ -78,7 +80,6 @@ class Spawn(Element):
         self.t0 = self.env._now
 
     def results(self, now: int) -> dict[str, float]:
-        s = {"spawn.children": self.done,
-             "spawn.per_s": self.done * 1e9 / max(1, now - self.t0)}
+        s = {"spawn.children": self.done, "spawn.per_s": self.done * 1e9 / max(1, now - self.t0)}
         s.update(self.latency.summary("spawn.latency"))
         return s

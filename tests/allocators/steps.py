@@ -23,18 +23,20 @@ def pte_free(m, mm, t, cpu=0):
 
 
 def defer(m, mm, t, cpu=0, violations=0):
-    t.state = DETACHED                      # retract_page_tables cleared the PMD first
+    t.state = DETACHED  # retract_page_tables cleared the PMD first
     run_task(m, cpu, lambda c, task: m.allocator.pte_free_defer(c, mm, t))
     check(m, violations)
 
 
 def gather(m, mm, tables, cpu=0):
     """munmap/exit: the tables go through one mmu_gather batch (one call_rcu)."""
+
     def body(c, task):
         tlb = MMUGather(m, c, mm)
         for t in tables:
             t.state = DETACHED
             yield from m.allocator.pte_free_tlb(c, tlb, t)
         yield from tlb.finish()
+
     run_task(m, cpu, body)
     check(m)

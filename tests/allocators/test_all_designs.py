@@ -41,8 +41,10 @@ from desim.model.mmu_gather import MMUGather
 COVERAGE = {"percpu-pool": {"machine.page_size": "64KiB"}}
 # Further geometries worth their own run when the design accepts them.
 VARIANTS = {
-    "powerpc": [{"machine.page_size": "16KiB", "allocator.params.geometry": "8xx16k"},
-                {"machine.page_size": "64KiB", "allocator.params.geometry": "radix64k"}],
+    "powerpc": [
+        {"machine.page_size": "16KiB", "allocator.params.geometry": "8xx16k"},
+        {"machine.page_size": "64KiB", "allocator.params.geometry": "radix64k"},
+    ],
     "percpu-pool": [{"machine.page_size": "4KiB", "allocator.params.fragment_size": "2KiB"}],
 }
 
@@ -57,8 +59,16 @@ def unexpected_safety_violations(m: Machine) -> int:
 def _build(name: str, overrides: dict, cpus: int = 2) -> Machine:
     # The checker also polls the design's invariants and books every few microseconds, so a
     # state that is only wrong mid-operation (between two events) is caught too.
-    return Machine(make_config({**overrides, "machine.cpus": cpus, "allocator.name": name,
-                                "safety.audit_interval": "3us"}))
+    return Machine(
+        make_config(
+            {
+                **overrides,
+                "machine.cpus": cpus,
+                "allocator.name": name,
+                "safety.audit_interval": "3us",
+            }
+        )
+    )
 
 
 def choose_config(name: str) -> tuple[dict | None, str]:
@@ -66,8 +76,11 @@ def choose_config(name: str) -> tuple[dict | None, str]:
     design itself rather than found by trial; (None, why) if that config is refused."""
     cls = ALLOCATORS.get(name)
     sizes = cls.page_sizes(cls.Params())
-    overrides = ({"machine.page_size": f"{sizes[0] // 1024}KiB"} if sizes
-                 else COVERAGE.get(name, {"machine.page_size": "4KiB"}))
+    overrides = (
+        {"machine.page_size": f"{sizes[0] // 1024}KiB"}
+        if sizes
+        else COVERAGE.get(name, {"machine.page_size": "4KiB"})
+    )
     try:
         _build(name, overrides)
     except (ConfigError, ValueError) as exc:
@@ -110,10 +123,13 @@ MAX_TABLES = 24
 cpu_i = st.integers(0, 3)
 mm_i = st.integers(0, MAX_MMS - 1)
 ALLOC = st.tuples(st.just("alloc"), mm_i, cpu_i, st.integers(1, 4))
-WAIT = st.tuples(st.just("wait"), st.sampled_from([1, 500, 20_000, 300_000, 1_000_000, 4_000_000,
-                                                   10_000_000]))
+WAIT = st.tuples(
+    st.just("wait"), st.sampled_from([1, 500, 20_000, 300_000, 1_000_000, 4_000_000, 10_000_000])
+)
 OPS = st.one_of(
-    ALLOC, ALLOC, ALLOC,   # more likely: tables must exist for the frees to matter
+    ALLOC,
+    ALLOC,
+    ALLOC,  # more likely: tables must exist for the frees to matter
     st.tuples(st.just("free"), mm_i, cpu_i),
     st.tuples(st.just("gather"), mm_i, cpu_i, st.integers(1, 5)),
     st.tuples(st.just("defer"), mm_i, cpu_i, st.integers(0, MAX_TABLES)),
@@ -121,9 +137,15 @@ OPS = st.one_of(
     st.tuples(st.just("fork"), st.booleans()),
     st.tuples(st.just("race_alloc"), mm_i, cpu_i),
     st.tuples(st.just("race_defer"), mm_i, cpu_i, st.integers(0, MAX_TABLES)),
-    st.tuples(st.just("walk_defer"), mm_i, cpu_i, st.integers(0, MAX_TABLES),
-              st.sampled_from([100, 20_000, 2_000_000])),
-    WAIT, WAIT,
+    st.tuples(
+        st.just("walk_defer"),
+        mm_i,
+        cpu_i,
+        st.integers(0, MAX_TABLES),
+        st.sampled_from([100, 20_000, 2_000_000]),
+    ),
+    WAIT,
+    WAIT,
 )
 
 
@@ -172,13 +194,13 @@ class Driver:
         m = self.m
         cpu.rcu_read_lock()
         gen = t.gen
-        lock = t.page.ptl            # the table pointer was read from the PMD
+        lock = t.page.ptl  # the table pointer was read from the PMD
         yield cpu.compute(m.costs.pte_walk + hold)
         m.safety.table_access(cpu, t, gen, "pte read")
-        ev = lock.acquire(cpu)       # a freed page's ptl is poisoned: the checker sees it
+        ev = lock.acquire(cpu)  # a freed page's ptl is poisoned: the checker sees it
         if ev is not None:
             yield ev
-        lock.release(cpu)            # pmd_same() fails: the table was retracted
+        lock.release(cpu)  # pmd_same() fails: the table was retracted
         cpu.rcu_read_unlock()
 
     def _defer_realloc(self, cpu, task, mm, t):
@@ -197,7 +219,7 @@ class Driver:
         if not mm.tables:
             return None
         t = mm.tables.pop(k % len(mm.tables))
-        t.state = DETACHED   # retract_page_tables cleared the PMD
+        t.state = DETACHED  # retract_page_tables cleared the PMD
         return t
 
     def _together(self, jobs):
@@ -224,8 +246,8 @@ class Driver:
         elif kind == "free":
             run_task(m, c, self._alloc_free, mm)
         elif kind == "gather":
-            victims = mm.tables[-op[3]:]
-            del mm.tables[-op[3]:]
+            victims = mm.tables[-op[3] :]
+            del mm.tables[-op[3] :]
             run_task(m, c, self._gather, mm, victims)
         elif kind == "defer":
             t = self._detach(mm, op[3])
@@ -241,16 +263,18 @@ class Driver:
         elif kind == "race_defer":
             other = self.cpu(c + 1)
             a, b = self._detach(mm, op[3]), self._detach(mm, op[3] + 1)
-            jobs = [(cpu_id, self._defer, (mm, t)) for cpu_id, t in ((c, a), (other, b))
-                    if t is not None]
+            jobs = [
+                (cpu_id, self._defer, (mm, t))
+                for cpu_id, t in ((c, a), (other, b))
+                if t is not None
+            ]
             self._together(jobs)
 
         elif kind == "walk_defer":
             other = self.cpu(c + 1)
             t = self._detach(mm, op[3])
             if t is not None:
-                self._together([(c, self._walk, (t, op[4])),
-                                (other, self._defer_realloc, (mm, t))])
+                self._together([(c, self._walk, (t, op[4])), (other, self._defer_realloc, (mm, t))])
 
     def check(self, where: str) -> None:
         m, a = self.m, self.a
@@ -268,7 +292,7 @@ class Driver:
             run_task(m, i % len(m.cpus), self._exit, mm)
             self.check(f"final exit of {mm!r}")
         settle(m)
-        m.env.run(until=m.env.now + 20_000_000)   # async mm frees, kworkers
+        m.env.run(until=m.env.now + 20_000_000)  # async mm frees, kworkers
         settle(m)
         self.check("settled")
 
@@ -276,10 +300,14 @@ class Driver:
 def _property(name: str, overrides: dict, **kw):
     """The property for one design and config, as a hypothesis test function."""
 
-    @settings(max_examples=40, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], **kw)
-    @given(cpus=st.integers(2, 4), first=st.booleans(),
-           ops=st.lists(OPS, min_size=20, max_size=80))
+    @settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        **kw,
+    )
+    @given(cpus=st.integers(2, 4), first=st.booleans(), ops=st.lists(OPS, min_size=20, max_size=80))
     def prop(cpus, first, ops):
         m = _build(name, overrides, cpus)
         d = Driver(m)
@@ -306,8 +334,9 @@ def test_random_operations_keep_every_invariant_and_return_every_page(name, vari
 @pytest.mark.parametrize("name", [n for n in ALLOCATORS.names() if n.startswith("unsafe-")])
 def test_the_harness_catches_every_unsafe_control(name):
     """The same property must fail on the controls built to be unsafe (no shrinking: speed)."""
-    prop = _property(name, _config_for(name, None),
-                     phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    prop = _property(
+        name, _config_for(name, None), phases=[Phase.explicit, Phase.reuse, Phase.generate]
+    )
     with pytest.raises((AssertionError, BaseExceptionGroup)) as info:
         prop()
     assert "safety" in str(info.value) or "kind" in str(info.value)
@@ -324,8 +353,9 @@ def test_choose_config_honours_a_design_that_refuses_small_pages():
     overrides, _ = choose_config("percpu-pool")
     assert overrides == {"machine.page_size": "64KiB"}
     with pytest.raises(ValueError, match="fragment_size"):
-        _build("percpu-pool", {"machine.page_size": "4KiB",
-                               "allocator.params.fragment_size": "8KiB"})
+        _build(
+            "percpu-pool", {"machine.page_size": "4KiB", "allocator.params.fragment_size": "8KiB"}
+        )
 
 
 @pytest.mark.parametrize("name", _safe_designs())
@@ -334,8 +364,9 @@ def test_default_shaped_run_is_safe(name):
     if overrides is None:
         pytest.skip(f"{name} refuses every tried config: {why}")
     sets = [f"{k}={v}" for k, v in overrides.items()]
-    cfg = load_config("configs/default.yaml",
-                      [*sets, f"allocator.name={name}", "duration=40ms", "warmup=5ms"])
+    cfg = load_config(
+        "configs/default.yaml", [*sets, f"allocator.name={name}", "duration=40ms", "warmup=5ms"]
+    )
     s = simulate(cfg).summary
     known = ALLOCATORS.get(name).known_violations
     assert s["safety.violations"] == sum(s[f"safety.{k}"] for k in known)
@@ -364,14 +395,14 @@ def test_free_to_reuse_clock_starts_at_the_unmappers_free_on_every_design(name):
     t = mm.tables[-1]
     run_task(m, 0, d._gather, mm, [mm.tables.pop()])
     freed = t.t_freed
-    assert 1_000_000 <= freed <= m.env.now                   # set during the munmap itself
+    assert 1_000_000 <= freed <= m.env.now  # set during the munmap itself
     d.mms.remove(mm)
-    run_task(m, 0, d._exit, mm)                              # a design may reuse only once
-    settle(m)                                                # the page is gone
+    run_task(m, 0, d._exit, mm)  # a design may reuse only once
+    settle(m)  # the page is gone
     m.env.run(until=m.env.now + 20_000_000)
     settle(m)
     starts = {now - ns for now, ns in got}
     assert freed in starts, (got, freed)
     gp_end = m.rcu.gp_spans[0][1]
-    assert all(now >= gp_end for now, _ in got)              # reusable only after the GP
-    assert all(s <= freed for s in starts)                   # no clock starts after the free
+    assert all(now >= gp_end for now, _ in got)  # reusable only after the GP
+    assert all(s <= freed for s in starts)  # no clock starts after the free

@@ -15,8 +15,14 @@ PAGE = 64 * 1024
 
 
 def pool_machine(cpus=2, page="64KiB", **params):
-    return make_machine({"machine.cpus": cpus, "machine.page_size": page,
-                         "allocator.name": "percpu-pool", "allocator.params": params})
+    return make_machine(
+        {
+            "machine.cpus": cpus,
+            "machine.page_size": page,
+            "allocator.name": "percpu-pool",
+            "allocator.params": params,
+        }
+    )
 
 
 def check(m):
@@ -37,7 +43,7 @@ def alloc(m, cpu, mm):
 
 
 def defer(m, cpu, mm, table):
-    table.state = DETACHED   # retract_page_tables cleared the PMD
+    table.state = DETACHED  # retract_page_tables cleared the PMD
     run_task(m, cpu, lambda c, _t: m.allocator.pte_free_defer(c, mm, table))
     check(m)
 
@@ -70,8 +76,8 @@ def test_fragments_are_carved_in_address_order_from_a_per_cpu_page():
     assert len({x.page for x in t}) == 1 and t[0].page.frag_refcount == 3
     assert a.pools[0].carve is t[0].page
     assert a.account.as_tuple() == (3 * K, 0, 0, PAGE - 3 * K, 0)
-    assert pool_locks(m) == 4      # one each, plus the retake after allocating the page
-    u = alloc(m, 1, mm)            # another CPU carves its own page
+    assert pool_locks(m) == 4  # one each, plus the retake after allocating the page
+    u = alloc(m, 1, mm)  # another CPU carves its own page
     assert u.page is not t[0].page and u.offset == 0 and u.page.data.home == 1
     assert m.pages.pages_held("pgtable") == 2
     # carving runs out after 16 fragments and the next allocation starts a new page
@@ -90,13 +96,13 @@ def test_waterfall_one_call_rcu_and_reuse_after_exactly_the_right_gp():
     t = [alloc(m, 0, mm) for _ in range(4)]
     gp0 = m.rcu.completed
     assert not m.rcu.gp_active
-    defer(m, 0, mm, t[0])                       # head idle: joins "this cycle", head queued
+    defer(m, 0, mm, t[0])  # head idle: joins "this cycle", head queued
     assert pool.cur == [t[0]] and pool.nxt == [] and pool.armed
     assert t[0].state == PENDING and a.call_rcus == 1
-    defer(m, 0, mm, t[1])                       # head queued: "next cycle"
+    defer(m, 0, mm, t[1])  # head queued: "next cycle"
     defer(m, 0, mm, t[2])
     assert pool.cur == [t[0]] and pool.nxt == [t[1], t[2]]
-    assert a.call_rcus == 1 and m.rcu.queued == 1   # one call_rcu however many frees
+    assert a.call_rcus == 1 and m.rcu.queued == 1  # one call_rcu however many frees
     assert a.account.as_tuple() == (K, 3 * K, 0, PAGE - 4 * K, 0)
     # nothing pending can be handed out: the next allocation carves a fresh fragment
     u = alloc(m, 0, mm)
@@ -105,7 +111,7 @@ def test_waterfall_one_call_rcu_and_reuse_after_exactly_the_right_gp():
     done = run_until(m, lambda: t[0].state == FREE)
     assert done == gp0 + 1
     assert list(pool.free) == [t[0]] and pool.cur == [t[1], t[2]] and pool.nxt == []
-    assert pool.armed and a.call_rcus == 2          # re-armed for what waits
+    assert pool.armed and a.call_rcus == 2  # re-armed for what waits
     assert t[1].state == PENDING
     check(m)
     # reuse: t0's fragment is the next one handed out
@@ -153,7 +159,7 @@ def test_page_returns_when_its_last_fragment_is_freed():
     mm = m.new_mm(4)
     a = m.allocator
     x, y = alloc(m, 0, mm), alloc(m, 0, mm)
-    free_now(m, 0, mm, x)           # never exposed: straight to the free list, no RCU
+    free_now(m, 0, mm, x)  # never exposed: straight to the free list, no RCU
     assert list(a.pools[0].free) == [x] and x.page.frag_refcount == 1
     assert a.account.as_tuple() == (K, 0, 0, PAGE - K, 0) and a.call_rcus == 0
     free_now(m, 0, mm, y)
@@ -181,14 +187,14 @@ def test_a_fragment_freed_on_another_cpu_returns_to_its_home_pool():
     a = m.allocator
     x, keep = alloc(m, 0, mm), alloc(m, 0, mm)
     locks0 = pool_locks(m)
-    defer(m, 1, mm, x)                      # freed on cpu1: cpu1's waterfall and rcu_head
+    defer(m, 1, mm, x)  # freed on cpu1: cpu1's waterfall and rcu_head
     assert a.pools[1].cur == [x] and a.pools[1].armed and not a.pools[0].armed
     settle(m)
     # cpu1's callback took cpu1's lock (splice) then cpu0's (the home free list)
     assert pool_locks(m) == locks0 + 1 + 2
     assert list(a.pools[0].free) == [x] and a.pools[1].free == {}
     check(m)
-    assert alloc(m, 1, mm).page is not x.page      # cpu1 cannot take cpu0's fragment
+    assert alloc(m, 1, mm).page is not x.page  # cpu1 cannot take cpu0's fragment
     r = alloc(m, 0, mm)
     assert (r.page, r.offset) == (x.page, 0) and keep.state == LIVE
 
@@ -210,7 +216,7 @@ def test_mmu_gather_path_needs_no_second_grace_period():
     check(m)
     assert x.state == PENDING and a.account.pending == K and not a.pools[0].armed
     done = run_until(m, lambda: x.state == FREE)
-    assert done == gp0 + 1 and a.call_rcus == 0       # the gather's GP was enough
+    assert done == gp0 + 1 and a.call_rcus == 0  # the gather's GP was enough
     assert list(a.pools[0].free) == [x]
     settle(m)
     check(m)
@@ -229,7 +235,7 @@ def test_the_cookie_check_catches_a_waterfall_that_skips_a_cycle():
     run_task(m, 0, lambda c, _t: a.pte_free_defer(c, mm, y))
     pool = a.pools[0]
     assert pool.nxt == [y]
-    pool.cur.append(pool.nxt.pop())         # the bug: y rides the GP already under way
+    pool.cur.append(pool.nxt.pop())  # the bug: y rides the GP already under way
     settle(m)
     assert m.safety.counts["invariant"] == 1
     assert "before the grace period" in m.safety.records[0]["message"]

@@ -33,6 +33,7 @@ def pages_list(mm):
 
 # -- s390 (6.6) ---------------------------------------------------------------------------------
 
+
 def test_two_halves_per_page_lower_first_and_list_membership():
     m = machine()
     mm = m.new_mm(8)
@@ -54,18 +55,18 @@ def test_pte_free_puts_page_at_head_and_its_half_is_reused_next():
     m = machine()
     mm = m.new_mm(8)
     a0, a1 = alloc(m, mm), alloc(m, mm)
-    b0 = alloc(m, mm)                                   # second page, on the list
+    b0 = alloc(m, mm)  # second page, on the list
     assert pages_list(mm) == [b0.page]
     pte_free(m, mm, a0)
-    assert pages_list(mm) == [a0.page, b0.page]         # list_add: head
+    assert pages_list(mm) == [a0.page, b0.page]  # list_add: head
     assert a0.page.data.bits == 0x02
     assert split(m) == {"live": 2 * H, "spare": 2 * H}
     queued = m.rcu.queued
     r = alloc(m, mm)
-    assert r.page is a0.page and r.offset == 0          # the freed lower half, at once
+    assert r.page is a0.page and r.offset == 0  # the freed lower half, at once
     assert pages_list(mm) == [b0.page]
-    assert m.rcu.queued == queued                       # no RCU anywhere on this path
-    assert m.counters["s390.list_hits"] == 2           # a1 and r both came off the list
+    assert m.rcu.queued == queued  # no RCU anywhere on this path
+    assert m.counters["s390.list_hits"] == 2  # a1 and r both came off the list
     del a1
 
 
@@ -86,19 +87,19 @@ def test_gather_half_goes_to_tail_pending_and_is_reused_only_at_the_head():
     mm = m.new_mm(8)
     a0, a1 = alloc(m, mm), alloc(m, mm)
     pa = a0.page
-    gather(m, mm, [a1])                                 # page_table_free_rcu: A->P, list tail
+    gather(m, mm, [a1])  # page_table_free_rcu: A->P, list tail
     assert pa.data.bits == 0x21 and pages_list(mm) == [pa]
     assert split(m) == {"live": H, "pending": H}
-    b0 = alloc(m, mm)                                   # head busy (A|P == 3): fresh page
+    b0 = alloc(m, mm)  # head busy (A|P == 3): fresh page
     pb = b0.page
     assert pb is not pa and pages_list(mm) == [pb, pa]
-    settle(m)                                           # __tlb_remove_table clears P, no lock
+    settle(m)  # __tlb_remove_table clears P, no lock
     check(m)
     assert pa.data.bits == 0x01 and pages_list(mm) == [pb, pa]
     assert split(m) == {"live": 2 * H, "spare": 2 * H}
-    assert alloc(m, mm).page is pb                      # the head's free half first
+    assert alloc(m, mm).page is pb  # the head's free half first
     r = alloc(m, mm)
-    assert r.page is pa and r.offset == H               # then the gathered half
+    assert r.page is pa and r.offset == H  # then the gathered half
     assert pages_list(mm) == []
     assert "context.lock" in m.lock_classes and "s390_global_list" not in m.lock_classes
 
@@ -112,11 +113,11 @@ def test_defer_marks_active_neither_half_reused_one_call_rcu_at_last_free():
     assert page.flags & PG_ACTIVE and page.data.bits == 0x02
     assert pages_list(mm) == [] and not page.rcu_queued
     assert split(m) == {"live": H, "stranded": H}
-    assert m.rcu.queued == 0                            # nothing queued while t1 lives
+    assert m.rcu.queued == 0  # nothing queued while t1 lives
     n = alloc(m, mm)
-    assert n.page is not page                           # the Active page's half is not reused
-    pte_free(m, mm, n)                                  # (n's page: both halves free: gone)
-    pte_free(m, mm, t1)                                 # last half: Active → call_rcu
+    assert n.page is not page  # the Active page's half is not reused
+    pte_free(m, mm, n)  # (n's page: both halves free: gone)
+    pte_free(m, mm, t1)  # last half: Active → call_rcu
     assert page.allocated and page.rcu_queued and not page.flags & PG_ACTIVE
     assert m.rcu.queued == 1 and split(m) == {"pending": 2 * H}
     settle(m)
@@ -146,11 +147,11 @@ def test_defer_while_other_half_in_gather_frees_after_both_grace_periods():
     t0, t1 = alloc(m, mm), alloc(m, mm)
     page = t0.page
     gather(m, mm, [t1])
-    assert pages_list(mm) == [page]                     # other half allocated: tail
+    assert pages_list(mm) == [page]  # other half allocated: tail
     defer(m, mm, t0)
     assert pages_list(mm) == [] and page.data.bits == 0x20 and page.flags & PG_ACTIVE
     assert split(m) == {"pending": H, "stranded": H}
-    settle(m)                                           # batch GP, then the page's own GP
+    settle(m)  # batch GP, then the page's own GP
     check(m)
     assert not page.allocated and m.rcu.invoked == 2
 
@@ -165,10 +166,12 @@ def test_active_page_still_listed_while_deferrer_waits_its_free_half_goes_out():
     page = t0.page
     t0.state = DETACHED
     t1, _ = run_together(
-        m, (1, lambda c, task: m.allocator.pte_alloc_one(c, mm)),      # takes the lock first
-        (0, lambda c, task: m.allocator.pte_free_defer(c, mm, t0)))
+        m,
+        (1, lambda c, task: m.allocator.pte_alloc_one(c, mm)),  # takes the lock first
+        (0, lambda c, task: m.allocator.pte_free_defer(c, mm, t0)),
+    )
     check(m)
-    assert t1.page is page and t1.offset == H          # the Active page's free half went out
+    assert t1.page is page and t1.offset == H  # the Active page's free half went out
     assert m.lock_classes["context.lock"].contended == 1
     assert page.flags & PG_ACTIVE and page.data.bits == 0x02 and pages_list(mm) == []
     assert split(m) == {"live": H, "stranded": H}
@@ -186,16 +189,16 @@ def test_pgste_mm_gets_full_pages_never_listed():
     page = t.page
     assert (t.offset, t.size) == (0, 4 * KB)
     assert page.data.bits == 0x03 | PGSTE and pages_list(kvm) == []
-    assert split(m) == {"live": 4 * KB}                 # PGSTEs in the upper half: in use
+    assert split(m) == {"live": 4 * KB}  # PGSTEs in the upper half: in use
     t2 = alloc(m, kvm)
     assert t2.page is not page
     gather(m, kvm, [t])
-    assert page.data.bits == 0x03 | PGSTE               # AA cleared only by __tlb_remove_table
+    assert page.data.bits == 0x03 | PGSTE  # AA cleared only by __tlb_remove_table
     assert split(m) == {"live": 4 * KB, "pending": 4 * KB}
     settle(m)
     check(m)
     assert not page.allocated
-    defer(m, kvm, t2)                                   # THP is off for KVM: the kernel warns
+    defer(m, kvm, t2)  # THP is off for KVM: the kernel warns
     assert m.counters["s390.pgste_defer"] == 1 and t2.page.rcu_queued
     settle(m)
     check(m)
@@ -206,19 +209,23 @@ def test_invariant_checker_catches_a_corrupted_page():
     m = machine()
     mm = m.new_mm(8)
     t = alloc(m, mm)
-    t.page.data.bits |= 0x10                            # A and P on one half
+    t.page.data.bits |= 0x10  # A and P on one half
     m.allocator.check(m.cpus[0], t.page, "test")
     assert m.safety.counts["invariant"] >= 1
     assert any("allocated and pending" in e for e in m.allocator.invariant_errors())
 
 
 def test_s390_refuses_other_page_sizes():
-    with pytest.raises(ValueError, match=r"machine.page_size: s390 \(2 KiB tables, two per "
-                                         r"page\) needs 4KiB pages, got 64KiB"):
+    with pytest.raises(
+        ValueError,
+        match=r"machine.page_size: s390 \(2 KiB tables, two per "
+        r"page\) needs 4KiB pages, got 64KiB",
+    ):
         make_machine({"allocator.name": "s390", "machine.page_size": "64KiB"})
 
 
 # -- s390-hh (Hugh's v2) ------------------------------------------------------------------------
+
 
 def test_hh_defer_relinks_half_after_gp_through_pt_mm_under_global_lock():
     m = machine("s390-hh")
@@ -227,18 +234,18 @@ def test_hh_defer_relinks_half_after_gp_through_pt_mm_under_global_lock():
     page = t0.page
     assert page.data.pt_mm is mm
     defer(m, mm, t0)
-    assert page.data.bits == 0x06                       # A1 | H0: one bit per half
+    assert page.data.bits == 0x06  # A1 | H0: one bit per half
     assert page.rcu_queued and pages_list(mm) == []
     assert split(m) == {"live": H, "pending": H}
-    assert alloc(m, mm).page is not page                # pending half not handed out
+    assert alloc(m, mm).page is not page  # pending half not handed out
     settle(m)
     check(m)
-    assert page.data.bits == 0x02 and pages_list(mm)[0] is page   # relinked at the head
+    assert page.data.bits == 0x02 and pages_list(mm)[0] is page  # relinked at the head
     assert m.counters["s390.relinked"] == 1
     assert m.lock_classes["s390_global_list"].acquisitions > 0
     assert m.lock_classes["context.lock"].acquisitions == 0
     r = alloc(m, mm)
-    assert r.page is page and r.offset == 0             # the deferred half IS reused (not 6.6)
+    assert r.page is page and r.offset == 0  # the deferred half IS reused (not 6.6)
 
 
 def test_hh_second_defer_rides_the_rcu_head_and_is_requeued():
@@ -266,7 +273,7 @@ def test_hh_gather_frees_page_in_batch_callback():
     mm = m.new_mm(8)
     t0, t1 = alloc(m, mm), alloc(m, mm)
     gather(m, mm, [t0])
-    assert t0.page.data.bits == 0x12 and pages_list(mm) == []   # pending: off the list
+    assert t0.page.data.bits == 0x12 and pages_list(mm) == []  # pending: off the list
     gather(m, mm, [t1])
     assert t0.page.data.bits == 0x30
     settle(m)
@@ -280,7 +287,7 @@ def test_hh_one_bit_rule_checker(rule, expected):
     mm = m.new_mm(8)
     t0, _t1 = alloc(m, mm), alloc(m, mm)
     defer(m, mm, t0, violations=expected)
-    assert t0.page.data.bits == (0x06 if rule else 0x16)   # v2 as posted: A->H+P (0x15)
+    assert t0.page.data.bits == (0x06 if rule else 0x16)  # v2 as posted: A->H+P (0x15)
     assert m.safety.counts["invariant"] == expected
     if not rule:
         assert "one-bit rule" in m.safety.records[0]["message"]
@@ -313,7 +320,7 @@ def _exit_latency(rule: str, defer_first: bool = True):
 
     mm = run_task(m, 0, body)
     settle(m)
-    m.env.run(until=m.env.now + 1_000_000)              # the mmdrop_async kworker
+    m.env.run(until=m.env.now + 1_000_000)  # the mmdrop_async kworker
     check(m)
     assert mm.freed and m.allocator.account.held == 0
     return out
@@ -324,8 +331,8 @@ def test_hh_mm_lifetime_exit_latency_ordering():
     barrier = _exit_latency("rcu_barrier")
     drop = _exit_latency("mmdrop_async")
     assert sync["freed_at_exit"] and not barrier["freed_at_exit"]
-    assert not drop["freed_at_exit"]                    # the deferral's mmgrab holds it
-    assert sync["exit"] > 1_000_000 and barrier["exit"] > 1_000_000   # a GP at HZ=1000
+    assert not drop["freed_at_exit"]  # the deferral's mmgrab holds it
+    assert sync["exit"] > 1_000_000 and barrier["exit"] > 1_000_000  # a GP at HZ=1000
     assert drop["exit"] < 200_000
     assert sync["exit"] > 10 * drop["exit"] and barrier["exit"] > 10 * drop["exit"]
     assert _exit_latency("mmdrop_async", defer_first=False)["freed_at_exit"]
@@ -337,6 +344,7 @@ def test_hh_params_are_validated():
 
 
 # -- s390-fullpage (6.7+) -----------------------------------------------------------------------
+
 
 def test_fullpage_one_table_per_page_upper_half_internal_or_pgste():
     m = machine("s390-fullpage")
@@ -372,6 +380,7 @@ def test_concurrent_rcu_barriers_share_one_barrier_as_in_the_kernel():
         def body(cpu, task):
             yield from m.rcu.barrier(cpu, task)
             done.append(m.env.now)
+
         return start_task(m, cpu_id, body)
 
     first = barrier(0)
@@ -381,6 +390,6 @@ def test_concurrent_rcu_barriers_share_one_barrier_as_in_the_kernel():
     late = [barrier(i) for i in (1, 2, 3)]
     m.env.run(until=m.env.all_of([first, *late]))
     assert len(done) == 4
-    assert len(set(done[1:])) == 1           # the three late callers share the second barrier
+    assert len(set(done[1:])) == 1  # the three late callers share the second barrier
     assert done[1] >= done[0]
-    assert m.rcu.barrier_seq == 4            # two barriers ran, not four
+    assert m.rcu.barrier_seq == 4  # two barriers ran, not four

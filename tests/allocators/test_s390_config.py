@@ -11,16 +11,24 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "s390.yaml"
 # KVM guests are 10% of the mms in the config; a guest allocates its PGSTE tables when it
 # populates, and a collapsed range stays PMD-mapped, so in 50 ms after warmup only guests forked
 # then allocate any. A larger share makes some of those forks guests.
-SHORT = ["duration=60ms", "warmup=10ms", "machine.cpus=4", "workload.processes.initial=12",
-         "workload.processes.pgste_fraction=0.3"]
+SHORT = [
+    "duration=60ms",
+    "warmup=10ms",
+    "machine.cpus=4",
+    "workload.processes.initial=12",
+    "workload.processes.pgste_fraction=0.3",
+]
 
 
-@pytest.mark.parametrize("name, extra", [
-    ("s390", []),
-    ("s390-fullpage", []),
-    ("s390-hh", []),
-    ("s390-hh", ["allocator.params.mm_lifetime=synchronize_rcu"]),
-])
+@pytest.mark.parametrize(
+    "name, extra",
+    [
+        ("s390", []),
+        ("s390-fullpage", []),
+        ("s390-hh", []),
+        ("s390-hh", ["allocator.params.mm_lifetime=synchronize_rcu"]),
+    ],
+)
 def test_s390_config_runs_clean(name, extra):
     cfg = load_config(CONFIG, [*SHORT, f"allocator.name={name}", *extra])
     assert cfg.machine.hz == 100 and cfg.machine.page_size == 4096

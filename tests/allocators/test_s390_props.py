@@ -27,16 +27,19 @@ DESIGNS = [
 
 mm_i = st.integers(0, 3)
 cpu_i = st.integers(0, 1)
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("alloc"), mm_i, cpu_i, st.integers(1, 3)),
-    st.tuples(st.just("alloc"), mm_i, cpu_i, st.integers(1, 3)),
-    st.tuples(st.just("free"), mm_i, cpu_i, st.integers(0, 20)),
-    st.tuples(st.just("gather"), mm_i, cpu_i, st.integers(1, 4)),
-    st.tuples(st.just("defer"), mm_i, cpu_i, st.integers(0, 20)),
-    st.tuples(st.just("exit"), mm_i, cpu_i, st.just(0)),
-    st.tuples(st.just("race"), mm_i, cpu_i, st.integers(0, 20)),
-    st.tuples(st.just("wait"), st.sampled_from([1_000, 300_000, 3_000_000]), cpu_i, st.just(0)),
-), max_size=40)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("alloc"), mm_i, cpu_i, st.integers(1, 3)),
+        st.tuples(st.just("alloc"), mm_i, cpu_i, st.integers(1, 3)),
+        st.tuples(st.just("free"), mm_i, cpu_i, st.integers(0, 20)),
+        st.tuples(st.just("gather"), mm_i, cpu_i, st.integers(1, 4)),
+        st.tuples(st.just("defer"), mm_i, cpu_i, st.integers(0, 20)),
+        st.tuples(st.just("exit"), mm_i, cpu_i, st.just(0)),
+        st.tuples(st.just("race"), mm_i, cpu_i, st.integers(0, 20)),
+        st.tuples(st.just("wait"), st.sampled_from([1_000, 300_000, 3_000_000]), cpu_i, st.just(0)),
+    ),
+    max_size=40,
+)
 
 
 def _exit(m, cpu, task, mm):
@@ -89,15 +92,17 @@ def test_random_sequences_keep_books_and_return_every_page(name, params, ops, pg
         if mm is None:
             continue
         if op == "alloc":
+
             def body(cpu, task, mm=mm, n=n):
                 for _ in range(n):
                     t = yield from a.pte_alloc_one(cpu, mm)
                     mm.tables.append(t)
+
             run_task(m, c, body)
         elif op in ("free", "defer") and mm.tables:
             t = mm.tables.pop(n % len(mm.tables))
             if op == "defer":
-                t.state = DETACHED      # retracted; pte_free takes a never-exposed LIVE table
+                t.state = DETACHED  # retracted; pte_free takes a never-exposed LIVE table
             hook = a.pte_free if op == "free" else a.pte_free_defer
             run_task(m, c, lambda cpu, task, mm=mm, t=t, hook=hook: hook(cpu, mm, t))
         elif op == "gather" and mm.tables:
@@ -117,7 +122,7 @@ def test_random_sequences_keep_books_and_return_every_page(name, params, ops, pg
         run_task(m, 0, lambda cpu, task, mm=mm: _exit(m, cpu, task, mm))
         check(m)
     settle(m)
-    m.env.run(until=m.env.now + 1_000_000)      # mmdrop_async kworkers
+    m.env.run(until=m.env.now + 1_000_000)  # mmdrop_async kworkers
     settle(m)
     check(m)
     assert a.held_pages == {} and m.pages.pages_held("pgtable") == 0

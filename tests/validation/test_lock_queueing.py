@@ -28,7 +28,7 @@ def _ns(x):
 
 
 def _ci(waits, batches=20, level=0.99):
-    w = np.asarray(waits[len(waits) // 20:], dtype=float)  # drop the first 5% (empty start)
+    w = np.asarray(waits[len(waits) // 20 :], dtype=float)  # drop the first 5% (empty start)
     m = len(w) // batches
     means = w[: m * batches].reshape(batches, m).mean(axis=1)
     half = stats.t.ppf(0.5 + level / 2, batches - 1) * means.std(ddof=1) / np.sqrt(batches)

@@ -29,6 +29,7 @@ def _busy(m, cpu, start, length, reader):
         if reader:
             cpu.rcu_read_unlock()
         cpu.release()
+
     m.env.process(proc())
 
 
@@ -36,6 +37,7 @@ def _one_callback(m, at, cpu=0, lazy=True):
     def proc():
         yield m.env.timeout(at)
         m.rcu.call_rcu(m.cpus[cpu], lambda c, a: None, None, lazy=lazy)
+
     m.env.process(proc())
 
 
@@ -45,11 +47,14 @@ def _gp(m):
 
 
 @pytest.mark.parametrize("flavor", FLAVOURS)
-@pytest.mark.parametrize("hz,fqs,jiffies", [(1000, None, 3), (250, None, 1), (100, None, 1),
-                                            (300, None, 2), (1000, 1, 1)])
+@pytest.mark.parametrize(
+    "hz,fqs,jiffies",
+    [(1000, None, 3), (250, None, 1), (100, None, 1), (300, None, 2), (1000, 1, 1)],
+)
 def test_idle_machine_waits_two_fqs_scans(flavor, hz, fqs, jiffies):
-    m = make_machine({"machine.hz": hz, "machine.cpus": 8, "rcu.fqs_jiffies": fqs,
-                      "rcu.flavor": flavor})
+    m = make_machine(
+        {"machine.hz": hz, "machine.cpus": 8, "rcu.fqs_jiffies": fqs, "rcu.flavor": flavor}
+    )
     _one_callback(m, 100_000)
     m.env.run(until=200 * MS)
     jiffy = 1_000_000_000 // hz
@@ -93,8 +98,9 @@ def test_kernel_bound_cpu_reports_at_its_ticks_on_a_preemptible_kernel():
 
 
 def test_tick_qs_in_kernel_fix_makes_non_preemptible_act_like_preemptible_here():
-    m = make_machine({"machine.cpus": 4, "rcu.flavor": "non-preemptible",
-                      "rcu.tick_qs_in_kernel": True})
+    m = make_machine(
+        {"machine.cpus": 4, "rcu.flavor": "non-preemptible", "rcu.tick_qs_in_kernel": True}
+    )
     _busy(m, m.cpus[2], 0, 17 * MS, reader=False)
     _one_callback(m, 100_000)
     m.env.run(until=100 * MS)
@@ -123,7 +129,7 @@ def test_preempted_reader_blocks_the_gp_from_the_blocked_tasks_list():
         cpu.acquire(task)
         cpu.rcu_read_lock()
         yield cpu.compute(int(2.5 * MS))
-        yield from cpu.preempt(task)        # cpu1 runs the hog meanwhile
+        yield from cpu.preempt(task)  # cpu1 runs the hog meanwhile
         yield cpu.compute(3 * MS)
         cpu.rcu_read_unlock()
         out["unlock"] = m.env.now
@@ -165,8 +171,9 @@ def test_a_non_preemptible_reader_cannot_be_preempted():
 
 
 def test_urgent_qs_bounds_a_gp_held_by_a_kernel_bound_cpu():
-    m = make_machine({"machine.cpus": 4, "rcu.flavor": "non-preemptible",
-                      "rcu.sched_qs_jiffies": 10})
+    m = make_machine(
+        {"machine.cpus": 4, "rcu.flavor": "non-preemptible", "rcu.sched_qs_jiffies": 10}
+    )
     _busy(m, m.cpus[2], 0, 500 * MS, reader=False)
     _one_callback(m, 100_000)
     m.env.run(until=100 * MS)
@@ -176,11 +183,20 @@ def test_urgent_qs_bounds_a_gp_held_by_a_kernel_bound_cpu():
     assert _gp(m) == (1 * MS, 14 * MS)
 
 
-@pytest.mark.parametrize("hz,cpus,fqs,sched_qs", [(1000, 8, 3, 100), (300, 8, 2, 30),
-                                                  (250, 8, 1, 25), (100, 64, 1, 10),
-                                                  (100, 512, 3, 12), (1000, 4096, 19, 116)])
+@pytest.mark.parametrize(
+    "hz,cpus,fqs,sched_qs",
+    [
+        (1000, 8, 3, 100),
+        (300, 8, 2, 30),
+        (250, 8, 1, 25),
+        (100, 64, 1, 10),
+        (100, 512, 3, 12),
+        (1000, 4096, 19, 116),
+    ],
+)
 def test_fqs_and_sched_qs_defaults_follow_the_kernel_formulas(hz, cpus, fqs, sched_qs):
     from desim.config import RcuConfig
+
     rc = RcuConfig()
     # rcu_init_geometry: 1 + (HZ > 250) + (HZ > 500) + nr_cpu_ids / 256;
     # adjust_jiffies_till_sched_qs: max(first + 2 * next, HZ / 10 + nr_cpu_ids / 256).
@@ -189,8 +205,9 @@ def test_fqs_and_sched_qs_defaults_follow_the_kernel_formulas(hz, cpus, fqs, sch
 
 
 def test_lazy_call_rcu_waits_for_the_lazy_flush_on_an_offloaded_cpu():
-    m = make_machine({"machine.cpus": 4, "rcu.nocb_cpus": "all", "rcu.lazy": True,
-                      "rcu.lazy_flush": "50ms"})
+    m = make_machine(
+        {"machine.cpus": 4, "rcu.nocb_cpus": "all", "rcu.lazy": True, "rcu.lazy_flush": "50ms"}
+    )
     _one_callback(m, 100_000)
     m.env.run(until=200 * MS)
     # The bypass list is flushed 50 ms after its first callback; rcuog requests the GP then.
@@ -211,4 +228,4 @@ def test_lazy_is_only_for_offloaded_cpus():
     m = make_machine({"machine.cpus": 4, "rcu.nocb_cpus": [1], "rcu.lazy": True})
     _one_callback(m, 100_000, cpu=0)
     m.env.run(until=100 * MS)
-    assert m.rcu.gp_spans[0][0] == 1 * MS    # cpu0 is not offloaded: its tick requests the GP
+    assert m.rcu.gp_spans[0][0] == 1 * MS  # cpu0 is not offloaded: its tick requests the GP

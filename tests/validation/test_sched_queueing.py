@@ -11,8 +11,14 @@ from tests.validation.queueing import finite_source_mmc
 
 
 def _machine(cpus: int, hz: int = 1000, **sched) -> Machine:
-    cfg = validate({"machine": {"cpus": cpus, "hz": hz}, "sched": sched,
-                    "record": {"enabled": False}, "safety": {"enabled": False}})
+    cfg = validate(
+        {
+            "machine": {"cpus": cpus, "hz": hz},
+            "sched": sched,
+            "record": {"enabled": False},
+            "safety": {"enabled": False},
+        }
+    )
     return Machine(cfg)
 
 
@@ -33,7 +39,7 @@ def test_finite_source_mmc(n, c, rho):
     burst runs to its end (FCFS service); ``newidle_balance`` keeps the CPUs work-conserving.
     Tolerances: 4% on throughput, 10% on the mean run-queue wait (from ~40,000 bursts).
     """
-    mean_burst = 1_000_000                      # 1 ms
+    mean_burst = 1_000_000  # 1 ms
     lam_over_mu = rho * c / n
     mean_think = mean_burst / lam_over_mu
     m = _machine(c, slice="10s", switch_cost=0)
@@ -67,13 +73,16 @@ def _run_to_exit(m, sched, task, burst, ends):
     sched.exit(task)
 
 
-@pytest.mark.parametrize("cost,expected", [
-    # cost 0: A runs 0-3 (slice), B 3-5 (done), C 5-8 (slice), A 8-10 (done), C 10-14.
-    (0, {"A": 10_000_000, "B": 5_000_000, "C": 14_000_000}),
-    # cost 1 us, taken from the incoming task at each switch between tasks: C's slice ends at
-    # 8.001 ms, so the tick that sees it is the one at 9 ms; A then runs 9-11.001, C the rest.
-    (1000, {"A": 11_001_000, "B": 5_001_000, "C": 14_004_000}),
-])
+@pytest.mark.parametrize(
+    "cost,expected",
+    [
+        # cost 0: A runs 0-3 (slice), B 3-5 (done), C 5-8 (slice), A 8-10 (done), C 10-14.
+        (0, {"A": 10_000_000, "B": 5_000_000, "C": 14_000_000}),
+        # cost 1 us, taken from the incoming task at each switch between tasks: C's slice ends at
+        # 8.001 ms, so the tick that sees it is the one at 9 ms; A then runs 9-11.001, C the rest.
+        (1000, {"A": 11_001_000, "B": 5_001_000, "C": 14_004_000}),
+    ],
+)
 def test_single_cpu_round_robin(cost, expected):
     """One CPU, HZ=1000, a 3 ms slice, bursts of 5, 2 and 7 ms started in that order at 0."""
     m = _machine(1, slice="3ms", switch_cost=cost)

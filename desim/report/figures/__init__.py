@@ -63,13 +63,17 @@ class Context:
             runs[ctx.x] = pd.to_numeric(runs[ctx.x])
             ctx.xvals = sorted(runs[ctx.x].unique().tolist())
         # Parameters that vary within one design (and are not x) split series.
-        ctx.extra = [p for p in others if p != ctx.x
-                     and (runs.groupby(DESIGN)[p].nunique(dropna=False) > 1).any()]
+        ctx.extra = [
+            p
+            for p in others
+            if p != ctx.x and (runs.groupby(DESIGN)[p].nunique(dropna=False) > 1).any()
+        ]
         for p in others:
             if p != ctx.x and p not in ctx.extra and runs[p].nunique(dropna=False) > 1:
                 per = runs.groupby(DESIGN, sort=False)[p].first()
-                ctx.notes.append(f"{p} is set per design: "
-                                 + ", ".join(f"{d} {v}" for d, v in per.items()) + ".")
+                ctx.notes.append(
+                    f"{p} is set per design: " + ", ".join(f"{d} {v}" for d, v in per.items()) + "."
+                )
         runs["series"] = runs[DESIGN].astype(str)
         for p in ctx.extra:
             runs["series"] += " · " + p + "=" + runs[p].astype(str)
@@ -91,12 +95,16 @@ class Context:
         want = self.spec.x
         if want is not None:
             if want not in runs:
-                self.notes.append(f"report.x = {want!r} is not a parameter of these runs; "
-                                  "figures against it are skipped.")
+                self.notes.append(
+                    f"report.x = {want!r} is not a parameter of these runs; "
+                    "figures against it are skipped."
+                )
                 return None
             if not numeric_varying(want):
-                self.notes.append(f"report.x = {want!r} does not take two or more numeric "
-                                  "values here; figures against it are skipped.")
+                self.notes.append(
+                    f"report.x = {want!r} does not take two or more numeric "
+                    "values here; figures against it are skipped."
+                )
                 return None
             return want
         # Default: CPUs if swept, else the first numeric key that varies within a design.
@@ -125,7 +133,8 @@ class Context:
             return df
         cols = ["run_id", "series"] + ([self.x] if self.x else [])
         return df.drop(columns=[c for c in cols[1:] if c in df]).merge(
-            self.runs[cols], on="run_id", how="inner")
+            self.runs[cols], on="run_id", how="inner"
+        )
 
     def panel_values(self) -> tuple[list, str | None]:
         """The x values that get one panel each in per-point figures (at most MAX_PANELS)."""
@@ -136,8 +145,9 @@ class Context:
             return vals, None
         idx = np.unique(np.linspace(0, len(vals) - 1, MAX_PANELS).round().astype(int))
         shown = [vals[i] for i in idx]
-        return shown, (f"showing {self.x_label} = {', '.join(map(_fmt, shown))} "
-                       f"of {len(vals)} values")
+        return shown, (
+            f"showing {self.x_label} = {', '.join(map(_fmt, shown))} of {len(vals)} values"
+        )
 
     def panel_title(self, xv) -> str:
         return "" if xv is None else f"{self.x_label} = {_fmt(xv)}"

@@ -13,19 +13,27 @@ from desim.report.figures.plot import band_line, hist_ecdf, legend, vs_x
 from desim.report.registry import figure
 from desim.report.style import log_time_axis, subplots
 
-CUT_NOTE = (" A ▼ marks a confidence interval reaching 0 or below, which a log axis cannot "
-            "show: its bar stops one decade under the mean.")
+CUT_NOTE = (
+    " A ▼ marks a confidence interval reaching 0 or below, which a log axis cannot "
+    "show: its bar stops one decade under the mean."
+)
 
 OP_TITLES = {
-    "fault": "page fault", "alloc": "table alloc (pte_alloc_one)",
-    "free": "table free (to mmu_gather)", "defer": "pte_free_defer (khugepaged)",
-    "exit": "process exit (exit_mmap)", "munmap": "munmap", "fork": "fork",
-    "retract": "retract one table", "free_to_reuse": "free → reusable",
+    "fault": "page fault",
+    "alloc": "table alloc (pte_alloc_one)",
+    "free": "table free (to mmu_gather)",
+    "defer": "pte_free_defer (khugepaged)",
+    "exit": "process exit (exit_mmap)",
+    "munmap": "munmap",
+    "fork": "fork",
+    "retract": "retract one table",
+    "free_to_reuse": "free → reusable",
 }
 
 
-def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: str,
-                xlabel: str = "latency") -> Fig | Skip:
+def ecdf_panels(
+    ctx: Context, ops: list[str], name: str, title: str, caption: str, xlabel: str = "latency"
+) -> Fig | Skip:
     h = ctx.table("latency")
     if h.empty:
         return Skip(name, title, "no latency.parquet")
@@ -38,8 +46,11 @@ def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: st
     agg = hist_ecdf(h, by)
     # One row per x value and a column per operation; a single operation lays x out in a row.
     flat = len(present) == 1
-    fig, axes = (subplots(1, len(panels), sharey=True) if flat
-                 else subplots(len(panels), len(present), sharey=True))
+    fig, axes = (
+        subplots(1, len(panels), sharey=True)
+        if flat
+        else subplots(len(panels), len(present), sharey=True)
+    )
     last_row = 0 if flat else len(panels) - 1
     for r, xv in enumerate(panels):
         for c, op in enumerate(present):
@@ -63,30 +74,40 @@ def ecdf_panels(ctx: Context, ops: list[str], name: str, title: str, caption: st
     axes[0][0].set_ylabel("fraction of operations ≤ x")
     legend(fig, ctx)
     fig.suptitle(title)
-    cap = caption + (" Dotted lines mark the median (0.5) and p99 (0.99); bands are 95% CIs "
-                     "over replications.")
+    cap = caption + (
+        " Dotted lines mark the median (0.5) and p99 (0.99); bands are 95% CIs over replications."
+    )
     if (h["lo_ns"] < 1).any():
-        cap += (" Operations that took no simulated time (below 1 ns) are drawn at the far "
-                "left.")
+        cap += " Operations that took no simulated time (below 1 ns) are drawn at the far left."
     return Fig(name, title, cap + (f" ({note})" if note else ""), fig)
 
 
 @figure("latency_ecdf", group="latency", rank=20)
 def latency_ecdf(ctx: Context) -> Fig | Skip:
     return ecdf_panels(
-        ctx, list(ctx.spec.latency_ops), "latency_ecdf", "Latency distributions (ECDF)",
-        "Empirical CDF of each operation's latency as its caller sees it, per design "
-        "(log x axis).")
+        ctx,
+        list(ctx.spec.latency_ops),
+        "latency_ecdf",
+        "Latency distributions (ECDF)",
+        "Empirical CDF of each operation's latency as its caller sees it, per design (log x axis).",
+    )
 
 
 @figure("latency_vs_x", group="latency", rank=21)
 def latency_vs_x(ctx: Context) -> Fig | Skip:
     title = "Latency p50 / p99 vs swept parameter"
     if ctx.x is None:
-        return Skip("latency_vs_x", title, "no numeric parameter is swept (e.g. a single CPU "
-                    "count), so there is nothing to plot against")
-    ops = [o for o in ctx.spec.latency_ops if f"{o}.p99_ns" in ctx.runs
-           and ctx.runs[f"{o}.p99_ns"].notna().any()]
+        return Skip(
+            "latency_vs_x",
+            title,
+            "no numeric parameter is swept (e.g. a single CPU "
+            "count), so there is nothing to plot against",
+        )
+    ops = [
+        o
+        for o in ctx.spec.latency_ops
+        if f"{o}.p99_ns" in ctx.runs and ctx.runs[f"{o}.p99_ns"].notna().any()
+    ]
     if not ops:
         return Skip("latency_vs_x", title, "no latency percentiles in summary.json")
     title = f"Latency p50 / p99 vs {ctx.x_label}"
@@ -102,16 +123,22 @@ def latency_vs_x(ctx: Context) -> Fig | Skip:
         log_time_axis(ax, "y")
         ax.set_title(OP_TITLES.get(op, op), fontsize=9)
     axes[0][0].set_ylabel("latency (log scale)")
-    extra = [Line2D([], [], color="0.3", ls="-", marker="o", label="p50 (median)"),
-             Line2D([], [], color="0.3", ls="--", marker="s", label="p99")]
+    extra = [
+        Line2D([], [], color="0.3", ls="-", marker="o", label="p50 (median)"),
+        Line2D([], [], color="0.3", ls="--", marker="s", label="p99"),
+    ]
     legend(fig, ctx, extra=extra)
     fig.suptitle(title)
-    cap = (f"Median (solid) and 99th percentile (dashed) latency against {ctx.x_label}; "
-           "points are means over replications, error bars 95% CIs.")
+    cap = (
+        f"Median (solid) and 99th percentile (dashed) latency against {ctx.x_label}; "
+        "points are means over replications, error bars 95% CIs."
+    )
     if cut:
         cap += CUT_NOTE
     if zeros:
-        cap += (f" Percentiles of 0 ns ({', '.join(zeros)}: no simulated time spent, e.g. a "
-                "design whose deferral only queues work) cannot sit on the log axis and are "
-                "not drawn.")
+        cap += (
+            f" Percentiles of 0 ns ({', '.join(zeros)}: no simulated time spent, e.g. a "
+            "design whose deferral only queues work) cannot sit on the log axis and are "
+            "not drawn."
+        )
     return Fig("latency_vs_x", title, cap, fig)

@@ -28,15 +28,20 @@ ROWS = [
 def locks(ctx: Context) -> Fig | Skip:
     title = "Lock contention and wait per lock class"
     runs = ctx.runs
-    acq = {c[5:-13]: runs[c].fillna(0).sum() for c in runs.columns
-           if c.startswith("lock.") and c.endswith(".acquisitions")}
+    acq = {
+        c[5:-13]: runs[c].fillna(0).sum()
+        for c in runs.columns
+        if c.startswith("lock.") and c.endswith(".acquisitions")
+    }
     classes = [c for c, n in sorted(acq.items(), key=lambda kv: -kv[1]) if n > 0]
     if not classes:
         return Skip("locks", title, "no lock was taken in these runs")
     note = ""
     if len(classes) > MAX_CLASSES:
-        note = (f" Showing the {MAX_CLASSES} most-acquired of {len(classes)} classes "
-                f"(left out: {', '.join(classes[MAX_CLASSES:])}).")
+        note = (
+            f" Showing the {MAX_CLASSES} most-acquired of {len(classes)} classes "
+            f"(left out: {', '.join(classes[MAX_CLASSES:])})."
+        )
         classes = classes[:MAX_CLASSES]
     if ctx.x is not None:
         title = f"Lock contention and wait vs {ctx.x_label}"
@@ -52,10 +57,19 @@ def locks(ctx: Context) -> Fig | Skip:
     log_row = {}
     for metric, _what, kind in ROWS:
         cols = [f"lock.{cls}.{metric}" for cls in classes if f"lock.{cls}.{metric}" in runs]
-        vals = pd.concat([runs[c].fillna(0) if metric != "wait_p99_contended_ns"
-                          else runs[c].dropna() for c in cols]) if cols else pd.Series([])
-        log_row[metric] = (kind == "time" and ctx.x is not None and len(vals) > 0
-                           and bool((vals > 0).all()))
+        vals = (
+            pd.concat(
+                [
+                    runs[c].fillna(0) if metric != "wait_p99_contended_ns" else runs[c].dropna()
+                    for c in cols
+                ]
+            )
+            if cols
+            else pd.Series([])
+        )
+        log_row[metric] = (
+            kind == "time" and ctx.x is not None and len(vals) > 0 and bool((vals > 0).all())
+        )
     fig, axes = subplots(len(ROWS), len(classes), w=3.2, h=2.5)
     cut = False
     for c, cls in enumerate(classes):
@@ -63,18 +77,29 @@ def locks(ctx: Context) -> Fig | Skip:
         # drawing it at 0 would read as "uncontended". A design that has the class but did
         # not take it in some run counts 0 there; a p99 of waits with no wait stays empty.
         has = runs.groupby("series")[f"lock.{cls}.acquisitions"].transform(
-            lambda v: v.notna().any())
+            lambda v: v.notna().any()
+        )
         sub = runs[has.astype(bool)]
         for r, (metric, what, kind) in enumerate(ROWS):
             ax = axes[r][c]
             col = f"lock.{cls}.{metric}"
             data = None
             if col in sub:
-                data = sub if metric == "wait_p99_contended_ns" else sub.assign(
-                    **{col: sub[col].fillna(0)})
+                data = (
+                    sub
+                    if metric == "wait_p99_contended_ns"
+                    else sub.assign(**{col: sub[col].fillna(0)})
+                )
             if data is None or not (data[col] > 0).any():
-                ax.text(0.5, 0.5, "never contended", ha="center", va="center",
-                        transform=ax.transAxes, color="0.4")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "never contended",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="0.4",
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
             else:
@@ -101,8 +126,10 @@ def locks(ctx: Context) -> Fig | Skip:
     legend(fig, ctx)
     fig.suptitle(title)
     scales = ", ".join(f"{what}: {'log' if log_row[m] else 'linear'}" for m, what, _k in ROWS)
-    cap = ("Per lock class: the share of acquisitions that had to spin, the mean wait over all "
-           "acquisitions, and the p99 of the waits that happened (missing, not 0, where a run "
-           "had no contended acquisition). Means over replications with 95% CIs. One y scale "
-           f"per row ({scales})." + (CUT_NOTE if cut else "") + note)
+    cap = (
+        "Per lock class: the share of acquisitions that had to spin, the mean wait over all "
+        "acquisitions, and the p99 of the waits that happened (missing, not 0, where a run "
+        "had no contended acquisition). Means over replications with 95% CIs. One y scale "
+        f"per row ({scales})." + (CUT_NOTE if cut else "") + note
+    )
     return Fig("locks", title, cap, fig)

@@ -35,8 +35,9 @@ def memory_split(ctx: Context) -> Fig | Skip:
     panels, note = ctx.panel_values()
     held = runs[cols].sum(axis=1).max()
     scale, unit = bytes_unit(held)
-    fig, axes = subplots(1, len(panels), sharey=True, w=max(1.3 + 0.75 * len(ctx.series), 3.2),
-                         legend_w=3.9)
+    fig, axes = subplots(
+        1, len(panels), sharey=True, w=max(1.3 + 0.75 * len(ctx.series), 3.2), legend_w=3.9
+    )
     for ax, xv in zip(axes[0], panels, strict=True):
         sub = ctx.subset(runs, xv).assign(total=lambda d: d[cols].sum(axis=1))
         names = [s for s in ctx.series if s in set(sub["series"])]
@@ -48,8 +49,15 @@ def memory_split(ctx: Context) -> Fig | Skip:
             bottom += m
         tot = mean_ci(sub, ["series"], "total").set_index("series").reindex(names)
         if tot["half"].notna().any():
-            ax.errorbar(pos, tot["mean"] / scale, yerr=tot["half"].fillna(0) / scale, fmt="none",
-                        ecolor="black", capsize=3, lw=1)
+            ax.errorbar(
+                pos,
+                tot["mean"] / scale,
+                yerr=tot["half"].fillna(0) / scale,
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                lw=1,
+            )
         ax.set_xticks(pos)
         tilt = len(names) > 3 or max(map(len, names), default=0) > 10
         ax.set_xticklabels(names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
@@ -57,12 +65,19 @@ def memory_split(ctx: Context) -> Fig | Skip:
             lab.set_color(ctx.colour(s))
         ax.set_title(ctx.panel_title(xv))
     axes[0][0].set_ylabel(f"mean bytes held ({unit})")
-    fig.legend(handles=[Patch(color=KIND_COLOURS[k], label=f"{k}: {KIND_NOTES[k]}")
-                        for k in reversed(KINDS)],
-               loc="outside right center", frameon=False, title="memory kind")
+    fig.legend(
+        handles=[
+            Patch(color=KIND_COLOURS[k], label=f"{k}: {KIND_NOTES[k]}") for k in reversed(KINDS)
+        ],
+        loc="outside right center",
+        frameon=False,
+        title="memory kind",
+    )
     fig.suptitle(title)
-    cap = ("Time-weighted mean bytes held in page-table pages, split by what they hold; "
-           "stacked bars are the mean over replications, the error bar the 95% CI of their total.")
+    cap = (
+        "Time-weighted mean bytes held in page-table pages, split by what they hold; "
+        "stacked bars are the mean over replications, the error bar the 95% CI of their total."
+    )
     return Fig("memory_split", title, cap + (f" ({note})" if note else ""), fig)
 
 
@@ -92,8 +107,10 @@ def waste_time(ctx: Context) -> Fig | Skip:
     axes[0][0].set_ylabel(f"waste: held − live ({unit})")
     legend(fig, ctx)
     fig.suptitle(title)
-    cap = ("Bytes held in page-table pages beyond the live tables (pending + stranded + spare + "
-           "internal), plus mmu_gather batch pages, after warm-up; line = mean over replications, band = 95% CI.")
+    cap = (
+        "Bytes held in page-table pages beyond the live tables (pending + stranded + spare + "
+        "internal), plus mmu_gather batch pages, after warm-up; line = mean over replications, band = 95% CI."
+    )
     return Fig("waste_time", title, cap + (f" ({note})" if note else ""), fig)
 
 
@@ -101,8 +118,11 @@ def waste_time(ctx: Context) -> Fig | Skip:
 def waste_vs_x(ctx: Context) -> Fig | Skip:
     title = "Waste vs swept parameter"
     if ctx.x is None:
-        return Skip("waste_vs_x", title, "no numeric parameter is swept (a single point or "
-                    "designs only), so there is no x axis")
+        return Skip(
+            "waste_vs_x",
+            title,
+            "no numeric parameter is swept (a single point or designs only), so there is no x axis",
+        )
     runs = ctx.runs
     need = ["mem.overhead.mean_bytes", "mem.overhead.peak_bytes"]
     if not all(c in runs for c in need):
@@ -117,7 +137,9 @@ def waste_vs_x(ctx: Context) -> Fig | Skip:
         ax.set_ylim(bottom=0)
     legend(fig, ctx)
     fig.suptitle(title)
-    cap = (f"Waste (page-table bytes beyond the live tables, mmu_gather batch pages included) "
-           f"against {ctx.x_label}; points are means over replications, error bars 95% CIs. "
-           "The right panel is each run's exact peak since the warm-up.")
+    cap = (
+        f"Waste (page-table bytes beyond the live tables, mmu_gather batch pages included) "
+        f"against {ctx.x_label}; points are means over replications, error bars 95% CIs. "
+        "The right panel is each run's exact peak since the warm-up."
+    )
     return Fig("waste_vs_x", title, cap, fig)

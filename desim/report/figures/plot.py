@@ -59,18 +59,31 @@ def sample_ecdf(df: pd.DataFrame, value: str, by: list[str], log: bool = True) -
     # on a fine grid when there are many; one point just left of the smallest, where the ECDF
     # is still 0, and one right of the largest, so the steps up and the line at 1 show.
     distinct = np.unique(v)
-    grid = (distinct if len(distinct) <= 4 * ECDF_GRID else
-            np.geomspace(lo, hi, ECDF_GRID) if log and hi > lo else np.linspace(lo, hi, ECDF_GRID))
+    grid = (
+        distinct
+        if len(distinct) <= 4 * ECDF_GRID
+        else np.geomspace(lo, hi, ECDF_GRID)
+        if log and hi > lo
+        else np.linspace(lo, hi, ECDF_GRID)
+    )
     pad = 0.03 * (hi - lo or abs(hi) or 1)
-    grid = np.concatenate([[lo * 0.97 if log else lo - pad], grid,
-                           [hi * 1.03 if log else hi + pad]])
+    grid = np.concatenate(
+        [[lo * 0.97 if log else lo - pad], grid, [hi * 1.03 if log else hi + pad]]
+    )
     for key, g in df.groupby(by, sort=False):
         rows = []
         for run_id, r in g.groupby("run_id"):
             s = np.sort(r[value].to_numpy(dtype=float))
             if len(s):
-                rows.append(pd.DataFrame({"run_id": run_id, "ns": grid,
-                                          "F": np.searchsorted(s, grid, side="right") / len(s)}))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "run_id": run_id,
+                            "ns": grid,
+                            "F": np.searchsorted(s, grid, side="right") / len(s),
+                        }
+                    )
+                )
         if not rows:
             continue
         agg = mean_ci(pd.concat(rows), ["ns"], "F")
@@ -97,24 +110,43 @@ def legend(fig, ctx: Context, extra=None, title: str = "design") -> None:
     """One legend for the whole figure, right of the panels: series in their design colours."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=ctx.colour(s), ls=ctx.series_dash[s], lw=2, label=s)
-               for s in ctx.series]
-    fig.legend(handles=handles + list(extra or []), title=title, loc="outside right center",
-               frameon=False)
+    handles = [
+        Line2D([], [], color=ctx.colour(s), ls=ctx.series_dash[s], lw=2, label=s)
+        for s in ctx.series
+    ]
+    fig.legend(
+        handles=handles + list(extra or []), title=title, loc="outside right center", frameon=False
+    )
 
 
-def band_line(ax, x, agg: pd.DataFrame, colour: str, dash: str = "-", label=None,
-              step: bool = False) -> None:
+def band_line(
+    ax, x, agg: pd.DataFrame, colour: str, dash: str = "-", label=None, step: bool = False
+) -> None:
     kw = {"drawstyle": "steps-post"} if step else {}
     ax.plot(x, agg["mean"], color=colour, ls=dash, lw=1.6, label=label, **kw)
     if (agg["hi"] - agg["lo"]).abs().fillna(0).sum() > 0:
-        ax.fill_between(x, agg["lo"].clip(lower=0), agg["hi"], color=colour, alpha=0.15, lw=0,
-                        step="post" if step else None)
+        ax.fill_between(
+            x,
+            agg["lo"].clip(lower=0),
+            agg["hi"],
+            color=colour,
+            alpha=0.15,
+            lw=0,
+            step="post" if step else None,
+        )
 
 
-def vs_x(ax, ctx: Context, data: pd.DataFrame, value: str, scale: float = 1.0,
-         dash_override: str | None = None, marker: str = "o", label_suffix: str = "",
-         log: bool = False) -> bool:
+def vs_x(
+    ax,
+    ctx: Context,
+    data: pd.DataFrame,
+    value: str,
+    scale: float = 1.0,
+    dash_override: str | None = None,
+    marker: str = "o",
+    label_suffix: str = "",
+    log: bool = False,
+) -> bool:
     """Mean ± CI of run metric ``value`` against ctx.x, one line per series.
 
     With ``log`` (the caller makes the axis logarithmic), an interval reaching 0 or below, which
@@ -142,12 +174,27 @@ def vs_x(ax, ctx: Context, data: pd.DataFrame, value: str, scale: float = 1.0,
                 lower = np.where(cut, mean - mean / 10, half)
                 if cut.any():
                     cut_any = True
-                    ax.plot(a[ctx.x][cut], mean[cut] / 10, ls="none", marker="v", ms=5,
-                            color=ctx.colour(s))
+                    ax.plot(
+                        a[ctx.x][cut],
+                        mean[cut] / 10,
+                        ls="none",
+                        marker="v",
+                        ms=5,
+                        color=ctx.colour(s),
+                    )
             yerr = np.vstack([lower, half])
-        ax.errorbar(a[ctx.x], a["mean"] / scale, yerr=yerr, color=ctx.colour(s),
-                    ls=dash_override or ctx.series_dash[s], marker=marker, ms=4, lw=1.5,
-                    capsize=3, label=s + label_suffix)
+        ax.errorbar(
+            a[ctx.x],
+            a["mean"] / scale,
+            yerr=yerr,
+            color=ctx.colour(s),
+            ls=dash_override or ctx.series_dash[s],
+            marker=marker,
+            ms=4,
+            lw=1.5,
+            capsize=3,
+            label=s + label_suffix,
+        )
     if len(ctx.xvals) <= 8:
         ax.set_xticks(ctx.xvals)
         ax.set_xticklabels([f"{v:g}" for v in ctx.xvals])

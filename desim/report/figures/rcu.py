@@ -40,10 +40,12 @@ def gp_length(ctx: Context) -> Fig | Skip:
     legend(fig, ctx)
     fig.suptitle(title)
     n = len(gp)
-    cap = (f"Empirical CDF of grace-period (GP) lengths, {n:,} GPs in all; a GP ends once every "
-           "CPU has passed a quiescent state, noticed at scheduler ticks and force-quiescent-"
-           "state scans, so lengths cluster at multiples of a jiffy. Bands are 95% CIs over "
-           "replications.")
+    cap = (
+        f"Empirical CDF of grace-period (GP) lengths, {n:,} GPs in all; a GP ends once every "
+        "CPU has passed a quiescent state, noticed at scheduler ticks and force-quiescent-"
+        "state scans, so lengths cluster at multiples of a jiffy. Bands are 95% CIs over "
+        "replications."
+    )
     return Fig("gp_length", title, cap + (f" ({note})" if note else ""), fig)
 
 
@@ -59,8 +61,9 @@ def cb_backlog(ctx: Context) -> Fig | Skip:
     # The backlog swings every jiffy; overlaid designs with their bands turn to noise, so each
     # design gets its own row (same y scale) and x values go across.
     rows = ctx.series if len(ctx.series) <= 6 else [None]
-    fig, axes = subplots(len(rows), len(panels), sharey=True, sharex=True, h=1.7 if
-                         len(rows) > 1 else 2.9)
+    fig, axes = subplots(
+        len(rows), len(panels), sharey=True, sharex=True, h=1.7 if len(rows) > 1 else 2.9
+    )
     for r, only in enumerate(rows):
         for c, xv in enumerate(panels):
             ax = axes[r][c]
@@ -72,22 +75,36 @@ def cb_backlog(ctx: Context) -> Fig | Skip:
             if r == 0:
                 ax.set_title(ctx.panel_title(xv))
             if only is not None:
-                ax.text(0.01, 0.95, only, transform=ax.transAxes, va="top", fontsize=8,
-                        color=ctx.colour(only), fontweight="bold")
+                ax.text(
+                    0.01,
+                    0.95,
+                    only,
+                    transform=ax.transAxes,
+                    va="top",
+                    fontsize=8,
+                    color=ctx.colour(only),
+                    fontweight="bold",
+                )
             ax.set_xlabel("simulated time (ms)" if r == len(rows) - 1 else "")
             ax.set_ylim(bottom=0)
     fig.supylabel("callbacks queued, not yet invoked", fontsize=9)
     legend(fig, ctx)
     fig.suptitle(title)
-    cap = ("RCU callbacks waiting (for their grace period, or for the softirq to invoke them), "
-           "sampled every record.sample_interval; mean over replications with 95% CI band.")
+    cap = (
+        "RCU callbacks waiting (for their grace period, or for the softirq to invoke them), "
+        "sampled every record.sample_interval; mean over replications with 95% CI band."
+    )
     return Fig("cb_backlog", title, cap + (f" ({note})" if note else ""), fig)
 
 
 @figure("free_to_reuse", group="rcu", rank=42)
 def free_to_reuse(ctx: Context) -> Fig | Skip:
     return ecdf_panels(
-        ctx, ["free_to_reuse"], "free_to_reuse", "Free-to-reuse delay",
+        ctx,
+        ["free_to_reuse"],
+        "free_to_reuse",
+        "Free-to-reuse delay",
         "Empirical CDF of the time from a page table's free until its memory can serve "
         "another allocation (log x axis): what RCU deferral adds to memory reuse.",
-        xlabel="free-to-reuse delay")
+        xlabel="free-to-reuse delay",
+    )

@@ -24,9 +24,13 @@ KIND_LABELS = {
 
 
 def kinds_in(runs) -> list[str]:
-    return [c[7:] for c in runs.columns
-            if c.startswith("safety.") and c != "safety.violations"
-            and np.issubdtype(runs[c].dtype, np.number)]
+    return [
+        c[7:]
+        for c in runs.columns
+        if c.startswith("safety.")
+        and c != "safety.violations"
+        and np.issubdtype(runs[c].dtype, np.number)
+    ]
 
 
 @figure("safety", group="safety", rank=50)
@@ -49,10 +53,12 @@ def safety(ctx: Context) -> Fig | Skip:
         for i, s in enumerate(names):
             g = sub[sub["series"] == s]
             counts = [g[f"safety.{k}"].fillna(0).sum() for k in kinds]
-            bars = ax.bar(pos + (i - (len(names) - 1) / 2) * width, counts, width=width,
-                          color=ctx.colour(s))
-            ax.bar_label(bars, labels=[f"{c:,.0f}" if c else "" for c in counts], fontsize=7,
-                         padding=1)
+            bars = ax.bar(
+                pos + (i - (len(names) - 1) / 2) * width, counts, width=width, color=ctx.colour(s)
+            )
+            ax.bar_label(
+                bars, labels=[f"{c:,.0f}" if c else "" for c in counts], fontsize=7, padding=1
+            )
         ax.set_xticks(pos)
         ax.set_xticklabels([KIND_LABELS.get(k, k) for k in kinds], rotation=25, ha="right")
         ax.set_title(ctx.panel_title(xv))
@@ -65,6 +71,8 @@ def safety(ctx: Context) -> Fig | Skip:
     axes[0][0].set_ylabel("violations (sum over replications)")
     legend(fig, ctx)
     fig.suptitle(title)
-    cap = (f"{total:,} violations found by the safety checker in {len(runs)} runs, by kind and "
-           "design (summed over replications). Designs with no bar had none.")
+    cap = (
+        f"{total:,} violations found by the safety checker in {len(runs)} runs, by kind and "
+        "design (summed over replications). Designs with no bar had none."
+    )
     return Fig("safety", title, cap + (f" ({note})" if note else ""), fig)
