@@ -192,9 +192,16 @@ class Element:
             k = st.mult.get(self.name, 1.0)
         yield Timeout(self.env, gap if k == 1.0 else round(gap / k))
 
-    def on_arrivals(self, gap, u, start) -> None:
+    def on_arrivals(self, gap, u, start, per_process: bool = False, idle: float = 0) -> None:
         """Start a process: every ``gap()`` ns (phase-scaled), pick a live mm with the uniform
-        sampler ``u`` and call ``start(mm)``; an arrival finding no mm alive is dropped."""
+        sampler ``u`` and call ``start(mm)``; an arrival finding no mm alive is dropped.
+
+        ``per_process``: ``gap`` is each live process's own gap, so the arrivals machine-wide
+        are their superposition, drawn as one stream whose gap is divided by the number of mms
+        alive when it is drawn (exact for exponential gaps); with none alive the stream looks
+        again after ``idle`` ns (one mean gap). The load then grows with the population, as
+        ``faults`` in ``per_process`` mode does.
+        """
 
         def arrivals():
             m = self.m
@@ -204,7 +211,19 @@ class Element:
                 if mms:
                     start(mms[int(u() * len(mms))])
 
-        self.env.process(arrivals())
+        def per_process_arrivals():
+            m = self.m
+            while True:
+                n = len(m.mms)
+                if n == 0:
+                    yield from self.wait(max(1, round(idle)))
+                    continue
+                yield from self.wait(max(1, round(gap() / n)))
+                mms = m.mms
+                if mms:
+                    start(mms[int(u() * len(mms))])
+
+        self.env.process(per_process_arrivals() if per_process else arrivals())
 
     def start(self) -> None:
         raise NotImplementedError
