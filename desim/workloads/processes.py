@@ -11,7 +11,10 @@ distribution of gaps otherwise; scaled by phases); each maps all its tables at f
 (``migrating``: anywhere, op by op).
 
 ``guests`` of the initial processes are KVM guests (s390: their mms carry PGSTEs, so every
-table is a full page), with ``guest_tables`` tables each; they never exit.
+table is a full page), with ``guest_tables`` tables each; they never exit, and nothing of theirs
+is ever collapsed: on s390 ``s390_enable_sie`` (arch/s390/mm/gmap.c, v6.6) splits the guest
+mm's THPs and marks every VMA and the mm's ``def_flags`` ``VM_NOHUGEPAGE``, which khugepaged
+and MADV_COLLAPSE both refuse (``hugepage_vma_check``), so their tables map no shmem range.
 
 ``scale`` simulates a fraction of a machine's population: ``initial``, ``persistent``,
 ``guests`` and ``fork_rate`` are multiplied by it (a class given as non-zero keeps at least one
@@ -28,6 +31,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field
+from simpy.events import Event
 
 from desim.config import MAX_PROCESSES, MAX_TABLES, Int, Real
 from desim.distributions import AnyDist, Interarrival, TimeDist, count_at_most
@@ -118,6 +122,9 @@ class Processes(Element):
         self.placer_ = self.placer(p.placement)
         self.state.proc_placer = self.placer_
         initial, guests, persistent = self.counts()
+        self.unborn = initial
+        if initial:
+            self.state.populated = Event(self.env)
         for i in range(initial):
             guest = i < guests
             self.env.process(
@@ -147,12 +154,17 @@ class Processes(Element):
         if ev is not None:
             yield ev
         mm = yield from mm_ops.do_fork(m, cpu, target, pgste)
-        mm.shmem_fraction = p.shmem_fraction
+        mm.shmem_fraction = 0.0 if guest else p.shmem_fraction
         homes = self.state.homes
         homes[mm.id] = home
+        self.state.mm_born()
+        if initial:
+            self.unborn -= 1
+            if not self.unborn:
+                self.state.populated.succeed()
         if initial or p.populate_on_fork:
             for _ in range(target):
-                t = yield from mm_ops.populate(m, cpu, task, mm, self.pick() < p.shmem_fraction)
+                t = yield from mm_ops.populate(m, cpu, task, mm, self.pick() < mm.shmem_fraction)
                 if t is None:
                     break
         cpu.release()
