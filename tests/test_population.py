@@ -130,6 +130,8 @@ def test_scale_multiplies_the_population_and_the_fork_rate_not_what_is_per_proce
 def test_persistent_and_guests_cannot_exceed_initial():
     with pytest.raises(ConfigError, match="workload.processes.persistent"):
         validate({"workload": {"processes": {"initial": 4, "persistent": 3, "guests": 2}}})
+    with pytest.raises(ConfigError, match="workload.processes.guests: 5 exceeds initial"):
+        validate({"workload": {"processes": {"initial": 4, "guests": 5}}})
     with pytest.raises(ConfigError, match="workload.processes.scale"):
         validate({"workload": {"processes": {"scale": 0}}})
 

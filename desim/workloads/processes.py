@@ -94,6 +94,10 @@ class Processes(Element):
     @classmethod
     def check_config(cls, params, config) -> None:
         super().check_config(params, config)
+        if params.guests > params.initial:
+            raise ValueError(
+                f"workload.processes.guests: {params.guests} exceeds initial ({params.initial})"
+            )
         if params.persistent + params.guests > params.initial:
             raise ValueError(
                 f"workload.processes.persistent: {params.persistent} persistent and "
