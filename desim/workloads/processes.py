@@ -14,7 +14,8 @@ distribution of gaps otherwise; scaled by phases); each maps all its tables at f
 table is a full page), with ``guest_tables`` tables each; they never exit, and nothing of theirs
 is ever collapsed: on s390 ``s390_enable_sie`` (arch/s390/mm/gmap.c, v6.6) splits the guest
 mm's THPs and marks every VMA and the mm's ``def_flags`` ``VM_NOHUGEPAGE``, which khugepaged
-and MADV_COLLAPSE both refuse (``hugepage_vma_check``), so their tables map no shmem range.
+and MADV_COLLAPSE both refuse (``hugepage_vma_check``, mm/huge_memory.c), so their tables
+map no shmem range.
 
 ``scale`` simulates a fraction of a machine's population: ``initial``, ``persistent``,
 ``guests`` and ``fork_rate`` are multiplied by it (a class given as non-zero keeps at least one
