@@ -265,6 +265,10 @@ def list_cmd() -> None:
     """Show the registered allocators, workload elements and preset configs."""
     from rich.markup import escape
 
+    # desim.config first: its default allocator section loads the allocator registry, and
+    # loading the registry before desim.config re-enters it from inside an allocator module's
+    # own import (generic -> desim.config -> the registry -> s390_fullpage -> generic)
+    import desim.config  # noqa: F401
     from desim.allocators import ALLOCATORS
     from desim.workloads import ELEMENTS
     from desim.workloads.presets import presets
