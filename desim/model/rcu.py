@@ -38,7 +38,8 @@ and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree
   set ``rcu_urgent_qs``. The kthread itself runs on a CPU (its last one, or an idle one when
   that one is busy: ``select_task_rq``'s idle-sibling choice): that CPU is not in an EQS while
   a scan runs, which is why an idle machine waits two scans for the kthread's own CPU.
-* **Preemptible readers**: a reader preempted (``CPU.preempt``) goes on the blocked-tasks list
+* **Preemptible readers**: a reader preempted (``CPU.preempt``, or the scheduler under
+  ``sched.preempt: full``, ``desim.model.sched``) goes on the blocked-tasks list
   (``rcu_preempt_ctxt_queue``); it blocks the current GP if its CPU had not yet reported, and
   every GP that starts while it is listed (``rcu_gp_init`` sets ``gp_tasks``). Its outermost
   ``rcu_read_unlock`` takes it off (``rcu_read_unlock_special``), which may end the GP.
