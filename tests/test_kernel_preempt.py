@@ -202,3 +202,42 @@ def test_full_preemption_needs_the_preemptible_flavour():
         validate({"sched": {"preempt": "full"}, "rcu": {"flavor": "non-preemptible"}})
     with pytest.raises(ConfigError, match=r"^sched\.preempt: .*'none', 'voluntary' or 'full'"):
         validate({"sched": {"preempt": "lazy"}})
+
+
+def _flood(m, cpu, n, cost, at):
+    def proc():
+        yield m.env.timeout(at)
+        for _ in range(n):
+            m.rcu.call_rcu(cpu, lambda c, a: None, None, cost=cost)
+
+    m.env.process(proc())
+
+
+@pytest.mark.parametrize("preempt", ["voluntary", "full"])
+def test_callbacks_past_the_softirq_budget_go_to_ksoftirqd_which_competes_for_the_cpu(preempt):
+    """400 callbacks of 50 us on cpu0 while a task runs user code there: the softirq runs
+    batches of 10 until its 2 ms (2 jiffies at HZ=1000) or 10 restarts are used, then wakes
+    ksoftirqd, a task that waits for the CPU like any other; ticks meanwhile run more batches
+    inline. Every callback runs, and cpu0's time is conserved: the task ends exactly the
+    callbacks' 20 ms late."""
+    m, sched = _machine(preempt, **{"costs.rcu_callback": 0})
+    log: list = []
+    cpu0 = m.cpus[0]
+    m.env.process(_user(m, sched, sched.new_task("A", [cpu0]), log, 50 * MS, 0))
+    _flood(m, cpu0, 400, 50_000, MS // 5)
+    m.env.run(until=200 * MS)
+    s = m.rcu.results(m.env.now)
+    assert s["rcu.callbacks_invoked"] == 400
+    assert s["rcu.ksoftirqd_wakeups"] >= 1
+    assert 0 < s["rcu.ksoftirqd_callbacks"] < 400  # ticks ran some inline meanwhile
+    assert ("exit", "A", 70 * MS) in log
+    # ksoftirqd took cpu0 from A as a task: context switches beyond A's own
+    assert sched.switches > 2
+
+
+def test_a_softirq_on_a_machine_without_a_scheduler_runs_every_batch_inline():
+    m = make_machine({"machine.cpus": 2, "costs.rcu_callback": 0})
+    _flood(m, m.cpus[0], 400, 50_000, MS // 5)
+    m.env.run(until=200 * MS)
+    s = m.rcu.results(m.env.now)
+    assert s["rcu.callbacks_invoked"] == 400 and s["rcu.ksoftirqd_wakeups"] == 0

@@ -152,6 +152,7 @@ class Scheduler:
         self.irqs_off = m.irqs_off
         self.jiffy = m.config.machine.jiffy_ns
         self.rqs = [RunQueue() for _ in m.cpus]
+        self._ksoftirqd: dict[int, Event] = {}  # CPU id -> its ksoftirqd's next wake-up
         self.waiting = 0  # tasks on all run queues: none, no CPU can pull
         self.next_id = 0
         self._rot = 0
@@ -608,6 +609,29 @@ class Scheduler:
         task.krem = -1
         task.kend = self.env._now + rem
         Timeout(self.env, rem).callbacks.append(partial(self._kstep_end, task, task.gen))
+
+    # -- ksoftirqd ------------------------------------------------------------------------------
+    def wake_ksoftirqd(self, cpu: CPU) -> None:
+        """``wakeup_softirqd``: wake ``cpu``'s ksoftirqd (made on first use, a task bound to
+        ``cpu`` that sleeps in kernel code between runs: ``smpboot_thread_fn``)."""
+        ev = self._ksoftirqd.get(cpu.id)
+        if ev is None:
+            task = self.new_task(f"ksoftirqd/{cpu.id}", [cpu])
+            ev = self._ksoftirqd[cpu.id] = Event(self.env)
+            self.env.process(self._ksoftirqd_loop(cpu, task))
+        if not ev.triggered:
+            ev.succeed()
+
+    def _ksoftirqd_loop(self, cpu: CPU, task: Task):
+        rcu = self.rcu
+        while True:
+            yield self._ksoftirqd[cpu.id]
+            ev = cpu.acquire(task)  # try_to_wake_up: it queues on its CPU, in kernel code
+            if ev is not None:
+                yield ev
+            yield from rcu.run_ksoftirqd(cpu)
+            self._ksoftirqd[cpu.id] = Event(self.env)
+            cpu.release()  # nothing pending: it sleeps (a context switch)
 
     # -- results ----------------------------------------------------------------------------------
     def clear_stats(self) -> None:
