@@ -55,7 +55,11 @@ nothing. What is modelled, and after which kernel code (Linux v6.6):
   runnable tasks). A task's ``allowed`` CPUs are its affinity mask (``sched_setaffinity``).
   A CPU about to go idle pulls the first waiting task of the busiest run queue
   (``newidle_balance``), so no CPU idles while a task it may run waits. Periodic load
-  balancing is not modelled.
+  balancing (``rebalance_domains`` from the tick) is not modelled. What that costs: with
+  more runnable tasks than CPUs, run queues may stay uneven while every CPU is busy (a task
+  waits behind two others on one CPU while another CPU has none waiting), so the run-queue
+  wait's spread and tail are overstated there; throughput is not, since no CPU idles while a
+  task it may run waits. A task preempted in kernel code stays on its CPU until it runs.
 """
 
 from __future__ import annotations
