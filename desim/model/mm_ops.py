@@ -131,7 +131,11 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
             lock.acquire_at(cpu, t2)
             d += fault_work()
         else:
-            yield Timeout(env, d)
+            if cpu.kpreempt and cpu.owner is cpu.curr:
+                # preempt=full: the walk is preemptible, inside the RCU reader
+                yield cpu.sched.kernel_step(cpu, d)
+            else:
+                yield Timeout(env, d)
             if safety is not None:
                 safety.table_access(cpu, table, gen, "pte read")
             ev = lock.acquire(cpu)
@@ -152,6 +156,11 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         if safety is not None:
             safety.table_access(cpu, table, gen, "pte write")
         lock.release(cpu)
+        if cpu.resched and cpu.kpreempt:
+            # pte_unmap_unlock: the ptl's preempt_enable switches, still inside the reader
+            ev = cpu.sched.preempt_point(cpu)
+            if ev is not None:
+                yield ev
         cpu.rcu_read_unlock()
         break
     sem.up_read()
