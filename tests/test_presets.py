@@ -12,7 +12,14 @@ from desim.config import ConfigError, load_config
 from desim.engine import build, simulate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = ["kernel-build", "shmem-thp-db", "fork-server", "lockstress", "spawn-loop"]
+PRESETS = [
+    "kernel-build",
+    "shmem-thp-db",
+    "fork-server",
+    "lockstress",
+    "spawn-loop",
+    "replay-example",
+]
 # shortened: the structure of each preset is kept, its run is cut to a few ms and its
 # populations shrunk so 4 presets x every design stay within a few seconds
 SHORT = ["duration=8ms", "warmup=1ms"]
@@ -22,6 +29,7 @@ SHRINK = {
     "shmem-thp-db": ["workload.processes.tables=16", "machine.cpus=8"],
     "fork-server": [],
     "lockstress": [],
+    "replay-example": ["workload.replay.timing=closed"],
 }
 
 
