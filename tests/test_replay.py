@@ -128,9 +128,9 @@ def _line(ts_us: int, pid: int, cpu: int, event: str, args: str, comm: str = "t"
     return f"  {comm}-{pid}  [{cpu:03d}] .....  100.{ts_us:06d}: {event}: {args}"
 
 
-def test_rows_estimate_tables_per_mm():
+def _hand_made_lines() -> list[str]:
     base = 0x7F0000000000
-    lines = [
+    return [
         _line(1, 10, 0, "page_fault_user", f"address={base:#x} ip=0x1 error_code=0x6"),
         _line(2, 10, 0, "page_fault_user", f"address={base + 4096:#x} ip=0x1 error_code=0x6"),
         _line(3, 10, 0, "page_fault_user", f"address={base + MiB2:#x} ip=0x1 error_code=0x6"),
@@ -156,7 +156,10 @@ def test_rows_estimate_tables_per_mm():
         _line(16, 10, 0, "sched_process_exit", "comm=t pid=10 prio=120 group_dead=true"),
         "CPU:1 [LOST 3 EVENTS]",
     ]  # fmt: skip
-    cols, meta, notes = hev.from_text(lines)
+
+
+def test_rows_estimate_tables_per_mm():
+    cols, meta, notes = hev.from_text(_hand_made_lines())
     got = [
         (e, t, mm, ch, tb)
         for e, t, mm, ch, tb in zip(
@@ -185,6 +188,24 @@ def test_rows_estimate_tables_per_mm():
     ]
     assert cols["time_ns"][:3] == [0, 0, 1000] and meta["lost_events"] == 3
     assert any("3 events were lost" in n for n in notes)
+
+
+def test_the_hand_made_trace_replays_its_fork_copy_munmap_and_collapse(tmp_path):
+    cols, meta, _ = hev.from_text(_hand_made_lines())
+    hfmt.write(tmp_path / "h.parquet", cols, meta)
+    c = hfmt.read(tmp_path / "h.parquet").counts()
+    assert (c["tables"], c["tables_forked"], c["tables_unmapped"], c["collapses"]) == (6, 3, 2, 1)
+    cfg = _config("pytest", "recorded", "1ms")
+    cfg["workload"]["replay"]["file"] = str(tmp_path / "h.parquet")
+    s = simulate(validate(cfg)).summary
+    assert s["replay.complete"] == 1
+    assert s["count.tables.allocated"] == 6  # 3 first faults, 3 copied by the fork
+    assert s["count.replay.forks"] == s["count.replay.clones"] == s["count.replay.starts"] == 1
+    assert s["count.collapse.madvise"] == s["count.tables.deferred"] == 1  # pte_free_defer
+    assert s["count.munmap.count"] == 1
+    # 2 by munmap, 3 at the copy's exit (at exec), none left in mm 0 at its exit
+    assert s["count.tables.gathered"] == 5 and s["count.mm.exited"] == 3
+    assert s["fault.count"] == 6 and s["safety.violations"] == 0
 
 
 def _builder_invariant_lines(ops) -> list[str]:
