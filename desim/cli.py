@@ -444,6 +444,114 @@ PROBE_NAMES = {
 }
 
 
+@main.command(context_settings={"allow_interspersed_args": False})
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="trace.parquet",
+    show_default=True,
+    help="The trace file to write (an existing file needs --force).",
+)
+@click.option(
+    "--import",
+    "import_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Convert the text of trace-cmd report or perf script (or a tracefs trace) instead "
+    "of recording.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def record(out: str, import_file: str | None, force: bool, command: tuple[str, ...]) -> None:
+    """Trace COMMAND (after --) on this Linux host into a trace file for the replay element.
+
+    desim record --out build.parquet -- make -j2
+    """
+    import numpy as np
+
+    from desim.hosttrace import events as hev
+    from desim.hosttrace import format as hfmt
+
+    target = Path(out)
+    if (import_file is None) == (not command):
+        fail(
+            "give a command to record (desim record --out FILE -- COMMAND...) "
+            "or --import FILE, not both"
+            if command
+            else "nothing to record: give a command after --, e.g. desim record -- make -j2, "
+            "or --import FILE"
+        )
+    if target.exists() and not (force and target.is_file()):
+        fail(
+            f"--out {out}: exists; give --force to replace it"
+            if target.is_file()
+            else f"--out {out}: exists and is not a file"
+        )
+    if not target.parent.is_dir():
+        fail(f"--out {out}: no directory {target.parent}")
+    status = 0
+    if import_file is not None:
+        import stat
+
+        try:
+            if not stat.S_ISREG(os.stat(import_file).st_mode):
+                fail(f"--import {import_file}: not a regular file")
+            # streamed: perf script text of a long run is far larger than any config
+            with open(import_file, encoding="utf-8", errors="replace") as fh:
+                cols, meta, notes = hev.from_text(fh, meta={"command": "", "kernel": ""})
+        except OSError as exc:
+            fail(f"--import {import_file}: cannot read ({exc.strerror})")
+        meta["imported_from"] = str(Path(import_file).resolve())
+    else:
+        from desim.hosttrace import tracefs
+
+        err.print(f"recording: {' '.join(command)}", highlight=False)
+        try:
+            text, facts = tracefs.record(list(command))
+        except tracefs.RecordError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted: tracefs restored, nothing was written", code=130)
+        status = int(facts["status"])  # type: ignore[call-overload]
+        cols, meta, notes = hev.from_text(
+            text.splitlines(),
+            skip_until_exec=[int(facts["root_pid"])],  # type: ignore[call-overload]
+            meta={
+                "source": "tracefs",
+                "command": " ".join(command),
+                "kernel": facts["kernel"],
+                "cpus": facts["cpus"],
+                "lost_events": facts["lost_events"],
+                "unseen": facts["missing"],
+                "wall_s": facts["wall_s"],
+                "status": status,
+            },
+        )
+        for ev, loss in dict(facts["missing"]).items():  # type: ignore[call-overload]
+            notes.insert(0, f"this kernel has no {ev}: not seen: {loss}")
+    if not cols["time_ns"]:
+        fail(f"{import_file or ' '.join(command)}: no process events in the trace; nothing written")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        hfmt.write(tmp, cols, meta)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    counts = hfmt.counts({k: np.asarray(v) for k, v in cols.items()})
+    t = Table(title=f"{target}", title_justify="left", show_header=False, box=None)
+    t.add_column(no_wrap=True)
+    t.add_column(justify="right")
+    for k, v in counts.items():
+        t.add_row(k, f"{v:,}")
+    console.print(t)
+    for n in notes:
+        err.print(f"note: {n}", highlight=False, soft_wrap=True)
+    console.print(f"written: {target}")
+    if status:
+        err.print(f"note: the command exited with status {status}", highlight=False)
+        sys.exit(status if 0 < status < 256 else 1)
+
+
 @main.command()
 @click.argument("experiment", type=click.Path(dir_okay=False))
 @click.option(

@@ -53,6 +53,17 @@ RULES = {
         "desim.report",
         "desim.cli",
     ],
+    "desim.hosttrace": [
+        "simpy",
+        "pandas",
+        "desim.model",
+        "desim.allocators",
+        "desim.workloads",
+        "desim.engine",
+        "desim.sweep",
+        "desim.report",
+        "desim.cli",
+    ],
     "desim.sweep": ["desim.report", "desim.cli"],
     "desim.engine": ["pandas", "seaborn", "desim.report", "desim.sweep", "desim.cli"],
 }

@@ -21,6 +21,7 @@ PRESETS = [
     "server-db",
     "s390-lpar",
     "madv-collapse",
+    "replay-example",
 ]
 # shortened: the structure of each preset is kept, its run is cut to a few ms and its
 # populations shrunk so 4 presets x every design stay within a few seconds
@@ -50,6 +51,7 @@ SHRINK = {
         "workload.processes.persistent=8",
         "workload.processes.tables=16",
     ],
+    "replay-example": ["workload.replay.timing=closed"],
 }
 
 
