@@ -359,3 +359,22 @@ def test_a_relative_trace_is_found_next_to_the_config_and_saved_absolute(tmp_pat
     assert c.workload["replay"].file == str((tmp_path / "w.parquet").resolve())
     r = CliRunner().invoke(main, ["validate", str(cfg), "--set", "workload.replay.cpu_map=[9]"])
     assert r.exit_code == 2 and "workload.replay.cpu_map: CPU 9" in r.output
+
+
+def test_a_sweep_runs_digest_covers_the_trace_it_replays(tmp_path):
+    """A replayed trace is one of the run's input files: change its contents and the run's
+    digest changes, so a resumed sweep redoes the run instead of keeping a stale result."""
+    import shutil
+
+    from desim.sweep.experiment import load_experiment
+
+    shutil.copy(DATA / "make-j2.parquet", tmp_path / "t.parquet")
+    base = tmp_path / "base.yaml"
+    base.write_text("duration: 20ms\nworkload: {replay: {file: t.parquet, timing: closed}}\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: e\nbase: base.yaml\nsweep: {list: [{machine.cpus: 2}]}\n")
+    before = load_experiment(exp).runs()[0]
+    assert any(p.endswith("t.parquet") for p in before.inputs)
+    shutil.copy(DATA / "pytest.parquet", tmp_path / "t.parquet")
+    after = load_experiment(exp).runs()[0]
+    assert before.digest != after.digest

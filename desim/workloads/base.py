@@ -160,6 +160,8 @@ class Element:
     Params: ClassVar[type[BaseModel]] = Params
     summary: ClassVar[str] = ""
     counters: ClassVar[tuple[str, ...]] = ()  # the element's own counters (desim.records)
+    # fields naming input files (a trace): a sweep run's digest covers their contents
+    input_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, machine: Machine, params: BaseModel) -> None:
         self.m = machine

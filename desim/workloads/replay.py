@@ -98,6 +98,7 @@ class ReplayParams(Params):
 @ELEMENTS.register("replay")
 class Replay(Element):
     Params = ReplayParams
+    input_files = ("file",)
     summary = "a recorded workload (desim record): its forks, faults, munmaps and exits"
     counters = (
         "replay.starts",
