@@ -413,6 +413,8 @@ class Schedule:
                     safety.audit()
             except SafetyStop:
                 pass
+            except Diverged:
+                raise
             except Exception as exc:  # the model met a state it cannot handle: a finding too
                 if not safety.total:
                     failure = {
