@@ -1,4 +1,4 @@
-"""The ``desim`` command line: run, validate, list, sweep, report, bench.
+"""The ``desim`` command line: run, validate, list, explore, sweep, report, bench.
 
 The rest of desim (config parsing with pint and pydantic, the model, pandas) is imported inside
 the commands: ``desim --help`` stays quick, and ``desim sweep`` starts its process pool's fork
@@ -44,9 +44,14 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None, command: str)
         cfg = load_config(path, list(overrides), seed)
     except ConfigError as exc:
         try:
-            keys = [k for k in read_yaml(path) if k in EXPERIMENT_KEYS]
+            top = read_yaml(path)
         except ConfigError:
-            keys = []
+            top = {}
+        if "explore" in top:
+            fail(
+                f"{path} is an explore scenario (it has explore:); run it with: desim explore {path}"
+            )
+        keys = [k for k in top if k in EXPERIMENT_KEYS]
         if keys:
             hint = f"desim sweep {path}" + (" --dry-run" if command == "validate" else "")
             fail(
@@ -550,6 +555,72 @@ def record(out: str, import_file: str | None, force: bool, command: tuple[str, .
     if status:
         err.print(f"note: the command exited with status {status}", highlight=False)
         sys.exit(status if 0 < status < 256 else 1)
+
+
+@main.command(name="explore")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Schedules to try (default: the scenario's explore.budget).",
+)
+@click.option(
+    "--time", "time_text", default=None, metavar="DURATION", help="Search this long, e.g. 30s."
+)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the seed.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write the result (default: results/explore/<scenario name>).",
+)
+@click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Rerun a counterexample.yaml exactly instead of searching.",
+)
+def explore_cmd(
+    config: str | None,
+    budget: int | None,
+    time_text: str | None,
+    seed: int | None,
+    out: str | None,
+    replay_file: str | None,
+) -> None:
+    """Search the interleavings of a small scenario for a schedule that breaks its design.
+
+    Exit status 1 with the shortest failing schedule (printed, and written as a replayable
+    file and a Perfetto trace), 0 with what was covered when none breaks it, 2 on bad input.
+    """
+    import desim.config  # noqa: F401 - before the registries: desim.config looks designs up
+    from desim.explore.command import ExploreError, run_explore, run_replay
+
+    def echo(line: str) -> None:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    def note(line: str) -> None:
+        err.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    try:
+        if replay_file is not None:
+            if config is not None or budget is not None or time_text or seed is not None:
+                fail(
+                    "--replay FILE reruns a recorded schedule: give no CONFIG, --budget, "
+                    "--time or --seed with it"
+                )
+            code = run_replay(replay_file, out, echo, note)
+        elif config is None:
+            fail("explore: give a scenario CONFIG, or --replay FILE")
+        else:
+            code = run_explore(config, budget, time_text, seed, out, echo, note)
+    except ExploreError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was written", code=130)
+    sys.exit(code)
 
 
 @main.command()

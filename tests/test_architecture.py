@@ -65,6 +65,15 @@ RULES = {
         "desim.cli",
     ],
     "desim.sweep": ["desim.report", "desim.cli"],
+    "desim.explore": [
+        "pandas",
+        "seaborn",
+        "desim.report",
+        "desim.sweep",
+        "desim.cli",
+        "desim.engine",
+        "desim.results",
+    ],
     "desim.engine": ["pandas", "seaborn", "desim.report", "desim.sweep", "desim.cli"],
 }
 

@@ -196,6 +196,13 @@ def retract_page_tables(
             continue  # the mm exited or unmapped the range meanwhile
         t0 = env._now
         yield from _lock(mm.pmd_lock, cpu)
+        if table.state != LIVE:
+            # Another collapse of the range retracted it while we waited. In the kernel the
+            # huge folio's lock serialises collapses of one range (collapse_file holds it over
+            # retract_page_tables, collapse_pte_mapped_thp takes it first), and the later one
+            # finds the PMD no longer pointing at a PTE table (find_pmd_or_thp_or_none).
+            mm.pmd_lock.release(cpu)
+            continue
         ptl = table.page.ptl
         yield from _lock(ptl, cpu)
         table.state = DETACHED
