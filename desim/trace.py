@@ -40,7 +40,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from desim.units import parse_time_ns
+from desim.units import UnitError, parse_time_ns
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -72,8 +72,6 @@ def tracer_for(path: str | None, window: str | None) -> Tracer | None:
         if window:
             raise ValueError("needs --trace FILE.json as well")
         return None
-    from desim.units import UnitError
-
     try:
         return Tracer(parse_window(window))
     except UnitError as exc:

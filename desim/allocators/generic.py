@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
-from desim.config import MAX_PAGE_SIZE, Int
+from desim.fields import MAX_PAGE_SIZE, Int
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:

@@ -63,7 +63,7 @@ from simpy.events import Timeout
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
-from desim.config import MAX_PAGES, Duration, Int, Size
+from desim.fields import MAX_PAGES, Duration, Int, Size
 from desim.model.memory import DETACHED, FREE, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:

@@ -49,7 +49,7 @@ from desim.allocators.s390_base import (
     h_bit,
     p_bit,
 )
-from desim.config import Duration
+from desim.fields import Duration
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.generic import Generic, GenericParams
-from desim.config import Int
+from desim.fields import Int
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:

@@ -8,21 +8,26 @@ imports pandas: results leave as plain Python structures (``desim.engine``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import simpy
 from simpy.events import AllOf, Event
 
-from desim.config import Config
 from desim.model.arch import ARCHES
 from desim.model.costs import Draws
 from desim.model.cpu import CPU
 from desim.model.lock import SpinLock
 from desim.model.memory import MM, Page, PageAllocator, RWSem
+from desim.model.mm_lifetime import COUNTERS as LIFETIME_COUNTERS
+from desim.model.mm_lifetime import MMLifetime
 from desim.model.rcu import RCU
 from desim.model.safety import SafetyChecker
 from desim.model.stats import LockClassStats, LogHistogram
 from desim.records import CORE_COUNTERS, LATENCY_OPS, counter_table, declared_counters
 from desim.rng import Streams
+
+if TYPE_CHECKING:
+    from desim.config import Config
 
 
 def _no_record(ns: int) -> None:
@@ -47,8 +52,6 @@ def _rcu_head_cb(cpu: CPU, arg):
 
 class Machine:
     def __init__(self, config: Config, streams: Streams | None = None) -> None:
-        from desim.allocators import ALLOCATORS
-
         self.config = config
         self.costs = config.costs
         self.env = simpy.Environment()
@@ -70,13 +73,11 @@ class Machine:
         self.rcu = RCU(self)
         self.ipis_sent = 0
         self.irqs_off: dict[CPU, Event] = {}  # CPUs with IRQs disabled -> fires on re-enable
-        from desim.model.mm_lifetime import COUNTERS as LIFETIME_COUNTERS
-
         # declared counters only (desim.records): a misspelt name fails at its first use
         self.counters: dict[str, int] = counter_table(
             CORE_COUNTERS,
             LIFETIME_COUNTERS,
-            declared_counters(ALLOCATORS.get(config.allocator.name)),
+            declared_counters(config.allocator.design),
         )
         self.latency = {op: LogHistogram() for op in LATENCY_OPS}
         self.samples: dict[str, list] | None = (
@@ -107,13 +108,12 @@ class Machine:
             self.activity_results,
         ]
         self.clear_hooks: list[Callable[[], None]] = []
-        self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
+        # the design the config names, resolved by the config (the model never looks plugins up)
+        self.allocator = config.allocator.design(self, config.allocator.params)
         # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
         self.tlb_table_free = config.machine.tlb_table_free
         # a fault on a collapsed (PMD-mapped) range still allocates a PTE table to deposit
         self.deposits_pgtable = ARCHES[config.machine.arch].deposits_pgtable
-        from desim.model.mm_lifetime import MMLifetime
-
         self.mm_life = MMLifetime(self)
 
     # -- building blocks ----------------------------------------------------------------------

@@ -18,8 +18,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from desim.config import MAX_PROCESSES, MAX_TABLES, Int
 from desim.distributions import AnyDist, TimeDist, count_at_most
+from desim.fields import MAX_PROCESSES, MAX_TABLES, Int
 from desim.model.sched import scheduler
 from desim.model.stats import LogHistogram
 from desim.workloads import ELEMENTS

@@ -23,8 +23,8 @@ from typing import Literal
 from pydantic import Field
 from simpy.events import Timeout
 
-from desim.config import MAX_CPUS, Int
 from desim.distributions import Gap, Interarrival
+from desim.fields import MAX_CPUS, Int
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement

@@ -21,8 +21,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from desim.config import Duration
 from desim.distributions import AnyDist, Interarrival, count_at_most
+from desim.fields import Duration
 from desim.model.memory import LIVE
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement

@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from desim.config import MAX_CPUS, Int, Real
 from desim.distributions import TimeDist
+from desim.fields import MAX_CPUS, Int, Real
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from desim.config import MAX_CPUS, MAX_PROCESSES, Duration, Int, PositiveDuration
+from desim.fields import MAX_CPUS, MAX_PROCESSES, Duration, Int, PositiveDuration
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params

@@ -21,8 +21,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from desim.config import MAX_CPUS, MAX_LOCKS, Int
 from desim.distributions import Interarrival, TimeDist
+from desim.fields import MAX_CPUS, MAX_LOCKS, Int
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from desim.config import Duration
 from desim.distributions import Interarrival
+from desim.fields import Duration
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement

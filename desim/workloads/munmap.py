@@ -11,8 +11,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from desim.config import MAX_TABLES
 from desim.distributions import AnyDist, Interarrival, count_at_most
+from desim.fields import MAX_TABLES
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params

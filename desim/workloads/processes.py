@@ -14,8 +14,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from desim.config import MAX_PROCESSES, MAX_TABLES, Int, Real
 from desim.distributions import AnyDist, Interarrival, TimeDist, count_at_most
+from desim.fields import MAX_PROCESSES, MAX_TABLES, Int, Real
 from desim.model import mm_ops
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
