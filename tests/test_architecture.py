@@ -269,3 +269,54 @@ def test_the_checks_see_what_they_must(tmp_path):
     assert part_of("desim.model.cpu") == ("desim.model", 2)
     assert part_of("desim") == ("desim", 0)
     assert part_of("desim.cli")[1] == len(LAYERS) - 1
+
+
+# -- SimPy contained --------------------------------------------------------------------------
+def _simpy_private_names() -> set[str]:
+    """Every private attribute SimPy's environment and events keep (``self._x = ...``)."""
+    import simpy.core
+    import simpy.events
+
+    names = set()
+    for mod in (simpy.core, simpy.events):
+        for node in ast.walk(ast.parse(Path(mod.__file__).read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                names.add(node.attr)
+    return names
+
+
+SIMPY_PRIVATE = _simpy_private_names()
+
+
+def test_the_simpy_private_names_are_found():
+    assert {"_now", "_queue", "_eid", "_ok", "_value"} <= SIMPY_PRIVATE
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m != "desim.model.simcore"))
+def test_only_simcore_touches_simpy_internals(mod):
+    """``desim.model.simcore`` is the one module that reads or sets SimPy's private fields;
+    the rest uses its helpers or the public API (``env.now``, ``env.peek()``, ``callbacks``).
+    desim's own attributes must not take those names either, so the rule stays checkable."""
+    tree = ast.parse(MODULES[mod].read_text())
+    bad = sorted(
+        f"line {n.lineno}: .{n.attr}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and n.attr in SIMPY_PRIVATE
+    ) + sorted(
+        f"line {n.lineno}: {n.func.id}(..., {n.args[1].value!r})"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id in ("getattr", "setattr", "hasattr")
+        and len(n.args) >= 2
+        and isinstance(n.args[1], ast.Constant)
+        and n.args[1].value in SIMPY_PRIVATE
+    )
+    assert not bad, f"{mod} uses SimPy's internals: {bad}"

@@ -39,3 +39,12 @@ def test_peek_is_the_time_of_the_next_event_and_infinity_when_none():
     Timeout(env, 3)
     Timeout(env, 2)
     assert env.peek() == 2
+
+
+def test_the_machines_clock_is_simpys():
+    from desim.model.simcore import Environment
+
+    env = Environment()
+    Timeout(env, 7)
+    env.step()
+    assert env.now == 7 and isinstance(env, simpy.Environment)

@@ -115,7 +115,7 @@ class Allocator:
 
     def reusable(self, table: PageTable) -> None:
         """The memory of a freed ``table`` can serve a new allocation from now on."""
-        self.m.record("free_to_reuse", self.env._now - table.t_freed)
+        self.m.record("free_to_reuse", self.env.now - table.t_freed)
 
     # -- the operations ---------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
 from desim.fields import MAX_PAGE_SIZE, Int
+from desim.model.hooks import traced_as
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class Generic(Allocator):
 
     def _to_pending(self, table: PageTable) -> None:
         table.state = PENDING
-        table.t_freed = self.env._now
+        table.t_freed = self.env.now
         self.account.live -= table.size
         self.account.pending += table.size
 
@@ -113,6 +114,7 @@ class Generic(Allocator):
         return
         yield
 
+    @traced_as("pte_free_now")
     def _rcu_free(self, cpu: CPU, table: PageTable) -> None:
         self._release(cpu, table)
 

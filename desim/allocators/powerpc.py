@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
+from desim.model.hooks import traced_as
 from desim.model.memory import DETACHED, FREE, LIVE, PENDING, PG_ACTIVE, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class Powerpc(Allocator):
     # -- freeing ---------------------------------------------------------------------------------
     def _to_pending(self, table: PageTable) -> None:
         table.state = PENDING
-        table.t_freed = self.env._now
+        table.t_freed = self.env.now
         acc = self.account
         acc.live -= self.frag
         acc.pending += self.frag
@@ -193,7 +194,7 @@ class Powerpc(Allocator):
         if was == PENDING:
             acc.pending -= self.frag
         else:
-            table.t_freed = self.env._now
+            table.t_freed = self.env.now
             acc.live -= self.frag
         acc.stranded += self.frag
 
@@ -226,6 +227,7 @@ class Powerpc(Allocator):
         self.counters["powerpc.rcu_page_frees"] += 1
         self.m.page_call_rcu(cpu, page, self._pte_free_now, page)
 
+    @traced_as("pte_free_now")
     def _pte_free_now(self, cpu: CPU, page: Page) -> None:
         self._release(cpu, page, pending=True)
 

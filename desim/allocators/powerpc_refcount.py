@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.powerpc import FragPage, Powerpc
+from desim.model.hooks import traced_as
 from desim.model.memory import FREE, PENDING
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class PowerpcRefcount(Powerpc):
         return
         yield
 
+    @traced_as("pte_free_now")
     def _pte_free_now(self, cpu: CPU, page: Page) -> None:
         st = page.data
         done = st.deferred[: st.covered]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from simpy.events import Event, Timeout
 
 if TYPE_CHECKING:
+    from desim.model.hooks import TraceHooks
     from desim.model.machine import Machine
 
 
@@ -114,7 +115,7 @@ class CPU:
         self.busy_ns = 0
         self.softirq_ns = 0
         self.ctx_switches = 0
-        self.trace = None  # set by the tracer when one is recording
+        self.trace: TraceHooks | None = None  # set by the tracer when one is recording
         self.sched = None  # the scheduler, once a closed-loop workload made one
         self.curr = None  # the scheduler's task running here (user or kernel mode)
 
@@ -135,16 +136,16 @@ class CPU:
             if self.idle:
                 self.idle = False
                 self.rcu.awake.add(self.id)
-                self.busy_since = self.env._now
+                self.busy_since = self.env.now
             elif self.users:
-                self.user_since = self.env._now
+                self.user_since = self.env.now
                 self.rcu.context_switch(self)
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
             return None
-        return self._queue(task)
+        return self._enqueue(task)
 
-    def _queue(self, task: object) -> Event:
+    def _enqueue(self, task: object) -> Event:
         """``task`` waits behind the owner: the event that starts its turn."""
         ev = Event(self.env)
         self.runq.append((task, ev))
@@ -177,13 +178,13 @@ class CPU:
         self.owner = None
         if self.users:
             if self.user_since >= 0:
-                self.user_lost += self.env._now - self.user_since
+                self.user_lost += self.env.now - self.user_since
                 self.user_since = -1
             return
         self.idle = True
         self.rcu.awake.discard(self.id)
         self.eqs += 1
-        self.busy_ns += self.env._now - self.busy_since
+        self.busy_ns += self.env.now - self.busy_since
 
     # -- a resident task's user mode ---------------------------------------------------------
     def enter_user(self) -> None:
@@ -192,7 +193,7 @@ class CPU:
         if self.idle and self.owner is None:
             self.idle = False
             self.rcu.awake.add(self.id)
-            self.busy_since = self.env._now
+            self.busy_since = self.env.now
 
     def leave_user(self) -> None:
         """The resident task stops living here (call with the CPU not owned by it)."""
@@ -201,7 +202,7 @@ class CPU:
             self.idle = True
             self.rcu.awake.discard(self.id)
             self.eqs += 1
-            self.busy_ns += self.env._now - self.busy_since
+            self.busy_ns += self.env.now - self.busy_since
 
     def syscall(self, task: object) -> Event | None:
         """The resident ``task`` enters the kernel (a fault, a system call): no context switch.
@@ -215,7 +216,7 @@ class CPU:
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
             return None
-        return self._queue(task)
+        return self._enqueue(task)
 
     def to_user(self) -> None:
         """The owner, a resident task, returns to user mode: not a context switch, unless
@@ -228,7 +229,7 @@ class CPU:
         if self.runq:
             self.ctx_switches += 1
             self.rcu.context_switch(self)
-            self.user_since = self.env._now
+            self.user_since = self.env.now
             self._next()
             return
         if self.trace is not None:

@@ -39,11 +39,11 @@ class SpinLock:
     def acquire(self, cpu: CPU) -> Event | None:
         """Take the lock for ``cpu``; ``None`` if taken at once, else an event to wait on."""
         if self.holder is None:
-            self.acquire_at(cpu, self.env._now)
+            self.acquire_at(cpu, self.env.now)
             return None
         self.stats.contended += 1
         ev = Event(self.env)
-        self.waiters.append((cpu, ev, self.env._now))
+        self.waiters.append((cpu, ev, self.env.now))
         if cpu.trace is not None:
             cpu.trace.spin_begin(cpu, ev)
         return ev
@@ -52,7 +52,7 @@ class SpinLock:
         if self.holder is not cpu:
             raise RuntimeError(f"{self.stats.name}: released by cpu{cpu.id}, held by {self.holder}")
         env = self.env
-        now = env._now
+        now = env.now
         st = self.stats
         held = now - self.t_acquired
         st.hold_total += held

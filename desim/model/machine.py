@@ -10,18 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import simpy
 from simpy.events import AllOf, Event
 
 from desim.model.arch import ARCHES
 from desim.model.costs import Draws
 from desim.model.cpu import CPU
+from desim.model.hooks import wraps_callback
 from desim.model.lock import SpinLock
 from desim.model.memory import MM, Page, PageAllocator, RWSem
 from desim.model.mm_lifetime import COUNTERS as LIFETIME_COUNTERS
 from desim.model.mm_lifetime import MMLifetime
 from desim.model.rcu import RCU
 from desim.model.safety import SafetyChecker
+from desim.model.simcore import Environment
 from desim.model.stats import LockClassStats, LogHistogram
 from desim.records import CORE_COUNTERS, LATENCY_OPS, counter_table, declared_counters
 from desim.rng import Streams
@@ -42,6 +43,7 @@ def _both(add, append):
     return record
 
 
+@wraps_callback(lambda arg: arg[1])  # (page, the design's callback, its argument)
 def _rcu_head_cb(cpu: CPU, arg):
     page, func, farg = arg
     page.rcu_queued = False
@@ -54,7 +56,7 @@ class Machine:
     def __init__(self, config: Config, streams: Streams | None = None) -> None:
         self.config = config
         self.costs = config.costs
-        self.env = simpy.Environment()
+        self.env = Environment()
         self.streams = streams or Streams.from_seed(config.seed)
         sc = config.safety
         self.safety = (
@@ -279,9 +281,9 @@ class Machine:
                 c.steal(h)
         latency = self.draw.ipi_latency()
         if self.irqs_off:
-            t0 = self.env._now
+            t0 = self.env.now
             yield from self.wait_irqs_on(cpu)
-            latency = max(0, latency - (self.env._now - t0))
+            latency = max(0, latency - (self.env.now - t0))
         yield cpu.compute(latency + h)
 
     def wait_irqs_on(self, cpu: CPU):

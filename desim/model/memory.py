@@ -167,7 +167,7 @@ class MM:
         self.pmd_lock = machine.lock("pmd")
         self.pgste = pgste  # s390 KVM guest: full-page tables with guest state
         self.arch: dict = {}  # design-private per-mm state (powerpc frag cache, s390 list...)
-        self.t_created = env._now
+        self.t_created = env.now
         self.index = -1
         self.history: deque | None = None
         self.shmem_fraction = 0.0  # share of its tables mapping the shmem file

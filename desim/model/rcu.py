@@ -86,11 +86,13 @@ from typing import TYPE_CHECKING
 
 from simpy.events import Event, Timeout
 
+from desim.model.hooks import traced_as
 from desim.model.lock import Mutex
 from desim.model.stats import LogHistogram
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
+    from desim.model.hooks import TraceHooks
     from desim.model.machine import Machine
 
 MAX_GP_SPANS = 100_000
@@ -181,7 +183,7 @@ class Expedited:
         env = rcu.env
         m = rcu.machine
         costs = m.config.costs
-        t0 = env._now
+        t0 = env.now
         cpu.release()  # the caller sleeps while the expedited GP runs
         ev = self.mutex.acquire()
         if ev is not None:
@@ -213,7 +215,7 @@ class Expedited:
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
-        rcu.exp_latency.add(env._now - t0)
+        rcu.exp_latency.add(env.now - t0)
 
     def report(self, cpu: CPU) -> None:
         cpu.exp_need_qs = False
@@ -222,6 +224,7 @@ class Expedited:
             self.done.succeed()
 
 
+@traced_as("wakeme_after_rcu")
 def _wake(cpu: CPU, ev: Event) -> None:
     ev.succeed()
 
@@ -275,7 +278,7 @@ class RCU:
         self.barrier_mutex = Mutex(env)
         self.barrier_seq = 0  # rcu_state.barrier_sequence: odd while a barrier runs
         self.exp = Expedited(self)
-        self.trace = None  # a desim.trace.Tracer when one is recording
+        self.trace: TraceHooks | None = None  # a desim.trace.Tracer when one is recording
         # statistics
         self.gp_length = LogHistogram()
         self.gp_spans: list[tuple[int, int]] = []
@@ -320,7 +323,7 @@ class RCU:
         ``lazy=True`` is ``call_rcu`` (lazy on an offloaded CPU of a ``CONFIG_RCU_LAZY``
         kernel), ``lazy=False`` is ``call_rcu_hurry``.
         """
-        cb = (func, arg, cost, self.env._now)
+        cb = (func, arg, cost, self.env.now)
         if cpu.trace is not None:
             cpu.trace.call_rcu(cpu)
         self.queued += 1
@@ -351,7 +354,7 @@ class RCU:
 
     def synchronize(self, cpu: CPU, task: object):
         """``synchronize_rcu``: the calling task sleeps (its CPU is freed) for a full GP."""
-        t0 = self.env._now
+        t0 = self.env.now
         ev = Event(self.env)
         self.call_rcu(cpu, _wake, ev, lazy=False)  # wait_rcu_gp(call_rcu_hurry)
         cpu.release()
@@ -359,7 +362,7 @@ class RCU:
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
-        self.sync_latency.add(self.env._now - t0)
+        self.sync_latency.add(self.env.now - t0)
 
     def synchronize_expedited(self, cpu: CPU, task: object):
         return self.exp.synchronize(cpu, task)
@@ -367,7 +370,7 @@ class RCU:
     def barrier(self, cpu: CPU, task: object):
         """``rcu_barrier``: wait until every callback queued before the call has run."""
         env = self.env
-        t0 = env._now
+        t0 = env.now
         # rcu_seq_snap(): the barrier that must END for us: the next one to START from now.
         need = (self.barrier_seq + 3) & ~1
         cpu.release()
@@ -381,7 +384,7 @@ class RCU:
             ev = cpu.acquire(task)
             if ev is not None:
                 yield ev
-            self.barrier_latency.add(env._now - t0)
+            self.barrier_latency.add(env.now - t0)
             return
         self.barrier_seq += 1
         state = [0, Event(env)]
@@ -399,7 +402,7 @@ class RCU:
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
-        self.barrier_latency.add(env._now - t0)
+        self.barrier_latency.add(env.now - t0)
 
     # -- offloaded (nocb) CPUs and lazy callbacks ------------------------------------------------
     def _nocb_enqueue(self, cpu: CPU, cb: tuple, lazy: bool) -> None:
@@ -574,7 +577,7 @@ class RCU:
             # blocked-tasks list; the kthread's own CPU notices the GP at once.
             self.gp_active = True
             self.seq += 1
-            self.gp_start = start = env._now
+            self.gp_start = start = env.now
             for c in cpus:
                 c.qs_pending = True
                 c.urgent_qs = False
@@ -588,20 +591,20 @@ class RCU:
             wait = self.first_fqs
             while self.qs_left:
                 ev = self._gp_wake = Event(env)
-                now = env._now
+                now = env.now
                 # schedule_timeout(j): the timer fires at the j-th jiffy boundary from now.
                 t_fqs = (now // jiffy + wait) * jiffy
                 Timeout(env, t_fqs - now).callbacks.append(self._fqs_timer(ev))
                 yield ev
                 if not self.qs_left:
                     break
-                if env._now < t_fqs:
+                if env.now < t_fqs:
                     continue  # woken by a QS that did not finish the GP: wait out the timer
                 self._place_kthread()
                 if self.trace is not None:
                     self.trace.fqs()
                 k = self.kthread_cpu
-                urgent = env._now - start > self.sched_qs
+                urgent = env.now - start > self.sched_qs
                 for c in cpus:
                     if not c.qs_pending:
                         continue
@@ -624,12 +627,12 @@ class RCU:
             self.gp_active = False
             self.seq += 1
             self._gp_wake = None
-            length = env._now - start
+            length = env.now - start
             self.gp_length.add(length)
             if len(self.gp_spans) < MAX_GP_SPANS:
-                self.gp_spans.append((start, env._now))
+                self.gp_spans.append((start, env.now))
             if self.trace is not None:
-                self.trace.gp(self.completed, start, env._now)
+                self.trace.gp(self.completed, start, env.now)
             self._place_kthread()
             self._note(self.kthread_cpu)
             for c in cpus:
@@ -656,7 +659,7 @@ class RCU:
             if not (self.gp_active or self.tick_cbs):
                 self._tick_wake = Event(env)
                 yield self._tick_wake
-            now = env._now
+            now = env.now
             yield Timeout(env, (now // jiffy + 1) * jiffy - now)
             self._tick()
 
@@ -747,7 +750,7 @@ class RCU:
             while done:
                 func, arg, c_cost, t_queued = done.popleft()
                 if tr is not None:
-                    tr.callback(cpu, func, arg, t_queued, env._now + cost, overhead + c_cost)
+                    tr.callback(cpu, func, arg, t_queued, env.now + cost, overhead + c_cost)
                 k += 1
                 cost += overhead + c_cost
                 d0 = cpu.debt
@@ -790,6 +793,7 @@ class RCU:
         cpu.softirq_running = False
 
 
+@traced_as("rcu_barrier_callback")
 def _barrier_cb(cpu: CPU, state: list) -> None:
     state[0] -= 1
     if state[0] == 0:

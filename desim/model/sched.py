@@ -170,7 +170,7 @@ class Scheduler:
         while True:
             cpu = task.cpu
             rq = self.rqs[cpu.id]
-            if rq.queue and env._now - rq.run_start >= slice_ and cpu.owner is None:
+            if rq.queue and env.now - rq.run_start >= slice_ and cpu.owner is None:
                 # need_resched, set by a tick while this task was in the kernel, is honoured
                 # on the way back to user mode.
                 self.preemptions += 1
@@ -179,7 +179,7 @@ class Scheduler:
                 continue
             if ns <= 0:
                 return
-            t0 = env._now
+            t0 = env.now
             ev = task.ev = Event(env)
             task.in_burst = True
             Timeout(env, ns).callbacks.append(partial(self._burst_end, task, task.gen))
@@ -189,7 +189,7 @@ class Scheduler:
                 # The burst's time has passed: what kernel work took meanwhile is still owed.
                 ns = self._take_lost(task.cpu)
                 continue
-            ns -= env._now - t0 - lost  # preempted at a tick: the rest comes later
+            ns -= env.now - t0 - lost  # preempted at a tick: the rest comes later
             yield from self._wait_turn(task)
 
     def _burst_end(self, task: Task, gen: int, _ev) -> None:
@@ -206,7 +206,7 @@ class Scheduler:
         lost = cpu.user_lost
         cpu.user_lost = 0
         if cpu.owner is not None and cpu.user_since >= 0:
-            now = cpu.env._now
+            now = cpu.env.now
             lost += now - cpu.user_since
             cpu.user_since = now
         return lost
@@ -249,7 +249,7 @@ class Scheduler:
 
     def _enqueue(self, cpu: CPU, task: Task) -> None:
         task.cpu = cpu
-        task.wait_since = self.env._now
+        task.wait_since = self.env.now
         if cpu.curr is None:
             self._dispatch(cpu, task, replacing=False)
             return
@@ -269,7 +269,7 @@ class Scheduler:
         task.ev = None
         if cpu.curr is None:
             task.cpu = cpu
-            task.wait_since = self.env._now
+            task.wait_since = self.env.now
             self._dispatch(cpu, task, replacing=False)
             if cpu.owner is task:
                 return None
@@ -283,7 +283,7 @@ class Scheduler:
     # -- switching ----------------------------------------------------------------------------------
     def _dispatch(self, cpu: CPU, task: Task, replacing: bool) -> None:
         """``task`` becomes current on ``cpu`` (the second half of ``__schedule``)."""
-        now = self.env._now
+        now = self.env.now
         rq = self.rqs[cpu.id]
         rq.run_start = now
         self.rq_wait.add(now - task.wait_since)
@@ -328,7 +328,7 @@ class Scheduler:
         cpu.curr = None
         if requeue:
             prev.state = RUNNABLE
-            prev.wait_since = self.env._now
+            prev.wait_since = self.env.now
             rq.queue.append(prev)
             self.waiting += 1
         if rq.queue:
@@ -371,7 +371,7 @@ class Scheduler:
 
     # -- the tick ---------------------------------------------------------------------------------
     def _arm(self, cpu: CPU, rq: RunQueue) -> None:
-        now = self.env._now
+        now = self.env.now
         end = max(now, rq.run_start + self.slice)
         j = self.jiffy
         t = -(-end // j) * j  # the first tick at or after the slice's end
@@ -386,7 +386,7 @@ class Scheduler:
         task = cpu.curr
         if task is None or not rq.queue:
             return
-        now = self.env._now
+        now = self.env.now
         if now - rq.run_start < self.slice:
             self._arm(cpu, rq)  # a task that came on since: its own slice
             return
@@ -408,7 +408,7 @@ class Scheduler:
     def clear_stats(self) -> None:
         self.rq_wait.clear()
         self.switches = self.preemptions = self.ticks = 0
-        self.t_stats = self.env._now
+        self.t_stats = self.env.now
 
     def results(self, now: int) -> dict[str, float]:
         span = max(1, now - self.t_stats)

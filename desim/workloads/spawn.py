@@ -69,15 +69,15 @@ class Spawn(Element):
         task = sched.new_task("spawn", allowed)
         yield from sched.start(task)
         while True:
-            t0 = env._now
+            t0 = env.now
             yield from run_child(m, sched, task, max(1, round(self.tables())), self.work(), self.u)
-            self.latency.add(env._now - t0)
+            self.latency.add(env.now - t0)
             self.done += 1
 
     def clear_stats(self) -> None:
         self.latency.clear()
         self.done = 0
-        self.t0 = self.env._now
+        self.t0 = self.env.now
 
     def results(self, now: int) -> dict[str, float]:
         s = {"spawn.children": self.done, "spawn.per_s": self.done * 1e9 / max(1, now - self.t0)}
