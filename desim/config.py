@@ -10,7 +10,7 @@ bounds (strict, bounded numbers) are ``desim.fields``', shared with the plugins'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -41,6 +41,8 @@ from desim.model.arch import ARCH_NAMES, ARCHES
 from desim.model.costs import PROFILES
 from desim.registry import UnknownName
 from desim.workloads import ELEMENTS
+
+_T = TypeVar("_T")
 
 
 class Strict(BaseModel):
@@ -95,9 +97,29 @@ class MachineConfig(Strict):
             )
         return self
 
+    # ``arch``, ``tlb_table_free`` and ``hz`` left out are settled by ``Config`` (from the
+    # allocator's arch): a validated config's machine has all three, typed here as such.
+    @property
+    def arch_name(self) -> str:
+        return self._settled(self.arch, "arch")
+
+    @property
+    def tick_hz(self) -> int:
+        return self._settled(self.hz, "hz")
+
+    @property
+    def table_free(self) -> Literal["rcu", "flush"]:
+        return self._settled(self.tlb_table_free, "tlb_table_free")
+
+    @staticmethod
+    def _settled(value: _T | None, name: str) -> _T:
+        if value is None:
+            raise RuntimeError(f"machine.{name} is settled by Config, not by MachineConfig alone")
+        return value
+
     @property
     def jiffy_ns(self) -> int:
-        return 1_000_000_000 // self.hz  # type: ignore[operator]  # resolved by Config
+        return 1_000_000_000 // self.tick_hz
 
     @property
     def page_limit(self) -> int | None:

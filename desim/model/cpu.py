@@ -38,6 +38,8 @@ from simpy.events import Event, Timeout
 if TYPE_CHECKING:
     from desim.model.hooks import TraceHooks
     from desim.model.machine import Machine
+    from desim.model.rcu import RCU, SegCBList
+    from desim.model.sched import Scheduler, Task
 
 
 class CPU:
@@ -84,7 +86,7 @@ class CPU:
         self.id = cpu_id
         self.machine = machine
         self.env = machine.env
-        self.rcu = None  # the machine's RCU, set by RCU
+        self.rcu: RCU  # the machine's RCU, set by RCU (made after the CPUs)
         self.owner: object | None = None
         self.runq: deque = deque()
         self.users = 0  # resident tasks running user code here between syscalls
@@ -104,7 +106,7 @@ class CPU:
         self.dyn_snap = 0  # rdp->dynticks_snap, taken by the first FQS scan
         self.urgent_qs = False  # rcu_urgent_qs: the GP is old, cond_resched reports
         self.exp_need_qs = False  # an expedited GP waits for this CPU (rcu_data.cpu_no_qs.b.exp)
-        self.cbs = None  # the CPU's RCU callback list, set by RCU
+        self.cbs: SegCBList  # the CPU's RCU callback list, set by RCU
         self.softirq_running = False
         self.offloaded = False  # callbacks offloaded to rcuo kthreads (rcu_nocbs)
         self.bypass: list = []  # nocb bypass list holding lazy callbacks
@@ -116,8 +118,8 @@ class CPU:
         self.softirq_ns = 0
         self.ctx_switches = 0
         self.trace: TraceHooks | None = None  # set by the tracer when one is recording
-        self.sched = None  # the scheduler, once a closed-loop workload made one
-        self.curr = None  # the scheduler's task running here (user or kernel mode)
+        self.sched: Scheduler | None = None  # once a closed-loop workload made one
+        self.curr: Task | None = None  # the scheduler's task running here (user or kernel mode)
 
     def __repr__(self) -> str:
         return f"cpu{self.id}"

@@ -68,7 +68,7 @@ class Machine:
         self.cpus = [CPU(self, i) for i in range(config.machine.cpus)]
         # samplers of the costs that vary (desim.model.costs), before anything draws one
         self.draw = Draws(config.costs, self.streams)
-        arch = ARCHES[config.machine.arch]
+        arch = ARCHES[config.machine.arch_name]
         # zap_pte_range of one table at munmap and exit: every PTE it holds
         self.zap_table = config.costs.zap_page * arch.ptes(config.machine.page_size)
         self.pages = PageAllocator(self, config.machine.page_size, config.machine.page_limit)
@@ -113,9 +113,9 @@ class Machine:
         # the design the config names, resolved by the config (the model never looks plugins up)
         self.allocator = config.allocator.design(self, config.allocator.params)
         # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
-        self.tlb_table_free = config.machine.tlb_table_free
+        self.tlb_table_free = config.machine.table_free
         # a fault on a collapsed (PMD-mapped) range still allocates a PTE table to deposit
-        self.deposits_pgtable = ARCHES[config.machine.arch].deposits_pgtable
+        self.deposits_pgtable = ARCHES[config.machine.arch_name].deposits_pgtable
         self.mm_life = MMLifetime(self)
 
     # -- building blocks ----------------------------------------------------------------------

@@ -85,16 +85,13 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
     # one draw per fault, on either path below: the lookahead takes it when the walk starts,
     # the slow path when the walk ends, with nothing run between (the lookahead's condition)
     fault_work = m.draw.fault_work
-    # ``t`` is the time now, kept without asking the clock where no yield can have moved it
-    # (``env.now`` is a property: three reads a fault cost ~3% of a fault-bound run)
-    t0 = t = env.now
+    t0 = env.now
     if cpu.trace is not None:
         cpu.trace.op(cpu, "fault")
     sem = mm.mmap_lock
     ev = sem.down_read()
     if ev is not None:
         yield from m.sleep(cpu, task, ev)
-        t = env.now
     if not mm.alive:
         sem.up_read()
         return
@@ -103,7 +100,6 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         tables = mm.tables
         if len(tables) < mm.target_tables:
             table = yield from populate(m, cpu, task, mm, shmem)
-            t = env.now
             if table is None:
                 break
         elif tables:
@@ -118,7 +114,7 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         # cpu.compute(), inlined on the hottest path of the model
         d = costs.pte_walk + cpu.debt
         cpu.debt = 0
-        t2 = t + d  # the walk ends
+        t2 = env.now + d  # the walk ends
         if (
             LOOKAHEAD
             and lock.holder is None
@@ -148,21 +144,18 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
                 if cpu.trace is not None:
                     cpu.trace.instant(cpu, "pmd_same failed: fault retried", {"table": repr(table)})
                 m.counters["fault.retries"] += 1
-                t = env.now
                 continue
             d = fault_work()
-            t = env.now
         d += cpu.debt  # the ptl's acquire cost, and time stolen meanwhile
         cpu.debt = 0
         yield Timeout(env, d)
-        t += d
         if safety is not None:
             safety.table_access(cpu, table, gen, "pte write")
         lock.release(cpu)
         cpu.rcu_read_unlock()
         break
     sem.up_read()
-    m.recorders["fault"](t - t0)
+    m.recorders["fault"](env.now - t0)
 
 
 def retract_page_tables(

@@ -237,7 +237,7 @@ class RCU:
         self.env = env = machine.env
         cfg = machine.config
         rc = cfg.rcu
-        hz = cfg.machine.hz
+        hz = cfg.machine.tick_hz
         ncpus = cfg.machine.cpus
         self.cpus = machine.cpus
         self.jiffy = cfg.machine.jiffy_ns

@@ -8,29 +8,55 @@ on is checked by tests/test_simpy_contract.py, and pyproject.toml bounds SimPy b
 The heap head needs no internals: ``Environment.peek()`` is public (the fault lookahead in
 ``desim.model.mm_ops`` uses it).
 
-The clock is ``env.now`` everywhere, SimPy's public property; the machine's environment is
-``Environment`` below, whose ``now`` is the same property typed as desim's integer nanoseconds.
-A property costs ~60 ns more per read than the field behind it; the fault path, which read the
-clock three times a fault, keeps the times it already knows instead (``handle_fault``), which
-leaves the property's cost near 1% of a fault-bound run (measured by instruction count).
+The clock: desim reads ``env.now`` everywhere. SimPy's ``now`` is a property over its private
+``_now``; a property read costs ~570 instructions against ~15 for a field, and the model reads
+the clock about twice per event, which made ``env.now`` 3.8-5.4% of a run's instructions
+(callgrind, default config). The machine's ``Environment`` below therefore keeps ``now`` as a
+plain attribute, set with ``_now`` where SimPy sets it (``__init__`` and ``step``): ``env.now`` is
+then as cheap as the field. ``step`` is SimPy 4.1's own, plus that one store;
+tests/test_simpy_contract.py fails if SimPy's ``step`` changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop
 
 import simpy
-from simpy.core import NORMAL, URGENT
-from simpy.events import Event
+from simpy.core import NORMAL, URGENT, EmptySchedule, StopSimulation
+from simpy.events import Event, EventPriority
 
 
 class Environment(simpy.Environment):
-    """SimPy's environment with its clock typed as desim keeps it: integer nanoseconds (every
-    delay desim schedules is an int, so the clock never holds a float)."""
+    """SimPy's environment with ``now`` a plain attribute, in desim's integer nanoseconds
+    (every delay desim schedules is an int, so the clock never holds a float)."""
 
-    @property
-    def now(self) -> int:
-        return self._now  # type: ignore[return-value]  # int: see the class docstring
+    now: int = 0  # not a property here: the instance's attribute, kept by ``step``
+
+    def __init__(self, initial_time: int = 0) -> None:
+        super().__init__(initial_time)
+        self.now = initial_time
+
+    def step(self) -> None:
+        """SimPy 4.1's ``Environment.step``, storing the time in ``now`` as well."""
+        try:
+            t, _, _, event = heappop(self._queue)
+        except IndexError:
+            raise EmptySchedule from None
+        self._now = self.now = t  # type: ignore[assignment]  # int: see the class docstring
+        callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            # as SimPy: the remaining callbacks run when the simulation resumes
+            event.callbacks = callbacks[callbacks.index(callback) + 1 :]
+            self.schedule(event, EventPriority(-1))
+            raise
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
 
 
 def schedule_decided(env: simpy.Environment, ev: Event, delay: int, value: object = None) -> None:

@@ -42,12 +42,12 @@ from desim.trace.timeline import DEFAULT_MAX_EVENTS, RCU_TRACK, TASKS, Timeline,
 from desim.units import UnitError, parse_time_ns
 
 if TYPE_CHECKING:
-    from simpy import Environment
     from simpy.events import Event
 
     from desim.model.cpu import CPU
     from desim.model.lock import SpinLock
     from desim.model.machine import Machine
+    from desim.model.simcore import Environment
 
 __all__ = ["DEFAULT_MAX_EVENTS", "Tracer", "parse_window", "tracer_for"]
 
