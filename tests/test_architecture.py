@@ -36,6 +36,17 @@ RULES = {
         "desim.engine",
         "desim.results",
         "desim.probe",
+        "desim.trace",
+    ],
+    "desim.trace": [
+        "pandas",
+        "seaborn",
+        "desim.config",
+        "desim.engine",
+        "desim.results",
+        "desim.sweep",
+        "desim.report",
+        "desim.cli",
     ],
     "desim.allocators": [
         "pandas",
