@@ -7,7 +7,7 @@ table to the gather batch and frees the page in the batch's RCU callback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +34,7 @@ class GenericParams(BaseModel):
 
 @ALLOCATORS.register("generic")
 class Generic(Allocator):
-    Params = GenericParams
+    Params: ClassVar[type[BaseModel]] = GenericParams
     summary = "x86-64/arm64: one table per page, pte_free_defer = call_rcu on the page"
 
     @classmethod

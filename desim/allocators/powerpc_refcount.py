@@ -78,7 +78,7 @@ class PowerpcRefcount(Powerpc):
             st.covered = len(st.deferred)
             self.m.page_call_rcu(cpu, page, self._pte_free_now, page)
         else:
-            self.counters["powerpc.defer_joined"] += 1  # the rcu_head is already in use
+            self.m.counters["powerpc.defer_joined"] += 1  # the rcu_head is already in use
         return
         yield
 
@@ -102,7 +102,7 @@ class PowerpcRefcount(Powerpc):
         for t in done:
             self._hole(cpu, t)
         st.covered = st.folded = len(st.deferred)
-        self.counters["powerpc.redefer"] += 1
+        self.m.counters["powerpc.redefer"] += 1
         self.m.page_call_rcu(cpu, page, self._pte_free_now, page)
 
     def expected_refcount(self, page: Page) -> int:

@@ -31,7 +31,7 @@ the difference before/after every transition; ``audit`` re-runs the classifier o
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from desim.allocators.base import Allocator
 from desim.model.memory import DETACHED, LIVE, PENDING, PG_ACTIVE, MemoryAccount, PageTable
@@ -77,7 +77,7 @@ class S390PageState:
 
 
 class HalfPageAllocator(Allocator):
-    counters = (
+    counters: ClassVar[tuple[str, ...]] = (
         "s390.fresh_pages",
         "s390.list_hits",
         "s390.pages_freed",

@@ -162,8 +162,9 @@ class CPU:
         # Time still owed when the owner leaves (an unlock's cost, softirq work that arrived
         # during its last slice) is forgiven rather than charged to the next task.
         self.debt = 0
-        if self.curr is not None and self.owner is self.curr:
-            self.sched.sleep_in_kernel(self)  # the scheduler's task sleeps: others run
+        sched = self.sched
+        if sched is not None and self.curr is not None and self.owner is self.curr:
+            sched.sleep_in_kernel(self)  # the scheduler's task sleeps: others run
             return
         self._next()
 

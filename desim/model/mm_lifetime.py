@@ -78,7 +78,7 @@ class MMLifetime:
         self.m = m
         rule = m.config.mm_lifetime
         alloc = m.allocator
-        mapped = getattr(alloc, "LIFETIMES", {})
+        mapped = alloc.LIFETIMES
         if rule in mapped:
             # The design has its own mechanism for this rule (s390-hh's mm_lifetime).
             alloc.lifetime = mapped[rule]

@@ -179,6 +179,7 @@ def retract_page_tables(
         t0 = env.now
         yield from _lock(mm.pmd_lock, cpu)
         ptl = table.page.ptl
+        assert ptl is not None  # a live table's page is a page-table page, with its ptl
         yield from _lock(ptl, cpu)
         table.state = DETACHED
         tables = mm.tables

@@ -82,7 +82,7 @@ Simplified on purpose (each only matters outside what desim measures, see README
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from simpy.events import Event, Timeout
 
@@ -359,9 +359,9 @@ class RCU:
         self.call_rcu(cpu, _wake, ev, lazy=False)  # wait_rcu_gp(call_rcu_hurry)
         cpu.release()
         yield ev
-        ev = cpu.acquire(task)
-        if ev is not None:
-            yield ev
+        turn = cpu.acquire(task)
+        if turn is not None:
+            yield turn
         self.sync_latency.add(self.env.now - t0)
 
     def synchronize_expedited(self, cpu: CPU, task: object):
@@ -387,7 +387,7 @@ class RCU:
             self.barrier_latency.add(env.now - t0)
             return
         self.barrier_seq += 1
-        state = [0, Event(env)]
+        state: list[Any] = [0, Event(env)]  # callbacks still to run, the event they fire
         for c in self.cpus:
             if c.bypass:
                 self._flush_bypass(c)  # rcu_barrier_entrain flushes the bypass first
@@ -419,7 +419,7 @@ class RCU:
                 # The rcuog kthread's lazy timer: flush after jiffies_lazy_flush.
                 gen = cpu.bypass_gen
                 Timeout(self.env, self.lazy_flush).callbacks.append(
-                    lambda _e, c=cpu, g=gen: self._lazy_timer(c, g)
+                    lambda _e: self._lazy_timer(cpu, gen)
                 )
             return
         if cpu.bypass:
