@@ -3,19 +3,14 @@
 Times accept units (``25ns``, ``3ms``), sizes too (``4KiB``). Unknown keys, wrong types and
 impossible values are rejected with an error naming the dotted field. ``load_config`` reads
 YAML with ``desim.inputs`` (regular files of bounded size, no duplicate keys, anchors or
-aliases); ``apply_overrides`` applies ``--set a.b=value`` pairs first.
-
-Numbers are strict and bounded: ``true``/``false`` is never a number, counts are integers
-(``8.0`` is 8, ``8.5`` is refused), nothing is infinite or NaN, and every count and size has a
-generous upper bound stated in its ``Field`` (times: at most one day, see ``desim.units``), so
-that no value can make validation build a billion objects or a run overflow 64-bit time.
+aliases); ``apply_overrides`` applies ``--set a.b=value`` pairs first. The field types and
+bounds (strict, bounded numbers) are ``desim.fields``', shared with the plugins' parameters.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -27,48 +22,28 @@ from pydantic import (
     model_validator,
 )
 
-from desim.distributions import TIME_UNITS, AnyDist
+from desim.allocators import ALLOCATORS
+from desim.allocators.base import Allocator
+from desim.distributions import AnyDist, Constant, _Dist, _time, relative_to
+from desim.fields import (
+    MAX_BATCH,
+    MAX_CPUS,
+    MAX_PAGE_SIZE,
+    MAX_SAMPLES,
+    MAX_SEED,
+    Duration,
+    Int,
+    PositiveDuration,
+    Size,
+)
 from desim.inputs import MAX_DEPTH, InputError, load_yaml, read_text
 from desim.model.arch import ARCH_NAMES, ARCHES
 from desim.model.costs import PROFILES
 from desim.registry import UnknownName
-from desim.units import parse_size_bytes, parse_time_ns, units_required
+from desim.units import TIME_UNITS, units_required
+from desim.workloads import ELEMENTS
 
-_FLOAT_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
-
-
-def _integer(v: Any) -> Any:
-    # pydantic's lax mode reads true as 1; YAML 1.1 reads 1e5 as a string
-    if isinstance(v, bool):
-        raise ValueError("expected an integer, not true/false")
-    if isinstance(v, str) and _FLOAT_TEXT.fullmatch(v):
-        v = float(v)
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
-
-
-def _real(v: Any) -> Any:
-    if isinstance(v, bool):
-        raise ValueError("expected a number, not true/false")
-    return v
-
-
-Int = Annotated[int, BeforeValidator(_integer)]
-Real = Annotated[float, BeforeValidator(_real), Field(allow_inf_nan=False)]
-Duration = Annotated[int, BeforeValidator(parse_time_ns), Field(ge=0), TIME_UNITS]
-PositiveDuration = Annotated[int, BeforeValidator(parse_time_ns), Field(gt=0), TIME_UNITS]
-Size = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
-
-MAX_CPUS = 4096
-MAX_PROCESSES = 100_000  # processes alive at time 0 (each is a SimPy process at build)
-MAX_TABLES = 1 << 20  # page tables per process or per call: 2 TiB mapped at 4 KiB
-MAX_PAGES = 1 << 32  # pages of memory in any count (16 TiB at 4 KiB)
-MAX_LOCKS = 65_536
-MAX_PAGE_SIZE = 256 << 10  # the largest base page Linux has (hexagon, ppc44x: 256 KiB)
-MAX_SEED = (1 << 63) - 1  # seeds are stored in int64 columns
-MAX_BATCH = 1_000_000_000  # RCU callback limits
-MAX_SAMPLES = 10_000_000  # time-series rows kept in memory per run
+_T = TypeVar("_T")
 
 
 class Strict(BaseModel):
@@ -123,9 +98,29 @@ class MachineConfig(Strict):
             )
         return self
 
+    # ``arch``, ``tlb_table_free`` and ``hz`` left out are settled by ``Config`` (from the
+    # allocator's arch): a validated config's machine has all three, typed here as such.
+    @property
+    def arch_name(self) -> str:
+        return self._settled(self.arch, "arch")
+
+    @property
+    def tick_hz(self) -> int:
+        return self._settled(self.hz, "hz")
+
+    @property
+    def table_free(self) -> Literal["rcu", "flush"]:
+        return self._settled(self.tlb_table_free, "tlb_table_free")
+
+    @staticmethod
+    def _settled(value: _T | None, name: str) -> _T:
+        if value is None:
+            raise RuntimeError(f"machine.{name} is settled by Config, not by MachineConfig alone")
+        return value
+
     @property
     def jiffy_ns(self) -> int:
-        return 1_000_000_000 // self.hz  # type: ignore[operator]  # resolved by Config
+        return 1_000_000_000 // self.tick_hz
 
     @property
     def page_limit(self) -> int | None:
@@ -135,8 +130,6 @@ class MachineConfig(Strict):
 def _cost(v: Any) -> Any:
     """A cost: a plain duration is a constant (an int, free to charge), a mapping a distribution
     (``desim.distributions``; a ``constant`` one is kept as its int)."""
-    from desim.distributions import Constant, _Dist, _time
-
     if isinstance(v, dict | _Dist):
         d = _time(v)
         return round(d.value) if isinstance(d, Constant) else d
@@ -289,11 +282,15 @@ class AllocatorConfig(Strict):
     name: str = "generic"
     params: Any = None
 
+    @property
+    def design(self) -> type[Allocator]:
+        """The design's class, which the machine builds (``desim.model`` never imports the
+        plugins: the config, which validated the name, hands the class down)."""
+        return ALLOCATORS.get(self.name)
+
     @model_validator(mode="before")
     @classmethod
     def _params(cls, data: Any) -> Any:
-        from desim.allocators import ALLOCATORS
-
         if isinstance(data, str):
             data = {"name": data}
         if not isinstance(data, dict):
@@ -413,8 +410,6 @@ class Config(Strict):
     @field_validator("workload", mode="before")
     @classmethod
     def _workload(cls, data: Any) -> Any:
-        from desim.workloads import ELEMENTS
-
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -438,8 +433,6 @@ class Config(Strict):
     def _machine(self):
         """Settle what the machine leaves to its arch (arch from the allocator, then the arch's
         table-free mode and HZ), so the config written beside a result is explicit."""
-        from desim.allocators import ALLOCATORS
-
         mc = self.machine
         arch = mc.arch or ALLOCATORS.get(self.allocator.name).default_arch(self.allocator.params)
         a = ARCHES[arch]
@@ -464,9 +457,6 @@ class Config(Strict):
     def _requirements(self):
         """What the design and each workload element declare they need of the machine
         (``check_config`` on their classes), checked here so that no machine is built to find out."""
-        from desim.allocators import ALLOCATORS
-        from desim.workloads import ELEMENTS
-
         ALLOCATORS.get(self.allocator.name).check_config(self.allocator.params, self)
         for name, params in self.workload.items():
             ELEMENTS.get(name).check_config(params, self)
@@ -590,8 +580,6 @@ def load_config(
     data = apply_overrides(read_yaml(path), overrides or [])
     if seed is not None:
         data["seed"] = seed
-    from desim.distributions import relative_to
-
     try:
         # empirical sample files sit beside the config; times in it must carry a unit
         with relative_to(Path(path).parent), units_required():

@@ -52,17 +52,15 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    WrapSerializer,
     model_validator,
 )
 
 from desim.inputs import read_text
 from desim.rng import buffered
 from desim.units import (
+    DIST_QUANTITY_FIELDS,
     MAX_TIME_NS,
-    exact_time,
+    TIME_UNITS,
     format_ns,
     parse_rate_per_ns,
     parse_time,
@@ -409,7 +407,7 @@ DIST_TYPES: dict[str, type[_Dist]] = {
     "lognormal": Lognormal,
     "empirical": Empirical,
 }
-_QUANTITY_FIELDS = ("value", "mean", "low", "high", "median", "p99", "p95")
+_QUANTITY_FIELDS = DIST_QUANTITY_FIELDS
 _PLAIN_FIELDS = ("mu", "sigma")  # lognormal's log-space parameters: plain numbers
 
 
@@ -525,32 +523,6 @@ def _rate(value: Any) -> Any:
         return _bounded(Exponential(mean=1.0 / r), MAX_TIME_NS, _show_ns)
     return _gap(value)
 
-
-def with_time_units(out: Any) -> Any:
-    """A dumped time (ns) or time distribution with its times written with units
-    (``exact_time``), so that a saved config reads back under ``units_required``."""
-    if isinstance(out, int | float) and not isinstance(out, bool):
-        return exact_time(out)
-    if isinstance(out, dict):
-        out = {
-            k: exact_time(v) if k in _QUANTITY_FIELDS and isinstance(v, int | float) else v
-            for k, v in out.items()
-        }
-        if isinstance(out.get("values"), list) and out.get("file") is None:
-            out["values"] = [exact_time(v) for v in out["values"]]
-    return out
-
-
-def time_serializer(
-    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-) -> Any:
-    """Pydantic wrap serializer of times: plain numbers (ns) unless the dump asks for units
-    (``context={"units": True}``, as ``Config.to_yaml_dict`` does)."""
-    out = handler(value)
-    return with_time_units(out) if (info.context or {}).get("units") else out
-
-
-TIME_UNITS = WrapSerializer(time_serializer)
 
 AnyDist = Constant | Exponential | Uniform | Lognormal | Empirical
 TimeDist = Annotated[AnyDist, BeforeValidator(_time), TIME_UNITS]

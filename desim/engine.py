@@ -66,11 +66,11 @@ def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
     step = env.step
     span = max(1, min(until // CHECKPOINTS, MAX_CHECKPOINT_SPAN))
     n = 0
-    t = env._now
+    t = env.now
     while t < until:
         t = min(until, t + span)
         # first among the events of instant ``t``, so a span covers times below ``t`` only
-        urgent_marker(env, t - env._now, _raise_checkpoint)
+        urgent_marker(env, t - env.now, _raise_checkpoint)
         i = 0
         try:
             for i in count():  # noqa: B007 - ``i`` is read after the loop ends by an exception
@@ -95,7 +95,7 @@ def _sampler(m: Machine, interval: int, series: dict[str, list]):
         live, pending, stranded, spare, internal = acc.as_tuple()
         n_tables = sum(len(mm.tables) for mm in m.mms)
         row = (
-            env._now,
+            env.now,
             live,
             pending,
             stranded,

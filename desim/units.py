@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
+from typing import Any
 
 import pint
+from pydantic import SerializationInfo, SerializerFunctionWrapHandler, WrapSerializer
 
 _UREG = pint.UnitRegistry()
 NS_PER_S = 1_000_000_000
@@ -197,3 +199,34 @@ def format_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f} B"
+
+
+# the parameters of a distribution (desim.distributions) that hold quantities, not log-space
+DIST_QUANTITY_FIELDS = ("value", "mean", "low", "high", "median", "p99", "p95")
+
+
+def with_time_units(out: Any) -> Any:
+    """A dumped time (ns) or time distribution with its times written with units
+    (``exact_time``), so that a saved config reads back under ``units_required``."""
+    if isinstance(out, int | float) and not isinstance(out, bool):
+        return exact_time(out)
+    if isinstance(out, dict):
+        out = {
+            k: exact_time(v) if k in DIST_QUANTITY_FIELDS and isinstance(v, int | float) else v
+            for k, v in out.items()
+        }
+        if isinstance(out.get("values"), list) and out.get("file") is None:
+            out["values"] = [exact_time(v) for v in out["values"]]
+    return out
+
+
+def time_serializer(
+    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+) -> Any:
+    """Pydantic wrap serializer of times: plain numbers (ns) unless the dump asks for units
+    (``context={"units": True}``, as ``Config.to_yaml_dict`` does)."""
+    out = handler(value)
+    return with_time_units(out) if (info.context or {}).get("units") else out
+
+
+TIME_UNITS = WrapSerializer(time_serializer)

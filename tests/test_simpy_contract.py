@@ -55,3 +55,39 @@ def test_tied_counts_the_events_due_together_and_run_first_reorders_them():
     env.run()
     assert order == ["c", "b", "a", "later"]
     assert tied(env) == 0
+
+
+def test_the_machines_clock_is_simpys():
+    from desim.model.simcore import Environment
+
+    env = Environment()
+    seen = []
+    Timeout(env, 7).callbacks.append(lambda e: seen.append(env.now))
+    env.step()
+    assert env.now == 7
+    assert seen == [7] and isinstance(env, simpy.Environment)
+    Timeout(env, 5)
+    env.run(until=100)  # StopSimulation comes through step: the clock still follows
+    assert env.now == 100 and simpy.Environment.now.fget(env) == 100
+
+
+def test_a_failed_event_still_crashes_the_machines_environment():
+    import pytest
+
+    from desim.model.simcore import Environment
+
+    env = Environment()
+    Event(env).fail(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        env.run()
+
+
+def test_simpys_step_is_the_one_simcore_copies():
+    """simcore.Environment.step is SimPy 4.1's plus one store: a SimPy whose ``step`` differs
+    must be read again before this hash is updated."""
+    import hashlib
+    import inspect
+
+    src = inspect.getsource(simpy.core.Environment.step)
+    want = "8fea2b488c8ad7faecfa46ea6759b01821dce350cd54301caac0cbe0f13185a0"
+    assert hashlib.sha256(src.encode()).hexdigest() == want

@@ -11,6 +11,7 @@ from conftest import make_config, make_machine
 
 from desim.cli import main
 from desim.engine import simulate
+from desim.model.hooks import USER_TASK
 from desim.trace import Tracer, parse_window
 
 WORKLOAD = {
@@ -142,7 +143,7 @@ def test_lock_handoff_exact():
 
     def worker(cpu, start, hold):
         yield env.timeout(start)
-        cpu.acquire(object())
+        cpu.acquire(USER_TASK())
         ev = lock.acquire(cpu)
         if ev is not None:
             yield ev
@@ -296,10 +297,165 @@ def test_slice_names_are_kernel_terms_not_python_names(traced):
     assert "user task" in names
 
 
-def test_kernel_term_fallback_reads_like_words():
-    from desim.trace import kernel_term
+def test_tasks_and_callbacks_carry_the_names_given_where_they_are_made():
+    from desim.model.hooks import USER_TASK, callback_name, task_name, thread_kind, traced_as
 
-    assert kernel_term("Faults._loop") == "user task"
-    assert kernel_term("Generic._rcu_free") == "pte_free_now"
-    assert kernel_term("SomeNewThing._run") == "some new thing"
-    assert kernel_term("handle_fault") == "handle_fault"
+    kworker = thread_kind("kworker")
+    assert task_name(kworker()) == "kworker" and task_name(USER_TASK()) == "user task"
+    assert kworker() is not kworker()  # tasks are told apart by identity
+    assert task_name(object()) == "task"  # an unnamed owner (tests) still traces
+
+    @traced_as("pte_free_now")
+    def _free(cpu, arg):
+        pass
+
+    class Design:
+        @traced_as("pte_free_half")
+        def _half(self, cpu, arg):
+            pass
+
+    from desim.model.machine import _rcu_head_cb
+
+    assert callback_name(_free, None) == "pte_free_now"
+    assert callback_name(Design()._half, None) == "pte_free_half"  # bound methods too
+    assert callback_name(_rcu_head_cb, ("page", Design()._half, None)) == "pte_free_half"
+
+
+def test_every_element_names_its_tasks_in_kernel_terms():
+    """Every element at once: the task names are the ones given where tasks are made."""
+    cfg = make_config(
+        {"duration": "12ms", "machine.cpus": 4, "mm_lifetime": "mmdrop_async"},
+        workload={
+            "rcu_callers": {},
+            "gup_fast": {},
+            "lockstress": {},
+            "kernel_work": {},
+            "faults": {},
+            "processes": {"initial": 4, "lifetime": "3ms", "fork_rate": "1000/s"},
+            "madv_collapse": {"rate": "2000/s"},
+            "munmap": {},
+            "khugepaged": {"scan_sleep": "2ms"},
+        },
+    )
+    tracer = Tracer()
+    simulate(cfg, trace=tracer)
+    doc = tracer.to_dict()
+    tasks = {e["args"]["task"] for e in doc["traceEvents"] if e.get("cat") == "task"}
+    assert tasks == {
+        "user task",
+        "process",
+        "khugepaged",
+        "lockstress",
+        "syscall (non-preemptible)",
+        "synchronize_rcu caller",
+        "kworker (mmdrop_async)",
+    }
+    names = {e["name"] for e in doc["traceEvents"] if e["ph"] == "X" and e.get("cat") == "task"}
+    assert {"get_user_pages_fast", "munmap", "fault", "retract_page_tables"} <= names
+
+
+def test_the_timeline_pairs_and_nests_on_its_own():
+    """No model: a fault whose read-side section starts and ends with its task's slice, a
+    call_rcu and its callback in the softirq, a grace period clipped by the window."""
+    from desim.trace.timeline import RCU_TRACK, SOFTIRQ, TASKS, Flow, Slice, Timeline, Track
+
+    tl = Timeline((50, 2000))
+    tl.task_seen("t", "user task")
+    tl.task_runs(0, "t", 100)
+    tl.op(0, "fault")
+    tl.read_lock(0, 100)
+    tl.call_rcu(0, tl.lane(0, "t"), 150)
+    tl.read_unlock(0, 400)
+    tl.task_switch(0, None, 400)
+    tl.softirq_begin(0, "softirq0", 500)
+    assert tl.lane(0, "softirq0") == SOFTIRQ and tl.lane(0, "t") == TASKS
+    tl.callback(0, "pte_free_now", 150, 500, 40)
+    tl.softirq_end(0, 540)
+    tl.gp(1, 0, 450)
+    tl.task_seen("k", "khugepaged")
+    tl.task_runs(1, "k", 1500)
+    tl.finish(2500)
+    t0, s0 = Track(0, TASKS), Track(0, SOFTIRQ)
+    assert tl.records == [
+        Slice(t0, "rcu_read_lock", 101, 399, "rcu", None),  # 1 ns inside its task's slice
+        Slice(t0, "fault", 100, 400, "task", {"task": "user task", "ops": {"fault": 1}}),
+        # inside its softirq run, which it fills: 1 ns in at each end, its arrow's head too
+        Slice(s0, "pte_free_now", 501, 539, "rcu", {"queued_ns_ago": 350}),
+        Flow(1, "call_rcu", "rcu", t0, 150, s0, 501),
+        Slice(s0, "RCU_SOFTIRQ", 500, 540, "rcu", {"callbacks": 1}),
+        Slice(RCU_TRACK, "GP 1", 50, 450, "rcu", {"length_ns": 450}),  # clipped at 50
+        Slice(Track(1, TASKS), "khugepaged", 1500, 2000, "task", {"task": "khugepaged"}),
+    ]
+    assert tl.events == 8 and not tl.truncated  # the flow is two events
+
+
+def test_the_timeline_stops_at_its_cap():
+    from desim.trace.timeline import RCU_TRACK, Timeline
+
+    tl = Timeline(max_events=3)
+    for t in range(5):
+        tl.instant(RCU_TRACK, "fqs", t, "rcu")
+    assert tl.events == 3 and tl.truncated and len(tl.records) == 3
+
+
+def test_the_chrome_encoder_on_its_own():
+    from desim.trace import chrome
+    from desim.trace.timeline import RCU_TRACK, SOFTIRQ, TASKS, Count, Flow, Slice, Track
+
+    doc = chrome.encode(
+        [
+            Slice(Track(1, TASKS), "fault", 1000, 2500, "task", {"task": "user task"}),
+            Flow(1, "call_rcu", "rcu", Track(1, TASKS), 1200, Track(1, SOFTIRQ), 3000),
+            Count(RCU_TRACK, "callbacks pending", 1000, {"callbacks": 2}),
+        ],
+        cpus=2,
+        other={"generator": "desim"},
+    )
+    meta = [e for e in doc["traceEvents"] if e["ph"] == "M"]
+    assert {(e["pid"], e["args"].get("name")) for e in meta if e["name"] == "process_name"} == {
+        (1, "CPU 0"),
+        (2, "CPU 1"),
+        (3, "RCU"),
+    }
+    assert [e for e in doc["traceEvents"] if e["ph"] != "M"] == [
+        {
+            "ph": "X",
+            "pid": 2,
+            "tid": 1,
+            "name": "fault",
+            "cat": "task",
+            "ts": 1.0,
+            "dur": 1.5,
+            "args": {"task": "user task"},
+        },
+        {
+            "ph": "C",
+            "pid": 3,
+            "tid": 1,
+            "name": "callbacks pending",
+            "ts": 1.0,
+            "args": {"callbacks": 2},
+        },
+        {"ph": "s", "id": 1, "pid": 2, "tid": 1, "name": "call_rcu", "cat": "rcu", "ts": 1.2},
+        {
+            "ph": "f",
+            "bp": "e",
+            "id": 1,
+            "pid": 2,
+            "tid": 2,
+            "name": "call_rcu",
+            "cat": "rcu",
+            "ts": 3.0,
+        },
+    ]
+    assert doc["otherData"] == {"generator": "desim", "events": 4}
+
+
+def test_the_tracer_implements_the_models_hooks():
+    import inspect
+
+    from desim.model.hooks import TraceHooks
+
+    for name, hook in inspect.getmembers(TraceHooks, inspect.isfunction):
+        if not name.startswith("_"):
+            assert inspect.signature(getattr(Tracer, name)) == inspect.signature(hook), name

@@ -47,6 +47,10 @@ class Allocator:
     known_violations: ClassVar[tuple[str, ...]] = ()
     # The machine (desim.model.arch) a config with no machine.arch models for this design.
     arch: ClassVar[str] = "x86-64"
+    # The machine-wide mm_lifetime rules the design implements itself (rule -> its own), and
+    # the one in force (desim.model.mm_lifetime sets it; s390-hh has them).
+    LIFETIMES: ClassVar[dict[str, str]] = {}
+    lifetime: str | None = None
 
     @classmethod
     def default_arch(cls, params: BaseModel) -> str:
@@ -115,7 +119,7 @@ class Allocator:
 
     def reusable(self, table: PageTable) -> None:
         """The memory of a freed ``table`` can serve a new allocation from now on."""
-        self.m.record("free_to_reuse", self.env._now - table.t_freed)
+        self.m.record("free_to_reuse", self.env.now - table.t_freed)
 
     # -- the operations ---------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):

@@ -7,13 +7,14 @@ table to the gather batch and frees the page in the batch's RCU callback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
-from desim.config import MAX_PAGE_SIZE, Int
+from desim.fields import MAX_PAGE_SIZE, Int
+from desim.model.hooks import traced_as
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class GenericParams(BaseModel):
 
 @ALLOCATORS.register("generic")
 class Generic(Allocator):
-    Params = GenericParams
+    Params: ClassVar[type[BaseModel]] = GenericParams
     summary = "x86-64/arm64: one table per page, pte_free_defer = call_rcu on the page"
 
     @classmethod
@@ -70,7 +71,7 @@ class Generic(Allocator):
 
     def _to_pending(self, table: PageTable) -> None:
         table.state = PENDING
-        table.t_freed = self.env._now
+        table.t_freed = self.env.now
         self.account.live -= table.size
         self.account.pending += table.size
 
@@ -113,6 +114,7 @@ class Generic(Allocator):
         return
         yield
 
+    @traced_as("pte_free_now")
     def _rcu_free(self, cpu: CPU, table: PageTable) -> None:
         self._release(cpu, table)
 

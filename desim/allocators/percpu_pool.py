@@ -63,7 +63,8 @@ from simpy.events import Timeout
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
-from desim.config import MAX_PAGES, Duration, Int, Size
+from desim.fields import MAX_PAGES, Duration, Int, Size
+from desim.model.hooks import traced_as
 from desim.model.memory import DETACHED, FREE, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -287,7 +288,7 @@ class PercpuPool(Allocator):
 
     def _to_pending(self, table: PageTable) -> None:
         table.state = PENDING
-        table.t_freed = self.env._now
+        table.t_freed = self.env.now
         self.account.live -= self.fs
         self.account.pending += self.fs
 
@@ -316,6 +317,7 @@ class PercpuPool(Allocator):
         lock.release(cpu)
 
     # -- the waterfall callback -----------------------------------------------------------------
+    @traced_as("percpu pool: advance cycle")
     def _advance(self, cpu: CPU, pool: _Pool):
         return self._advance_gen(cpu, pool)
 

@@ -40,12 +40,13 @@ Subclasses (``powerpc-refcount``, ``powerpc-always-rcu``) override ``final_free`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.base import Allocator
+from desim.model.hooks import traced_as
 from desim.model.memory import DETACHED, FREE, LIVE, PENDING, PG_ACTIVE, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class FragPage:
 
 @ALLOCATORS.register("powerpc")
 class Powerpc(Allocator):
-    counters = (
+    counters: ClassVar[tuple[str, ...]] = (
         "powerpc.alloc_race",
         "powerpc.rcu_page_frees",
         "powerpc.teardown_dropped",
@@ -100,7 +101,7 @@ class Powerpc(Allocator):
     )
     State: type[FragPage] = FragPage
     # Violations the design as merged is known to commit (tests expect them, nothing else).
-    known_violations: tuple[str, ...] = ("bad_page_state",)
+    known_violations: ClassVar[tuple[str, ...]] = ("bad_page_state",)
 
     @classmethod
     def default_arch(cls, params: BaseModel) -> str:
@@ -118,7 +119,6 @@ class Powerpc(Allocator):
         super().__init__(machine, params)
         need, self.frag = GEOMETRIES[params.geometry]
         self.nr = need // self.frag  # PTE_FRAG_NR
-        self.counters = machine.counters
 
     # -- allocation -----------------------------------------------------------------------------
     def pte_alloc_one(self, cpu: CPU, mm: MM):
@@ -173,14 +173,14 @@ class Powerpc(Allocator):
             acc.spare += rest
         else:
             # Another CPU installed a page meanwhile: this one serves only its first fragment.
-            self.counters["powerpc.alloc_race"] += 1
+            self.m.counters["powerpc.alloc_race"] += 1
         lock.release(cpu)
         return table
 
     # -- freeing ---------------------------------------------------------------------------------
     def _to_pending(self, table: PageTable) -> None:
         table.state = PENDING
-        table.t_freed = self.env._now
+        table.t_freed = self.env.now
         acc = self.account
         acc.live -= self.frag
         acc.pending += self.frag
@@ -193,7 +193,7 @@ class Powerpc(Allocator):
         if was == PENDING:
             acc.pending -= self.frag
         else:
-            table.t_freed = self.env._now
+            table.t_freed = self.env.now
             acc.live -= self.frag
         acc.stranded += self.frag
 
@@ -223,9 +223,10 @@ class Powerpc(Allocator):
         acc = self.account
         acc.stranded -= self.page_size
         acc.pending += self.page_size
-        self.counters["powerpc.rcu_page_frees"] += 1
+        self.m.counters["powerpc.rcu_page_frees"] += 1
         self.m.page_call_rcu(cpu, page, self._pte_free_now, page)
 
+    @traced_as("pte_free_now")
     def _pte_free_now(self, cpu: CPU, page: Page) -> None:
         self._release(cpu, page, pending=True)
 
@@ -270,13 +271,13 @@ class Powerpc(Allocator):
             acc = self.account
             acc.spare -= nbytes
             acc.stranded += nbytes
-            self.counters["powerpc.teardown_dropped"] += tail
+            self.m.counters["powerpc.teardown_dropped"] += tail
             page.frag_refcount -= tail
             if page.frag_refcount == 0:
                 if page.flags & PG_ACTIVE:
                     # v6.6 frees the page without TestClearPageActive and without a grace
                     # period: the page allocator's free check reports it (bad_page_state).
-                    self.counters["powerpc.teardown_free_active"] += 1
+                    self.m.counters["powerpc.teardown_free_active"] += 1
                 self._release(cpu, page, pending=False)
         return
         yield

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.powerpc import FragPage, Powerpc
+from desim.model.hooks import traced_as
 from desim.model.memory import FREE, PENDING
 
 if TYPE_CHECKING:
@@ -77,10 +78,11 @@ class PowerpcRefcount(Powerpc):
             st.covered = len(st.deferred)
             self.m.page_call_rcu(cpu, page, self._pte_free_now, page)
         else:
-            self.counters["powerpc.defer_joined"] += 1  # the rcu_head is already in use
+            self.m.counters["powerpc.defer_joined"] += 1  # the rcu_head is already in use
         return
         yield
 
+    @traced_as("pte_free_now")
     def _pte_free_now(self, cpu: CPU, page: Page) -> None:
         st = page.data
         done = st.deferred[: st.covered]
@@ -100,7 +102,7 @@ class PowerpcRefcount(Powerpc):
         for t in done:
             self._hole(cpu, t)
         st.covered = st.folded = len(st.deferred)
-        self.counters["powerpc.redefer"] += 1
+        self.m.counters["powerpc.redefer"] += 1
         self.m.page_call_rcu(cpu, page, self._pte_free_now, page)
 
     def expected_refcount(self, page: Page) -> int:

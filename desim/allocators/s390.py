@@ -37,6 +37,7 @@ from desim.allocators.s390_base import (
     a_bit,
     p_bit,
 )
+from desim.model.hooks import traced_as
 from desim.model.memory import PG_ACTIVE
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class S390(HalfPageAllocator):
         else:
             self.release(cpu, page)
 
+    @traced_as("pte_free_now")
     def _free_now(self, cpu: CPU, page: Page) -> None:
         self.release(cpu, page)
 

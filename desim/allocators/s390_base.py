@@ -31,7 +31,7 @@ the difference before/after every transition; ``audit`` re-runs the classifier o
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from desim.allocators.base import Allocator
 from desim.model.memory import DETACHED, LIVE, PENDING, PG_ACTIVE, MemoryAccount, PageTable
@@ -77,7 +77,7 @@ class S390PageState:
 
 
 class HalfPageAllocator(Allocator):
-    counters = (
+    counters: ClassVar[tuple[str, ...]] = (
         "s390.fresh_pages",
         "s390.list_hits",
         "s390.pages_freed",
@@ -206,7 +206,7 @@ class HalfPageAllocator(Allocator):
     def _reused(self, st: S390PageState, half: int) -> None:
         t = st.t_freed[half]
         if t >= 0:
-            self.m.record("free_to_reuse", self.env._now - t)
+            self.m.record("free_to_reuse", self.env.now - t)
             st.t_freed[half] = -1
 
     # -- pages ------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class HalfPageAllocator(Allocator):
         # The free-to-reuse clock starts when the unmapper freed the table (pte_free_tlb or
         # pte_free_defer: ``to_pending``), not here: ``__tlb_remove_table`` runs after the
         # grace period, and while the half was P (or H) nobody could reuse it.
-        t = table.t_freed if table.state == PENDING else self.env._now
+        t = table.t_freed if table.state == PENDING else self.env.now
         self.table_freed(cpu, table)
         page.tables[half] = None
         page.data.t_freed[half] = t
@@ -267,7 +267,7 @@ class HalfPageAllocator(Allocator):
     # -- transitions the free paths share ---------------------------------------------------
     def to_pending(self, table: PageTable) -> None:
         table.state = PENDING
-        table.t_freed = self.env._now
+        table.t_freed = self.env.now
 
     def pgste_to_pending(self, table: PageTable) -> None:
         """A PGSTE table waits for a grace period: no bits move, its page's class follows it."""

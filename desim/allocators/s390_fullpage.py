@@ -18,7 +18,7 @@ from pydantic import Field
 from desim.allocators import ALLOCATORS
 from desim.allocators.generic import Generic, GenericParams
 from desim.allocators.s390_base import HALF
-from desim.config import MAX_PAGE_SIZE, Int
+from desim.fields import MAX_PAGE_SIZE, Int
 
 if TYPE_CHECKING:
     from desim.model.memory import MM

@@ -49,11 +49,14 @@ from desim.allocators.s390_base import (
     h_bit,
     p_bit,
 )
-from desim.config import Duration
+from desim.fields import Duration
+from desim.model.hooks import thread_kind, traced_as
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
     from desim.model.memory import MM, Page, PageTable
+
+KWORKER = thread_kind("kworker (mmdrop_async)")
 
 
 class S390HHParams(BaseModel):
@@ -73,6 +76,7 @@ class S390HHParams(BaseModel):
     )
 
 
+@traced_as("__mmdrop")
 def _free_mm_cb(cpu: CPU, arg) -> None:
     machine, mm = arg
     machine.free_mm(cpu, mm)
@@ -234,11 +238,13 @@ class S390HH(HalfPageAllocator):
             self.m.counters["s390.defer_rides_other"] += 1
         self.check(cpu, page, "pte_free_defer")  # after call_rcu: H implies a queued rcu_head
 
+    @traced_as("pte_free_pgste")
     def _pte_free_pgste(self, cpu: CPU, page: Page) -> None:
         """A PGSTE table is freed whole (also the rcu_head callback of its deferral)."""
         self.free_pgste(cpu, page)
         self.release(cpu, page)
 
+    @traced_as("pte_free_half")
     def _pte_free_half(self, cpu: CPU, arg):
         """The rcu_head callback for ``half``; may chain to the other half's deferral."""
         page, half, mm = arg
@@ -279,7 +285,7 @@ class S390HH(HalfPageAllocator):
     def _kworker_free(self, cpu: CPU, mm: MM):
         """``mmdrop_async``: schedule_work; a kworker on the same CPU frees the mm later."""
         yield Timeout(self.env, self.params.kworker_delay)
-        task = object()
+        task = KWORKER()
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev

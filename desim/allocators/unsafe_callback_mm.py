@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.generic import Generic
+from desim.model.hooks import traced_as
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -32,6 +33,7 @@ class UnsafeCallbackMM(Generic):
         return
         yield
 
+    @traced_as("pte_free_now (takes mm->context.lock)")
     def _rcu_free_via_mm(self, cpu: CPU, table: PageTable):
         """The callback: a generator, since it takes a spinlock."""
         mm = table.mm

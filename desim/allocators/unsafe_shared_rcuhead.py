@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from desim.allocators import ALLOCATORS
 from desim.allocators.generic import Generic, GenericParams
-from desim.config import Int
+from desim.fields import Int
+from desim.model.hooks import traced_as
 from desim.model.memory import DETACHED, LIVE, PENDING, MemoryAccount, PageTable
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class UnsafeSharedRcuHead(Generic):
         return table
 
     # -- freeing: generic's paths, which end in _release ---------------------------------------
+    @traced_as("pte_free_now (shared rcu_head)")
     def _free_fragment(self, cpu: CPU, table: PageTable) -> None:
         """``pte_fragment_free``: the page goes back with its last fragment."""
         self._retire(cpu, table)

@@ -41,10 +41,11 @@ from simpy.events import Timeout
 
 from desim.model import mm_ops
 from desim.model.costs import VARIABLE
+from desim.model.hooks import callback_name
 from desim.model.machine import Machine
 from desim.model.safety import SafetyStop
 from desim.model.simcore import run_first, tied
-from desim.trace import Tracer, _callable_name
+from desim.trace import Tracer
 
 QUANTILES = (0.5, 0.01, 0.99, 0.1, 0.9)
 MAX_TIES = 8  # an order choice considers at most this many tied events
@@ -174,7 +175,7 @@ class StepLog(Tracer):
         self.origin = 0
 
     def add(self, cpu, text: str) -> None:
-        self.steps.append((self.env._now, -1 if cpu is None else cpu.id, text))
+        self.steps.append((self.env.now, -1 if cpu is None else cpu.id, text))
 
     def note(self, t: int, cpu, obj, what: str) -> None:
         """``SafetyChecker.on_note``: the object histories, the designs' own terms."""
@@ -215,7 +216,7 @@ class StepLog(Tracer):
 
     def callback(self, cpu, func, arg, t_queued: int, t0: int, cost: int) -> None:
         super().callback(cpu, func, arg, t_queued, t0, cost)
-        name = _callable_name(func, arg)
+        name = callback_name(func, arg)
         self.callbacks.append((name, cpu.id, t0, t0 + cost))
         if isinstance(arg, tuple) and len(arg) == 3 and callable(arg[1]):
             arg = arg[2]  # a page's rcu_head callback: the design's own argument
@@ -347,7 +348,7 @@ class Schedule:
         env = self.env
         m = self.m
         # Always an event, even at delay 0: steps due together are tied, and ordered by choice.
-        yield Timeout(env, self.t0 + s.at - env._now)
+        yield Timeout(env, self.t0 + s.at - env.now)
         mm = self.mms[s.mm]
         cpu = m.cpus[s.cpu]
         if s.op == "exit":
@@ -359,7 +360,7 @@ class Schedule:
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
-        t_start = env._now
+        t_start = env.now
         table = self._table(mm, s.table) if mm.alive else None
         what = self._describe(s, mm, table)
         if not mm.alive and s.op != "exit":
@@ -371,7 +372,7 @@ class Schedule:
         if s.op == "exit":
             m.mm_life.final_drop(cpu, mm)
         self.log.add(cpu, f"{s.op} done")
-        self.intervals.append((s.op, s.cpu, t_start, env._now))
+        self.intervals.append((s.op, s.cpu, t_start, env.now))
 
     # -- running ----------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -389,7 +390,7 @@ class Schedule:
         setup = env.process(self._setup())
         env.run(until=setup)  # SimPy's own order: the start is not explored
         jiffy = m.config.machine.jiffy_ns
-        self.t0 = t0 = -(-env._now // jiffy) * jiffy  # the script starts on a tick
+        self.t0 = t0 = -(-env.now // jiffy) * jiffy  # the script starts on a tick
         self.log.origin = t0
         self.log.steps.clear()
         setup_lines = [f"{mm!r}: {', '.join(repr(t) for t in mm.tables)}" for mm in self.mms]
@@ -419,7 +420,7 @@ class Schedule:
                 if not safety.total:
                     failure = {
                         "kind": "model_error",
-                        "t_ns": env._now,
+                        "t_ns": env.now,
                         "cpu": -1,
                         "message": f"{type(exc).__name__}: {exc}",
                         "objects": [],
@@ -449,7 +450,7 @@ class Schedule:
             pairs=self._pairs(),
             ops_run=self.ops_run,
             events=events,
-            end_ns=env._now - t0,
+            end_ns=env.now - t0,
             log=self.log,
         )
 

@@ -43,6 +43,7 @@ Sources, and what is an estimate:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -111,6 +112,13 @@ class Draws:
     """
 
     __slots__ = VARIABLE
+    fault_work: Callable[[], int]
+    page_alloc: Callable[[], int]
+    tlb_flush: Callable[[], int]
+    ipi_latency: Callable[[], int]
+    fork: Callable[[], int]
+    exit: Callable[[], int]
+    munmap: Callable[[], int]
 
     def __init__(self, costs, streams) -> None:
         for name in VARIABLE:

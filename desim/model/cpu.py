@@ -36,7 +36,10 @@ from typing import TYPE_CHECKING
 from simpy.events import Event, Timeout
 
 if TYPE_CHECKING:
+    from desim.model.hooks import TraceHooks
     from desim.model.machine import Machine
+    from desim.model.rcu import RCU, SegCBList
+    from desim.model.sched import Scheduler, Task
 
 
 class CPU:
@@ -86,7 +89,7 @@ class CPU:
         self.id = cpu_id
         self.machine = machine
         self.env = machine.env
-        self.rcu = None  # the machine's RCU, set by RCU
+        self.rcu: RCU  # the machine's RCU, set by RCU (made after the CPUs)
         self.owner: object | None = None
         self.runq: deque = deque()
         self.users = 0  # resident tasks running user code here between syscalls
@@ -106,7 +109,7 @@ class CPU:
         self.dyn_snap = 0  # rdp->dynticks_snap, taken by the first FQS scan
         self.urgent_qs = False  # rcu_urgent_qs: the GP is old, cond_resched reports
         self.exp_need_qs = False  # an expedited GP waits for this CPU (rcu_data.cpu_no_qs.b.exp)
-        self.cbs = None  # the CPU's RCU callback list, set by RCU
+        self.cbs: SegCBList  # the CPU's RCU callback list, set by RCU
         self.softirq_running = False
         self.offloaded = False  # callbacks offloaded to rcuo kthreads (rcu_nocbs)
         self.bypass: list = []  # nocb bypass list holding lazy callbacks
@@ -117,9 +120,9 @@ class CPU:
         self.busy_ns = 0
         self.softirq_ns = 0
         self.ctx_switches = 0
-        self.trace = None  # set by the tracer when one is recording
-        self.sched = None  # the scheduler, once a closed-loop workload made one
-        self.curr = None  # the scheduler's task running here (user or kernel mode)
+        self.trace: TraceHooks | None = None  # set by the tracer when one is recording
+        self.sched: Scheduler | None = None  # once a closed-loop workload made one
+        self.curr: Task | None = None  # the scheduler's task running here (user or kernel mode)
         self.locks = 0  # spinlocks held or spun on: preempt_count's PREEMPT_MASK part
         self.kpreempt = False  # preempt=full: the scheduler's tasks are preempted in kernel code
         self.resched = False  # TIF_NEED_RESCHED of the current scheduler task
@@ -141,16 +144,16 @@ class CPU:
             if self.idle:
                 self.idle = False
                 self.rcu.awake.add(self.id)
-                self.busy_since = self.env._now
+                self.busy_since = self.env.now
             elif self.users:
-                self.user_since = self.env._now
+                self.user_since = self.env.now
                 self.rcu.context_switch(self)
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
             return None
-        return self._queue(task)
+        return self._enqueue(task)
 
-    def _queue(self, task: object) -> Event:
+    def _enqueue(self, task: object) -> Event:
         """``task`` waits behind the owner: the event that starts its turn."""
         ev = Event(self.env)
         self.runq.append((task, ev))
@@ -165,8 +168,9 @@ class CPU:
         # Time still owed when the owner leaves (an unlock's cost, softirq work that arrived
         # during its last slice) is forgiven rather than charged to the next task.
         self.debt = 0
-        if self.curr is not None and self.owner is self.curr:
-            self.sched.sleep_in_kernel(self)  # the scheduler's task sleeps: others run
+        sched = self.sched
+        if sched is not None and self.curr is not None and self.owner is self.curr:
+            sched.sleep_in_kernel(self)  # the scheduler's task sleeps: others run
             return
         self._next()
 
@@ -183,13 +187,13 @@ class CPU:
         self.owner = None
         if self.users:
             if self.user_since >= 0:
-                self.user_lost += self.env._now - self.user_since
+                self.user_lost += self.env.now - self.user_since
                 self.user_since = -1
             return
         self.idle = True
         self.rcu.awake.discard(self.id)
         self.eqs += 1
-        self.busy_ns += self.env._now - self.busy_since
+        self.busy_ns += self.env.now - self.busy_since
 
     # -- a resident task's user mode ---------------------------------------------------------
     def enter_user(self) -> None:
@@ -198,7 +202,7 @@ class CPU:
         if self.idle and self.owner is None:
             self.idle = False
             self.rcu.awake.add(self.id)
-            self.busy_since = self.env._now
+            self.busy_since = self.env.now
 
     def leave_user(self) -> None:
         """The resident task stops living here (call with the CPU not owned by it)."""
@@ -207,7 +211,7 @@ class CPU:
             self.idle = True
             self.rcu.awake.discard(self.id)
             self.eqs += 1
-            self.busy_ns += self.env._now - self.busy_since
+            self.busy_ns += self.env.now - self.busy_since
 
     def syscall(self, task: object) -> Event | None:
         """The resident ``task`` enters the kernel (a fault, a system call): no context switch.
@@ -221,7 +225,7 @@ class CPU:
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
             return None
-        return self._queue(task)
+        return self._enqueue(task)
 
     def to_user(self) -> None:
         """The owner, a resident task, returns to user mode: not a context switch, unless
@@ -234,7 +238,7 @@ class CPU:
         if self.runq:
             self.ctx_switches += 1
             self.rcu.context_switch(self)
-            self.user_since = self.env._now
+            self.user_since = self.env.now
             self._next()
             return
         if self.trace is not None:

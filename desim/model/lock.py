@@ -39,12 +39,12 @@ class SpinLock:
     def acquire(self, cpu: CPU) -> Event | None:
         """Take the lock for ``cpu``; ``None`` if taken at once, else an event to wait on."""
         if self.holder is None:
-            self.acquire_at(cpu, self.env._now)
+            self.acquire_at(cpu, self.env.now)
             return None
         self.stats.contended += 1
         cpu.locks += 1  # preemption is off from the spin on (spin_lock's preempt_disable)
         ev = Event(self.env)
-        self.waiters.append((cpu, ev, self.env._now))
+        self.waiters.append((cpu, ev, self.env.now))
         if cpu.trace is not None:
             cpu.trace.spin_begin(cpu, ev)
         return ev
@@ -54,7 +54,7 @@ class SpinLock:
             raise RuntimeError(f"{self.stats.name}: released by cpu{cpu.id}, held by {self.holder}")
         cpu.locks -= 1
         env = self.env
-        now = env._now
+        now = env.now
         st = self.stats
         held = now - self.t_acquired
         st.hold_total += held

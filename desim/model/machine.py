@@ -8,21 +8,27 @@ imports pandas: results leave as plain Python structures (``desim.engine``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import simpy
 from simpy.events import AllOf, Event
 
-from desim.config import Config
 from desim.model.arch import ARCHES
 from desim.model.costs import Draws
 from desim.model.cpu import CPU
+from desim.model.hooks import wraps_callback
 from desim.model.lock import SpinLock
 from desim.model.memory import MM, Page, PageAllocator, RWSem
+from desim.model.mm_lifetime import COUNTERS as LIFETIME_COUNTERS
+from desim.model.mm_lifetime import MMLifetime
 from desim.model.rcu import RCU
 from desim.model.safety import SafetyChecker
+from desim.model.simcore import Environment
 from desim.model.stats import LockClassStats, LogHistogram
 from desim.records import CORE_COUNTERS, LATENCY_OPS, counter_table, declared_counters
 from desim.rng import Streams
+
+if TYPE_CHECKING:
+    from desim.config import Config
 
 
 def _no_record(ns: int) -> None:
@@ -37,6 +43,7 @@ def _both(add, append):
     return record
 
 
+@wraps_callback(lambda arg: arg[1])  # (page, the design's callback, its argument)
 def _rcu_head_cb(cpu: CPU, arg):
     page, func, farg = arg
     page.rcu_queued = False
@@ -47,11 +54,9 @@ def _rcu_head_cb(cpu: CPU, arg):
 
 class Machine:
     def __init__(self, config: Config, streams: Streams | None = None) -> None:
-        from desim.allocators import ALLOCATORS
-
         self.config = config
         self.costs = config.costs
-        self.env = simpy.Environment()
+        self.env = Environment()
         self.streams = streams or Streams.from_seed(config.seed)
         sc = config.safety
         self.safety = (
@@ -63,20 +68,18 @@ class Machine:
         self.cpus = [CPU(self, i) for i in range(config.machine.cpus)]
         # samplers of the costs that vary (desim.model.costs), before anything draws one
         self.draw = Draws(config.costs, self.streams)
-        arch = ARCHES[config.machine.arch]
+        arch = ARCHES[config.machine.arch_name]
         # zap_pte_range of one table at munmap and exit: every PTE it holds
         self.zap_table = config.costs.zap_page * arch.ptes(config.machine.page_size)
         self.pages = PageAllocator(self, config.machine.page_size, config.machine.page_limit)
         self.rcu = RCU(self)
         self.ipis_sent = 0
         self.irqs_off: dict[CPU, Event] = {}  # CPUs with IRQs disabled -> fires on re-enable
-        from desim.model.mm_lifetime import COUNTERS as LIFETIME_COUNTERS
-
         # declared counters only (desim.records): a misspelt name fails at its first use
         self.counters: dict[str, int] = counter_table(
             CORE_COUNTERS,
             LIFETIME_COUNTERS,
-            declared_counters(ALLOCATORS.get(config.allocator.name)),
+            declared_counters(config.allocator.design),
         )
         self.latency = {op: LogHistogram() for op in LATENCY_OPS}
         self.samples: dict[str, list] | None = (
@@ -107,13 +110,12 @@ class Machine:
             self.activity_results,
         ]
         self.clear_hooks: list[Callable[[], None]] = []
-        self.allocator = ALLOCATORS.get(config.allocator.name)(self, config.allocator.params)
+        # the design the config names, resolved by the config (the model never looks plugins up)
+        self.allocator = config.allocator.design(self, config.allocator.params)
         # how mmu_gather frees tables on this machine (desim.model.arch): "rcu" or "flush"
-        self.tlb_table_free = config.machine.tlb_table_free
+        self.tlb_table_free = config.machine.table_free
         # a fault on a collapsed (PMD-mapped) range still allocates a PTE table to deposit
-        self.deposits_pgtable = ARCHES[config.machine.arch].deposits_pgtable
-        from desim.model.mm_lifetime import MMLifetime
-
+        self.deposits_pgtable = ARCHES[config.machine.arch_name].deposits_pgtable
         self.mm_life = MMLifetime(self)
 
     # -- building blocks ----------------------------------------------------------------------
@@ -279,9 +281,9 @@ class Machine:
                 c.steal(h)
         latency = self.draw.ipi_latency()
         if self.irqs_off:
-            t0 = self.env._now
+            t0 = self.env.now
             yield from self.wait_irqs_on(cpu)
-            latency = max(0, latency - (self.env._now - t0))
+            latency = max(0, latency - (self.env.now - t0))
         yield cpu.compute(latency + h)
 
     def wait_irqs_on(self, cpu: CPU):

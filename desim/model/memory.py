@@ -9,7 +9,7 @@ counts reallocations, so a stale reference to a reused page can be told from a l
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from simpy.events import Event
 
@@ -60,7 +60,7 @@ class Page:
         self.frag_refcount = 0  # pt_frag_refcount (powerpc) or design-private count
         self.ptl: SpinLock | None = None
         self.tables: list = []
-        self.data = None  # design-private state (s390 AA/PP/HH bits, ...)
+        self.data: Any = None  # design-private state (s390 AA/PP/HH bits, ...)
         self.history: deque | None = None
 
     def __repr__(self) -> str:
@@ -167,7 +167,7 @@ class MM:
         self.pmd_lock = machine.lock("pmd")
         self.pgste = pgste  # s390 KVM guest: full-page tables with guest state
         self.arch: dict = {}  # design-private per-mm state (powerpc frag cache, s390 list...)
-        self.t_created = env._now
+        self.t_created = env.now
         self.index = -1
         self.history: deque | None = None
         self.shmem_fraction = 0.0  # share of its tables mapping the shmem file
@@ -239,6 +239,9 @@ class MemoryAccount:
     def __init__(self) -> None:
         self._live = self._pending = self._stranded = self._spare = self._internal = 0
         self._tlb_batch = 0
+        self.peak_held: int
+        self.peak_total: int
+        self.peak_overhead: int
         self.reset_peaks()
 
     def _totals(self) -> None:

@@ -39,10 +39,15 @@ from typing import TYPE_CHECKING
 
 from simpy.events import Timeout
 
+from desim.model.hooks import thread_kind, traced_as
+
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
     from desim.model.machine import Machine
     from desim.model.memory import MM
+
+EXITING = thread_kind("exiting task")  # its mmdrop sleeps in synchronize_rcu
+KWORKER = thread_kind("kworker (mmdrop_async)")
 
 ATOMIC_CONTEXT = (
     "finish_task_switch: lazy-TLB mm drop (mmdrop_lazy_tlb_sched -> __mmdrop -> "
@@ -50,6 +55,7 @@ ATOMIC_CONTEXT = (
 )
 
 
+@traced_as("__mmdrop")
 def _free_mm_cb(cpu: CPU, arg) -> None:
     m, mm = arg
     m.free_mm(cpu, mm)
@@ -72,7 +78,7 @@ class MMLifetime:
         self.m = m
         rule = m.config.mm_lifetime
         alloc = m.allocator
-        mapped = getattr(alloc, "LIFETIMES", {})
+        mapped = alloc.LIFETIMES
         if rule in mapped:
             # The design has its own mechanism for this rule (s390-hh's mm_lifetime).
             alloc.lifetime = mapped[rule]
@@ -120,7 +126,7 @@ class MMLifetime:
 
     def _sleeping_mmdrop(self, cpu: CPU, mm: MM):
         m = self.m
-        task = object()
+        task = EXITING()
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
@@ -133,7 +139,7 @@ class MMLifetime:
         """``mmdrop_async``: ``schedule_work``; a kworker on the same CPU frees the mm."""
         m = self.m
         yield Timeout(m.env, m.config.sched.kworker_delay)
-        task = object()
+        task = KWORKER()
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev

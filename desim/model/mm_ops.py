@@ -50,12 +50,12 @@ def _lock(lock, cpu):
 def populate(m: Machine, cpu: CPU, task, mm: MM, shmem: bool):
     """``__pte_alloc``: allocate a table and install it under the PMD lock."""
     env = m.env
-    t0 = env._now
+    t0 = env.now
     d0 = cpu.debt
     if cpu.trace is not None:
         cpu.trace.op(cpu, "populate")
     table = yield from m.allocator.pte_alloc_one(cpu, mm)
-    m.record("alloc", env._now - t0 + cpu.debt - d0)
+    m.record("alloc", env.now - t0 + cpu.debt - d0)
     if table is None:
         m.counters["alloc.failed"] += 1
         return None
@@ -89,7 +89,7 @@ def handle_fault(
     # one draw per fault, on either path below: the lookahead takes it when the walk starts,
     # the slow path when the walk ends, with nothing run between (the lookahead's condition)
     fault_work = m.draw.fault_work
-    t0 = env._now
+    t0 = env.now
     if cpu.trace is not None:
         cpu.trace.op(cpu, "fault")
     sem = mm.mmap_lock
@@ -122,7 +122,7 @@ def handle_fault(
         # cpu.compute(), inlined on the hottest path of the model
         d = costs.pte_walk + cpu.debt
         cpu.debt = 0
-        t2 = env._now + d  # the walk ends
+        t2 = env.now + d  # the walk ends
         if (
             LOOKAHEAD
             and lock.holder is None
@@ -172,7 +172,7 @@ def handle_fault(
         cpu.rcu_read_unlock()
         break
     sem.up_read()
-    m.recorders["fault"](env._now - t0)
+    m.recorders["fault"](env.now - t0)
     return table
 
 
@@ -194,7 +194,7 @@ def retract_page_tables(
     for mm, table in victims:
         if not mm.alive or table.state != LIVE:
             continue  # the mm exited or unmapped the range meanwhile
-        t0 = env._now
+        t0 = env.now
         yield from _lock(mm.pmd_lock, cpu)
         if table.state != LIVE:
             # Another collapse of the range retracted it while we waited. In the kernel the
@@ -204,6 +204,7 @@ def retract_page_tables(
             mm.pmd_lock.release(cpu)
             continue
         ptl = table.page.ptl
+        assert ptl is not None  # a live table's page is a page-table page, with its ptl
         yield from _lock(ptl, cpu)
         table.state = DETACHED
         tables = mm.tables
@@ -215,15 +216,15 @@ def retract_page_tables(
         yield cpu.compute(m.draw.tlb_flush())
         ptl.release(cpu)
         mm.pmd_lock.release(cpu)
-        td = env._now
+        td = env.now
         d0 = cpu.debt
         if m.safety is not None:
             m.safety.note(table, cpu, "retracted")
         if cpu.trace is not None:
             cpu.trace.instant(cpu, "retracted: pte_free_defer", {"table": repr(table)})
         yield from alloc.pte_free_defer(cpu, mm, table)
-        m.record("defer", env._now - td + cpu.debt - d0)
-        m.record("retract", env._now - t0)
+        m.record("defer", env.now - td + cpu.debt - d0)
+        m.record("retract", env.now - t0)
         m.counters["tables.deferred"] += 1
     if i_mmap:
         m.i_mmap_lock.up_read()
@@ -235,10 +236,10 @@ def _free_tables(m: Machine, cpu: CPU, mm: MM, tables: list[PageTable]):
     alloc = m.allocator
     for table in tables:
         table.state = DETACHED
-        t0 = env._now
+        t0 = env.now
         d0 = cpu.debt
         yield from alloc.pte_free_tlb(cpu, tlb, table)
-        m.record("free", env._now - t0 + cpu.debt - d0)
+        m.record("free", env.now - t0 + cpu.debt - d0)
     yield from tlb.finish()
     m.counters["tables.gathered"] += len(tables)
     m.counters["tlb.batches"] += tlb.batches
@@ -257,7 +258,7 @@ def do_munmap(
     so its faults will populate the tables anew); ``victims``: exactly these tables (those
     still attached when the mmap_lock is had), however many that is, none included."""
     env = m.env
-    t0 = env._now
+    t0 = env.now
     if cpu.trace is not None:
         cpu.trace.op(cpu, "munmap")
     ev = mm.mmap_lock.down_write()
@@ -286,13 +287,13 @@ def do_munmap(
         yield from _free_tables(m, cpu, mm, victims)
         m.counters["munmap.count"] += 1
     mm.mmap_lock.up_write()
-    m.record("munmap", env._now - t0)
+    m.record("munmap", env.now - t0)
 
 
 def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
     """Process exit: unlink the mm, free every table through mmu_gather, free the mm."""
     env = m.env
-    t0 = env._now
+    t0 = env.now
     if cpu.trace is not None:
         cpu.trace.op(cpu, "exit_mmap")
     ev = m.i_mmap_lock.down_write()
@@ -311,15 +312,15 @@ def exit_mmap(m: Machine, cpu: CPU, task, mm: MM):
     mm.mmap_lock.up_write()
     yield from m.mm_life.exit_mmap_end(cpu, task, mm)  # the mm-lifetime rule's wait, if any
     m.counters["mm.exited"] += 1
-    m.record("exit", env._now - t0)
+    m.record("exit", env.now - t0)
 
 
 def do_fork(m: Machine, cpu: CPU, target_tables: int, pgste: bool = False):
     """fork+exec: a new mm whose tables its faults will populate."""
-    t0 = m.env._now
+    t0 = m.env.now
     yield cpu.compute(m.draw.fork())
     mm = m.new_mm(target_tables, pgste)
-    m.record("fork", m.env._now - t0)
+    m.record("fork", m.env.now - t0)
     return mm
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from desim.model.hooks import traced_as
+
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
     from desim.model.machine import Machine
@@ -38,6 +40,7 @@ def _chain(gens):
         yield from g
 
 
+@traced_as("tlb_remove_table_rcu")
 def _batch_cb(cpu: CPU, arg) -> object:
     machine, batch, page = arg
     free = machine.allocator.tlb_table_free

@@ -86,15 +86,17 @@ Simplified on purpose (each only matters outside what desim measures, see README
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from simpy.events import Event, Timeout
 
+from desim.model.hooks import traced_as
 from desim.model.lock import Mutex
 from desim.model.stats import LogHistogram
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
+    from desim.model.hooks import TraceHooks
     from desim.model.machine import Machine
 
 MAX_GP_SPANS = 100_000
@@ -187,7 +189,7 @@ class Expedited:
         env = rcu.env
         m = rcu.machine
         costs = m.config.costs
-        t0 = env._now
+        t0 = env.now
         cpu.release()  # the caller sleeps while the expedited GP runs
         ev = self.mutex.acquire()
         if ev is not None:
@@ -219,7 +221,7 @@ class Expedited:
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
-        rcu.exp_latency.add(env._now - t0)
+        rcu.exp_latency.add(env.now - t0)
 
     def report(self, cpu: CPU) -> None:
         cpu.exp_need_qs = False
@@ -228,6 +230,7 @@ class Expedited:
             self.done.succeed()
 
 
+@traced_as("wakeme_after_rcu")
 def _wake(cpu: CPU, ev: Event) -> None:
     ev.succeed()
 
@@ -240,7 +243,7 @@ class RCU:
         self.env = env = machine.env
         cfg = machine.config
         rc = cfg.rcu
-        hz = cfg.machine.hz
+        hz = cfg.machine.tick_hz
         ncpus = cfg.machine.cpus
         self.cpus = machine.cpus
         self.jiffy = cfg.machine.jiffy_ns
@@ -281,7 +284,7 @@ class RCU:
         self.barrier_mutex = Mutex(env)
         self.barrier_seq = 0  # rcu_state.barrier_sequence: odd while a barrier runs
         self.exp = Expedited(self)
-        self.trace = None  # a desim.trace.Tracer when one is recording
+        self.trace: TraceHooks | None = None  # a desim.trace.Tracer when one is recording
         # statistics
         self.gp_length = LogHistogram()
         self.gp_spans: list[tuple[int, int]] = []
@@ -333,7 +336,7 @@ class RCU:
         ``lazy=True`` is ``call_rcu`` (lazy on an offloaded CPU of a ``CONFIG_RCU_LAZY``
         kernel), ``lazy=False`` is ``call_rcu_hurry``.
         """
-        cb = (func, arg, cost, self.env._now)
+        cb = (func, arg, cost, self.env.now)
         if cpu.trace is not None:
             cpu.trace.call_rcu(cpu)
         self.queued += 1
@@ -364,15 +367,15 @@ class RCU:
 
     def synchronize(self, cpu: CPU, task: object):
         """``synchronize_rcu``: the calling task sleeps (its CPU is freed) for a full GP."""
-        t0 = self.env._now
+        t0 = self.env.now
         ev = Event(self.env)
         self.call_rcu(cpu, _wake, ev, lazy=False)  # wait_rcu_gp(call_rcu_hurry)
         cpu.release()
         yield ev
-        ev = cpu.acquire(task)
-        if ev is not None:
-            yield ev
-        self.sync_latency.add(self.env._now - t0)
+        turn = cpu.acquire(task)
+        if turn is not None:
+            yield turn
+        self.sync_latency.add(self.env.now - t0)
 
     def synchronize_expedited(self, cpu: CPU, task: object):
         return self.exp.synchronize(cpu, task)
@@ -380,7 +383,7 @@ class RCU:
     def barrier(self, cpu: CPU, task: object):
         """``rcu_barrier``: wait until every callback queued before the call has run."""
         env = self.env
-        t0 = env._now
+        t0 = env.now
         # rcu_seq_snap(): the barrier that must END for us: the next one to START from now.
         need = (self.barrier_seq + 3) & ~1
         cpu.release()
@@ -394,10 +397,10 @@ class RCU:
             ev = cpu.acquire(task)
             if ev is not None:
                 yield ev
-            self.barrier_latency.add(env._now - t0)
+            self.barrier_latency.add(env.now - t0)
             return
         self.barrier_seq += 1
-        state = [0, Event(env)]
+        state: list[Any] = [0, Event(env)]  # callbacks still to run, the event they fire
         for c in self.cpus:
             if c.bypass:
                 self._flush_bypass(c)  # rcu_barrier_entrain flushes the bypass first
@@ -412,7 +415,7 @@ class RCU:
         ev = cpu.acquire(task)
         if ev is not None:
             yield ev
-        self.barrier_latency.add(env._now - t0)
+        self.barrier_latency.add(env.now - t0)
 
     # -- offloaded (nocb) CPUs and lazy callbacks ------------------------------------------------
     def _nocb_enqueue(self, cpu: CPU, cb: tuple, lazy: bool) -> None:
@@ -429,7 +432,7 @@ class RCU:
                 # The rcuog kthread's lazy timer: flush after jiffies_lazy_flush.
                 gen = cpu.bypass_gen
                 Timeout(self.env, self.lazy_flush).callbacks.append(
-                    lambda _e, c=cpu, g=gen: self._lazy_timer(c, g)
+                    lambda _e: self._lazy_timer(cpu, gen)
                 )
             return
         if cpu.bypass:
@@ -587,7 +590,7 @@ class RCU:
             # blocked-tasks list; the kthread's own CPU notices the GP at once.
             self.gp_active = True
             self.seq += 1
-            self.gp_start = start = env._now
+            self.gp_start = start = env.now
             for c in cpus:
                 c.qs_pending = True
                 c.urgent_qs = False
@@ -601,20 +604,20 @@ class RCU:
             wait = self.first_fqs
             while self.qs_left:
                 ev = self._gp_wake = Event(env)
-                now = env._now
+                now = env.now
                 # schedule_timeout(j): the timer fires at the j-th jiffy boundary from now.
                 t_fqs = (now // jiffy + wait) * jiffy
                 Timeout(env, t_fqs - now).callbacks.append(self._fqs_timer(ev))
                 yield ev
                 if not self.qs_left:
                     break
-                if env._now < t_fqs:
+                if env.now < t_fqs:
                     continue  # woken by a QS that did not finish the GP: wait out the timer
                 self._place_kthread()
                 if self.trace is not None:
                     self.trace.fqs()
                 k = self.kthread_cpu
-                urgent = env._now - start > self.sched_qs
+                urgent = env.now - start > self.sched_qs
                 for c in cpus:
                     if not c.qs_pending:
                         continue
@@ -637,12 +640,12 @@ class RCU:
             self.gp_active = False
             self.seq += 1
             self._gp_wake = None
-            length = env._now - start
+            length = env.now - start
             self.gp_length.add(length)
             if len(self.gp_spans) < MAX_GP_SPANS:
-                self.gp_spans.append((start, env._now))
+                self.gp_spans.append((start, env.now))
             if self.trace is not None:
-                self.trace.gp(self.completed, start, env._now)
+                self.trace.gp(self.completed, start, env.now)
             self._place_kthread()
             self._note(self.kthread_cpu)
             for c in cpus:
@@ -669,7 +672,7 @@ class RCU:
             if not (self.gp_active or self.tick_cbs):
                 self._tick_wake = Event(env)
                 yield self._tick_wake
-            now = env._now
+            now = env.now
             yield Timeout(env, (now // jiffy + 1) * jiffy - now)
             self._tick()
 
@@ -763,13 +766,13 @@ class RCU:
         budget = sched is not None and not cpu.offloaded
         if budget:
             j = self.jiffy
-            end = env._now // j + self.softirq_jiffies
+            end = env.now // j + self.softirq_jiffies
             restarts = MAX_SOFTIRQ_RESTART
         while cbs.done:
             yield from self._batch(cpu, True)
             if budget and cbs.done:
                 restarts -= 1
-                if not restarts or env._now // j >= end or cpu.resched:
+                if not restarts or env.now // j >= end or cpu.resched:
                     if tr is not None:
                         tr.softirq_end(cpu)
                     cpu.softirq_running = False
@@ -791,12 +794,12 @@ class RCU:
         j = self.jiffy
         while cbs.done and not cpu.softirq_running:
             cpu.softirq_running = True
-            end = env._now // j + self.softirq_jiffies
+            end = env.now // j + self.softirq_jiffies
             restarts = MAX_SOFTIRQ_RESTART
             while True:
                 self.ksoftirqd_callbacks += yield from self._batch(cpu, False)
                 restarts -= 1
-                if not cbs.done or not restarts or env._now // j >= end or cpu.resched:
+                if not cbs.done or not restarts or env.now // j >= end or cpu.resched:
                     break
             cpu.softirq_running = False
             if cbs.done:
@@ -814,6 +817,8 @@ class RCU:
         cbs = cpu.cbs
         overhead = self.cb_overhead
         tr = cpu.trace
+        if tr is not None:
+            tr.softirq_begin(cpu)
         # The divisor applies to the callbacks ready now (the DONE segment), not to all
         # the CPU's callbacks (rcu_segcblist_get_seglen(RCU_DONE_TAIL)).
         bl = max(cpu.blimit, len(cbs.done) >> RCU_DIVISOR)
@@ -824,7 +829,7 @@ class RCU:
         while done:
             func, arg, c_cost, t_queued = done.popleft()
             if tr is not None:
-                tr.callback(cpu, func, arg, t_queued, env._now + cost, overhead + c_cost)
+                tr.callback(cpu, func, arg, t_queued, env.now + cost, overhead + c_cost)
             k += 1
             cost += overhead + c_cost
             d0 = cpu.debt
@@ -864,9 +869,12 @@ class RCU:
             if inline:
                 cpu.steal(cost)
             cpu.softirq_ns += cost
+        if tr is not None:
+            tr.softirq_end(cpu)
         return k
 
 
+@traced_as("rcu_barrier_callback")
 def _barrier_cb(cpu: CPU, state: list) -> None:
     state[0] -= 1
     if state[0] == 0:

@@ -150,9 +150,9 @@ class SafetyChecker:
         h = obj.history
         if h is None:
             h = obj.history = deque(maxlen=self.depth)
-        h.append((self.env._now, -1 if cpu is None else cpu.id, what))
+        h.append((self.env.now, -1 if cpu is None else cpu.id, what))
         if self.on_note is not None:
-            self.on_note(self.env._now, cpu, obj, what)
+            self.on_note(self.env.now, cpu, obj, what)
 
     def violation(self, kind: str, cpu: CPU | None, objects: tuple, message: str) -> None:
         self.counts[kind] += 1
@@ -171,7 +171,7 @@ class SafetyChecker:
             hist.sort(key=lambda e: e["t_ns"])
             self.records.append(
                 {
-                    "t_ns": self.env._now,
+                    "t_ns": self.env.now,
                     "cpu": -1 if cpu is None else cpu.id,
                     "kind": kind,
                     "objects": [repr(o) for o in objects],
@@ -180,7 +180,7 @@ class SafetyChecker:
                 }
             )
         if self.stop_on_first:
-            raise SafetyStop(f"{kind} at t={self.env._now}ns: {message}")
+            raise SafetyStop(f"{kind} at t={self.env.now}ns: {message}")
 
     @property
     def total(self) -> int:
@@ -326,7 +326,7 @@ class SafetyChecker:
         """``cpu`` touches ``mm`` (``related``: the table/page whose callback did, for history)."""
         if not mm.freed:
             return
-        key = (mm, self.env._now)
+        key = (mm, self.env.now)
         if key == self._last_mm_report:
             return  # one access seen through two hooks (mm_access and a poisoned lock)
         self._last_mm_report = key

@@ -215,11 +215,7 @@ class Scheduler:
         while True:
             cpu = task.cpu
             rq = self.rqs[cpu.id]
-            if (
-                rq.queue
-                and cpu.owner is None
-                and (cpu.resched or env._now - rq.run_start >= slice_)
-            ):
+            if rq.queue and cpu.owner is None and (cpu.resched or env.now - rq.run_start >= slice_):
                 # need_resched, set by a tick or a wake-up while this task was in the kernel,
                 # is honoured on the way back to user mode (exit_to_user_mode_loop).
                 self.preemptions += 1
@@ -228,7 +224,7 @@ class Scheduler:
                 continue
             if ns <= 0:
                 return
-            t0 = env._now
+            t0 = env.now
             ev = task.ev = Event(env)
             task.in_burst = True
             Timeout(env, ns).callbacks.append(partial(self._burst_end, task, task.gen))
@@ -238,7 +234,7 @@ class Scheduler:
                 # The burst's time has passed: what kernel work took meanwhile is still owed.
                 ns = self._take_lost(task.cpu)
                 continue
-            ns -= env._now - t0 - lost  # preempted at a tick: the rest comes later
+            ns -= env.now - t0 - lost  # preempted at a tick: the rest comes later
             yield from self._wait_turn(task)
 
     def _burst_end(self, task: Task, gen: int, _ev) -> None:
@@ -255,7 +251,7 @@ class Scheduler:
         lost = cpu.user_lost
         cpu.user_lost = 0
         if cpu.owner is not None and cpu.user_since >= 0:
-            now = cpu.env._now
+            now = cpu.env.now
             lost += now - cpu.user_since
             cpu.user_since = now
         return lost
@@ -298,7 +294,7 @@ class Scheduler:
 
     def _enqueue(self, cpu: CPU, task: Task, new: bool = False) -> None:
         task.cpu = cpu
-        task.wait_since = self.env._now
+        task.wait_since = self.env.now
         if cpu.curr is None:
             self._dispatch(cpu, task, replacing=False)
             return
@@ -327,7 +323,7 @@ class Scheduler:
         the earlier virtual deadline runs, the woken task on a tie. Equal weights are assumed,
         and a woken task's lag from before its sleep is taken as zero.
         """
-        now = self.env._now
+        now = self.env.now
         slice_ = self.slice
         if now - rq.run_start < slice_:
             return False
@@ -371,7 +367,7 @@ class Scheduler:
         task.ev = None
         if cpu.curr is None:
             task.cpu = cpu
-            task.wait_since = self.env._now
+            task.wait_since = self.env.now
             self._dispatch(cpu, task, replacing=False)
             if cpu.owner is task:
                 return None
@@ -385,7 +381,7 @@ class Scheduler:
     # -- switching ----------------------------------------------------------------------------------
     def _dispatch(self, cpu: CPU, task: Task, replacing: bool) -> None:
         """``task`` becomes current on ``cpu`` (the second half of ``__schedule``)."""
-        now = self.env._now
+        now = self.env.now
         rq = self.rqs[cpu.id]
         rq.run_start = now
         rq.deadline = now + self.slice
@@ -433,7 +429,7 @@ class Scheduler:
         cpu.curr = None
         if requeue:
             prev.state = RUNNABLE
-            prev.wait_since = self.env._now
+            prev.wait_since = self.env.now
             rq.queue.append(prev)
             self.waiting += 1
         if rq.queue:
@@ -476,7 +472,7 @@ class Scheduler:
 
     # -- the tick ---------------------------------------------------------------------------------
     def _arm(self, cpu: CPU, rq: RunQueue) -> None:
-        now = self.env._now
+        now = self.env.now
         end = max(now, rq.run_start + self.slice)
         j = self.jiffy
         t = -(-end // j) * j  # the first tick at or after the slice's end
@@ -491,7 +487,7 @@ class Scheduler:
         task = cpu.curr
         if task is None or not rq.queue:
             return
-        now = self.env._now
+        now = self.env.now
         if now - rq.run_start < self.slice:
             self._arm(cpu, rq)  # a task that came on since: its own slice
             return
@@ -540,7 +536,7 @@ class Scheduler:
             task.krem = ns
             self._leave_in_kernel(cpu, task)
             return ev
-        task.kend = self.env._now + ns
+        task.kend = self.env.now + ns
         Timeout(self.env, ns).callbacks.append(partial(self._kstep_end, task, task.gen))
         return ev
 
@@ -570,7 +566,7 @@ class Scheduler:
 
     def _preempt_step(self, cpu: CPU, task: Task) -> None:
         """A tick or wake-up preempts ``task`` in place, inside a kernel step."""
-        task.krem = task.kend - self.env._now
+        task.krem = task.kend - self.env.now
         task.gen += 1  # the step's timer is stale from now on
         self._leave_in_kernel(cpu, task)
 
@@ -611,7 +607,7 @@ class Scheduler:
         cpu.debt = 0
         task.kdebt = 0
         task.krem = -1
-        task.kend = self.env._now + rem
+        task.kend = self.env.now + rem
         Timeout(self.env, rem).callbacks.append(partial(self._kstep_end, task, task.gen))
 
     # -- ksoftirqd ------------------------------------------------------------------------------
@@ -642,7 +638,7 @@ class Scheduler:
         self.rq_wait.clear()
         self.switches = self.preemptions = self.ticks = 0
         self.kernel_preemptions = self.reader_preemptions = self.wakeup_preemptions = 0
-        self.t_stats = self.env._now
+        self.t_stats = self.env.now
 
     def results(self, now: int) -> dict[str, float]:
         span = max(1, now - self.t_stats)

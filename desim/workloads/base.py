@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from simpy.events import Event, Timeout
 
-from desim.config import MAX_CPUS, Int
+from desim.fields import MAX_CPUS, Int
 from desim.records import declared_counters
 from desim.rng import buffered
 

@@ -18,8 +18,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from desim.config import MAX_PROCESSES, MAX_TABLES, Int
 from desim.distributions import AnyDist, TimeDist, count_at_most
+from desim.fields import MAX_PROCESSES, MAX_TABLES, Int
 from desim.model.sched import scheduler
 from desim.model.stats import LogHistogram
 from desim.workloads import ELEMENTS
@@ -85,7 +85,7 @@ class Build(Element):
         yield from sched.start(task)
         while self.next_job < self.p.jobs:
             self.next_job += 1
-            t0 = env._now
+            t0 = env.now
             for i, spec in enumerate(chain):
                 for _ in range(spec.count):
                     yield from run_child(
@@ -97,10 +97,10 @@ class Build(Element):
                         self.u,
                         spec.name,
                     )
-            self.latency.add(env._now - t0)
+            self.latency.add(env.now - t0)
             self.done += 1
             if self.done == self.p.jobs:
-                self.makespan = env._now
+                self.makespan = env.now
         yield from sched.sleep(task, env.event())  # make waits for the other slots: forever
 
     def results(self, now: int) -> dict[str, float]:

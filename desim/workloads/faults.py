@@ -23,9 +23,10 @@ from typing import Literal
 from pydantic import Field
 from simpy.events import Timeout
 
-from desim.config import MAX_CPUS, Int
 from desim.distributions import Gap, Interarrival
+from desim.fields import MAX_CPUS, Int
 from desim.model import mm_ops
+from desim.model.hooks import USER_TASK
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
 
@@ -67,7 +68,7 @@ class Faults(Element):
         m = self.m
         think = self.p.think.ns_sampler(self.rng(f"think.cpu{cpu.id}"))
         u = self.uniform(f"pick.cpu{cpu.id}")
-        task = object()
+        task = USER_TASK()
         fault = mm_ops.handle_fault
         env = self.env
         mult = self.state.mult
@@ -119,6 +120,6 @@ class Faults(Element):
                 continue
             mm = mms[int(u() * len(mms))]
             cpu = state.cpu_of(mm) or placer.home()
-            task = object()
+            task = USER_TASK()
             body = mm_ops.handle_fault(m, cpu, task, mm, u(), u() < mm.shmem_fraction)
             env.process(self.run_on(m, cpu, task, body))

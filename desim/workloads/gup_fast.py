@@ -22,8 +22,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from desim.config import Duration
 from desim.distributions import AnyDist, Interarrival, count_at_most
+from desim.fields import Duration
+from desim.model.hooks import USER_TASK
 from desim.model.memory import LIVE
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
@@ -58,6 +59,8 @@ def gup_fast_walk(m, cpu, mm, pick: float, pages: int, cost: int):
     tables = mm.tables
     if not tables:
         return
+    if cpu.trace is not None:
+        cpu.trace.op(cpu, "get_user_pages_fast")
     m.local_irq_disable(cpu)
     cpu.rcu_read_lock()  # IRQs off: an RCU-sched reader, which the consolidated RCU honours
     table = tables[int(pick * len(tables))]
@@ -89,7 +92,7 @@ class GupFast(Element):
             cpu = self.state.cpu_of(mm) or placer.home()
             n = max(1, round(count()))
             body = gup_fast_walk(m, cpu, mm, u(), n, p.setup + n * p.per_page)
-            self.env.process(self.run_on(m, cpu, object(), body))
+            self.env.process(self.run_on(m, cpu, USER_TASK(), body))
 
         self.on_arrivals(
             p.rate.ns_sampler(self.rng("arrivals")), u, walk, p.mode == "per_process", p.rate.mean()

@@ -15,10 +15,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from desim.config import MAX_CPUS, Int, Real
 from desim.distributions import TimeDist
+from desim.fields import MAX_CPUS, Int, Real
+from desim.model.hooks import thread_kind
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
+
+SYSCALL = thread_kind("syscall (non-preemptible)")
 
 
 class KernelWorkParams(Params):
@@ -66,7 +69,7 @@ class KernelWork(Element):
         section = self.p.section.ns_sampler(self.rng(f"section.cpu{cpu.id}"))
         gap = self.p.gap.ns_sampler(self.rng(f"gap.cpu{cpu.id}"))
         frac = self.p.reader_fraction
-        task = object()
+        task = SYSCALL()
         user = self.p.gaps == "user"
         if user:
             cpu.enter_user()

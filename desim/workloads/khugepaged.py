@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from desim.config import MAX_CPUS, MAX_PROCESSES, Duration, Int, PositiveDuration
+from desim.fields import MAX_CPUS, MAX_PROCESSES, Duration, Int, PositiveDuration
 from desim.model import mm_ops
+from desim.model.hooks import thread_kind
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
+
+KHUGEPAGED = thread_kind("khugepaged")  # the kthread
 
 PTRS_PER_PMD_RANGE = 512
 
@@ -63,7 +66,7 @@ class Khugepaged(Element):
         p = self.p
         cpu = m.cpus[p.cpu]
         u = self.uniform("pick")
-        task = object()
+        task = KHUGEPAGED()
         ranges = p.pages_to_scan // PTRS_PER_PMD_RANGE
         first = True
         while True:

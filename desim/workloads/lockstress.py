@@ -21,10 +21,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from desim.config import MAX_CPUS, MAX_LOCKS, Int
 from desim.distributions import Interarrival, TimeDist
+from desim.fields import MAX_CPUS, MAX_LOCKS, Int
+from desim.model.hooks import thread_kind
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
+
+LOCKSTRESS = thread_kind("lockstress")
 
 
 class LockstressParams(Params):
@@ -91,7 +94,7 @@ class Lockstress(Element):
     def _loop(self, cpu):
         think = self.p.think.ns_sampler(self.rng(f"think.cpu{cpu.id}"))
         u = self.uniform(f"pick.cpu{cpu.id}")
-        task = object()
+        task = LOCKSTRESS()
         counters = self.m.counters
         while True:
             yield from self.wait(think())
@@ -111,5 +114,5 @@ class Lockstress(Element):
         while True:
             yield from self.wait(gap())
             cpu = placer.home()
-            env.process(self.run_on(m, cpu, object(), self._critical(cpu, self._pick(u))))
+            env.process(self.run_on(m, cpu, LOCKSTRESS(), self._critical(cpu, self._pick(u))))
             m.counters["lockstress.arrivals"] += 1

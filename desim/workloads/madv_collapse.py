@@ -15,9 +15,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from desim.config import Duration
 from desim.distributions import Interarrival
+from desim.fields import Duration
 from desim.model import mm_ops
+from desim.model.hooks import USER_TASK
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
 
@@ -58,7 +59,7 @@ class MadvCollapse(Element):
                 return
             table = shmem[int(u() * len(shmem))]
             cpu = self.state.cpu_of(mm) or placer.home()
-            task = object()
+            task = USER_TASK()
             body = mm_ops.collapse_pte_mapped_thp(m, cpu, task, mm, table, self.p.cost)
             self.env.process(self.run_on(m, cpu, task, body))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from desim.config import MAX_PAGES, Int, PositiveDuration, Real
+from desim.fields import MAX_PAGES, Int, PositiveDuration, Real
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
 

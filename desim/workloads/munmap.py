@@ -12,9 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from desim.config import MAX_TABLES
 from desim.distributions import AnyDist, Interarrival, count_at_most
+from desim.fields import MAX_TABLES
 from desim.model import mm_ops
+from desim.model.hooks import USER_TASK
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
 
@@ -53,7 +54,7 @@ class Munmap(Element):
         def munmap(mm):
             cpu = self.state.cpu_of(mm) or m.cpus[int(u() * len(m.cpus))]
             n = max(1, round(count()))
-            task = object()
+            task = USER_TASK()
             self.env.process(
                 self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n, self.p.remap))
             )

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from simpy.events import Timeout
 
-from desim.config import PositiveDuration, Real
+from desim.fields import PositiveDuration, Real
 from desim.registry import UnknownName
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params

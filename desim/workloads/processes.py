@@ -34,11 +34,14 @@ from typing import Annotated
 from pydantic import Field
 from simpy.events import Event
 
-from desim.config import MAX_PROCESSES, MAX_TABLES, Int, Real
 from desim.distributions import AnyDist, Interarrival, TimeDist, count_at_most
+from desim.fields import MAX_PROCESSES, MAX_TABLES, Int, Real
 from desim.model import mm_ops
+from desim.model.hooks import thread_kind
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
+
+PROCESS = thread_kind("process")  # forks, populates its tables, exits
 
 
 class ProcessesParams(Params):
@@ -151,7 +154,7 @@ class Processes(Element):
     def _life(self, home, persistent: bool = False, guest: bool = False, initial: bool = False):
         m = self.m
         p = self.p
-        task = object()
+        task = PROCESS()
         pgste = guest or (p.pgste_fraction > 0 and self.pick() < p.pgste_fraction)
         target = max(1, round(self.n_guest_tables() if guest else self.n_tables()))
         cpu = home

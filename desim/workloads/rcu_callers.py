@@ -14,8 +14,11 @@ from typing import Literal
 from pydantic import Field
 
 from desim.distributions import Interarrival
+from desim.model.hooks import thread_kind
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
+
+CALLER = thread_kind("synchronize_rcu caller")
 
 
 class RcuCallersParams(Params):
@@ -51,7 +54,7 @@ class RcuCallers(Element):
         m = self.m
         wait = self._wait_fn()
         cpu = m.cpus[0]
-        task = object()
+        task = CALLER()
         while True:
             yield from self.run_on(m, cpu, task, wait(cpu, task))
 
@@ -64,5 +67,5 @@ class RcuCallers(Element):
         while True:
             yield from self.wait(gap())  # phase-scaled, as every element's arrivals
             cpu = m.cpus[int(u() * len(m.cpus))]
-            task = object()
+            task = CALLER()
             env.process(self.run_on(m, cpu, task, wait(cpu, task)))

@@ -47,7 +47,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from simpy.events import Event, Timeout
 
-from desim.config import MAX_CPUS, Duration, Int
+from desim.distributions import find_file
+from desim.fields import MAX_CPUS, Duration, Int
 from desim.hosttrace import format as hfmt
 from desim.model import mm_ops
 from desim.model.memory import LIVE
@@ -80,8 +81,6 @@ class ReplayParams(Params):
     @field_validator("file")
     @classmethod
     def _trace(cls, v: str) -> str:
-        from desim.distributions import find_file
-
         places = find_file(v)
         path = next((p for p in places if p.is_file()), None)
         if path is None:

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from desim.config import MAX_CPUS, MAX_PROCESSES, MAX_TABLES, Int
 from desim.distributions import AnyDist, TimeDist, count_at_most
+from desim.fields import MAX_CPUS, MAX_PROCESSES, MAX_TABLES, Int
 from desim.model.sched import scheduler
 from desim.model.stats import LogHistogram
 from desim.workloads import ELEMENTS
@@ -69,15 +69,15 @@ class Spawn(Element):
         task = sched.new_task("spawn", allowed)
         yield from sched.start(task)
         while True:
-            t0 = env._now
+            t0 = env.now
             yield from run_child(m, sched, task, max(1, round(self.tables())), self.work(), self.u)
-            self.latency.add(env._now - t0)
+            self.latency.add(env.now - t0)
             self.done += 1
 
     def clear_stats(self) -> None:
         self.latency.clear()
         self.done = 0
-        self.t0 = self.env._now
+        self.t0 = self.env.now
 
     def results(self, now: int) -> dict[str, float]:
         s = {"spawn.children": self.done, "spawn.per_s": self.done * 1e9 / max(1, now - self.t0)}
