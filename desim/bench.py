@@ -277,7 +277,7 @@ def bench_memory(config: str, events: int) -> dict:
         f"cfg = load_config({config!r}, ['duration=50ms', 'warmup=0'])\n"
         "r = simulate(cfg)\n"
         f"scale = {events} / max(r.events, 1)\n"
-        "cfg = load_config(" + repr(config) + ", [f'duration={int(50e6 * scale)}', 'warmup=0'])\n"
+        "cfg = load_config(" + repr(config) + ", [f'duration={int(50e6 * scale)}ns', 'warmup=0'])\n"
         "r = simulate(cfg)\n"
         "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
         "print(r.events, hwm[0].split()[1])\n"
