@@ -54,7 +54,7 @@ class BuildParams(Params):
 
 
 @ELEMENTS.register("build")
-class Build(Element):
+class Build(Element[BuildParams]):
     Params = BuildParams
     summary = "closed-loop make -jN: K jobs of fork/exec/burst/exit chains; makespan, jobs/s"
 

@@ -52,7 +52,7 @@ class FaultsParams(Params):
 
 
 @ELEMENTS.register("faults")
-class Faults(Element):
+class Faults(Element[FaultsParams]):
     Params = FaultsParams
     summary = "minor page faults (per CPU or per process): RCU lockless walk, ptl, pte_same"
 

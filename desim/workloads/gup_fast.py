@@ -77,7 +77,7 @@ def gup_fast_walk(m, cpu, mm, pick: float, pages: int, cost: int):
 
 
 @ELEMENTS.register("gup_fast")
-class GupFast(Element):
+class GupFast(Element[GupFastParams]):
     Params = GupFastParams
     summary = "GUP-fast walkers: lockless walk with IRQs off, blocking the table-free IPI"
 

@@ -55,7 +55,7 @@ class KernelWorkParams(Params):
 
 
 @ELEMENTS.register("kernel_work")
-class KernelWork(Element):
+class KernelWork(Element[KernelWorkParams]):
     Params = KernelWorkParams
     summary = "long non-preemptible kernel sections (syscalls) that delay quiescent states"
 

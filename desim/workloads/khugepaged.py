@@ -41,7 +41,7 @@ class KhugepagedParams(Params):
 
 
 @ELEMENTS.register("khugepaged")
-class Khugepaged(Element):
+class Khugepaged(Element[KhugepagedParams]):
     Params = KhugepagedParams
     counters = ("khugepaged.collapses",)
     summary = "kthread retracting shmem page tables with pte_free_defer (no mmap_lock)"

@@ -64,7 +64,7 @@ class LockstressParams(Params):
 
 
 @ELEMENTS.register("lockstress")
-class Lockstress(Element):
+class Lockstress(Element[LockstressParams]):
     Params = LockstressParams
     counters = ("lockstress.arrivals", "lockstress.cycles")
     summary = "calibration: think / acquire / hold / release on K spinlocks (closed or Poisson)"

@@ -42,7 +42,7 @@ class MadvCollapseParams(Params):
 
 
 @ELEMENTS.register("madv_collapse")
-class MadvCollapse(Element):
+class MadvCollapse(Element[MadvCollapseParams]):
     Params = MadvCollapseParams
     counters = ("collapse.no_shmem_range",)
     summary = "madvise(MADV_COLLAPSE): collapse_pte_mapped_thp under mmap_read_lock"

@@ -44,7 +44,7 @@ class MemoryPressureParams(Params):
 
 
 @ELEMENTS.register("memory_pressure")
-class MemoryPressure(Element):
+class MemoryPressure(Element[MemoryPressureParams]):
     Params = MemoryPressureParams
     counters = ("pressure.hog_pages", "pressure.random_failures", "pressure.watermark_failures")
     summary = "page allocation failing at a rate or below a free-page level (GFP_NOWAIT)"

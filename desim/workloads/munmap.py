@@ -42,7 +42,7 @@ class MunmapParams(Params):
 
 
 @ELEMENTS.register("munmap")
-class Munmap(Element):
+class Munmap(Element[MunmapParams]):
     Params = MunmapParams
     summary = "munmap of ranges: mmap_lock for write, tables freed via mmu_gather"
 

@@ -91,7 +91,7 @@ class ProcessesParams(Params):
 
 
 @ELEMENTS.register("processes")
-class Processes(Element):
+class Processes(Element[ProcessesParams]):
     Params = ProcessesParams
     summary = "mm population: fork/exec arrivals, lifetimes, exit through mmu_gather"
 

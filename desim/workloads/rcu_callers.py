@@ -34,7 +34,7 @@ class RcuCallersParams(Params):
 
 
 @ELEMENTS.register("rcu_callers")
-class RcuCallers(Element):
+class RcuCallers(Element[RcuCallersParams]):
     Params = RcuCallersParams
     summary = "tasks calling synchronize_rcu / _expedited / rcu_barrier, to time grace periods"
 

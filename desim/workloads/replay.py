@@ -95,7 +95,7 @@ class ReplayParams(Params):
 
 
 @ELEMENTS.register("replay")
-class Replay(Element):
+class Replay(Element[ReplayParams]):
     Params = ReplayParams
     input_files = ("file",)
     summary = "a recorded workload (desim record): its forks, faults, munmaps and exits"

@@ -38,7 +38,7 @@ class SpawnParams(Params):
 
 
 @ELEMENTS.register("spawn")
-class Spawn(Element):
+class Spawn(Element[SpawnParams]):
     Params = SpawnParams
     summary = "closed-loop fork + exit + waitpid (lat_proc): children reaped per second"
 
