@@ -30,13 +30,16 @@ class KhugepagedParams(Params):
     scan_sleep: PositiveDuration = Field(
         "10s",
         description="sleep between scans (khugepaged_scan_sleep_millisecs, default 10 s)",
+        validate_default=True,
     )
     # khugepaged_pages_to_scan is an unsigned int (pages_to_scan_store, mm/khugepaged.c)
     pages_to_scan: Int = Field(
         4096, ge=512, le=(1 << 32) - 1, description="pages scanned per wake-up"
     )
     mappers: Int = Field(4, ge=1, le=MAX_PROCESSES, description="mms mapping each collapsed range")
-    collapse_cost: Duration = Field("20us", description="CPU time to build one huge page")
+    collapse_cost: Duration = Field(
+        "20us", description="CPU time to build one huge page", validate_default=True
+    )
     cpu: Int = Field(0, ge=0, le=MAX_CPUS - 1, description="CPU the kthread runs on")
 
 

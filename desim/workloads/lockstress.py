@@ -37,10 +37,13 @@ class LockstressParams(Params):
     locks: Int = Field(
         1, ge=1, le=MAX_LOCKS, description="K: each acquisition picks one of K locks at random"
     )
-    hold: TimeDist = Field({"dist": "exponential", "mean": "1us"}, description="time held")
+    hold: TimeDist = Field(
+        {"dist": "exponential", "mean": "1us"}, description="time held", validate_default=True
+    )
     think: TimeDist = Field(
         {"dist": "exponential", "mean": "10us"},
         description="closed: time between release and the next acquire",
+        validate_default=True,
     )
     rate: Interarrival | None = Field(
         None, description="open: acquisitions per second, machine-wide"

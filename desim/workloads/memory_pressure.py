@@ -33,8 +33,12 @@ class MemoryPressureParams(Params):
     hog_pages: Int = Field(
         0, ge=0, le=MAX_PAGES, description="pages a hog takes and gives back in cycles"
     )
-    hog_on: PositiveDuration = Field("50ms", description="how long the hog holds its pages")
-    hog_off: PositiveDuration = Field("50ms", description="how long it leaves them free")
+    hog_on: PositiveDuration = Field(
+        "50ms", description="how long the hog holds its pages", validate_default=True
+    )
+    hog_off: PositiveDuration = Field(
+        "50ms", description="how long it leaves them free", validate_default=True
+    )
 
     @model_validator(mode="after")
     def _something(self):

@@ -53,7 +53,7 @@ class ProcessesParams(Params):
         description="how many of the initial ones never exit (a server's long-lived parent)",
     )
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        32, description="PTE tables each process maps (2 MiB each)"
+        32, description="PTE tables each process maps (2 MiB each)", validate_default=True
     )
     shmem_fraction: Real = Field(
         0.5, ge=0, le=1, description="share of tables mapping the shared shmem file"

@@ -75,7 +75,9 @@ class ReplayParams(Params):
         description="simulated CPU of traced CPU c: cpu_map[c mod len] (default: c mod cpus)",
     )
     collapse_cost: Duration = Field(
-        "15us", description="CPU time of one collapse besides the retraction (as madv_collapse)"
+        "15us",
+        description="CPU time of one collapse besides the retraction (as madv_collapse)",
+        validate_default=True,
     )
 
     @field_validator("file")
