@@ -12,6 +12,8 @@ element.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from desim.fields import MAX_CPUS, MAX_PROCESSES, Duration, Int, PositiveDuration
@@ -19,6 +21,9 @@ from desim.model import mm_ops
 from desim.model.hooks import thread_kind
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
+
+if TYPE_CHECKING:
+    from desim.model.memory import MM, PageTable
 
 KHUGEPAGED = thread_kind("khugepaged")  # the kthread
 
@@ -54,7 +59,7 @@ class Khugepaged(Element[KhugepagedParams]):
 
     def _victims(self, u) -> list:
         mms = self.m.mms
-        out = []
+        out: list[tuple[MM, PageTable]] = []
         if not mms:
             return out
         for _ in range(min(self.p.mappers, len(mms))):

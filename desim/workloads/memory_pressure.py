@@ -69,9 +69,10 @@ class MemoryPressure(Element[MemoryPressureParams]):
         counters = self.m.counters
         base = p.nowait_fail
         low = p.min_free_pages
+        limit: int = pages.limit  # type: ignore[assignment]  # set with min_free_pages (check_config)
 
         def fail() -> bool:
-            if low is not None and pages.limit - pages.held < low:
+            if low is not None and limit - pages.held < low:
                 counters["pressure.watermark_failures"] += 1
                 return True
             q = base * mult.get(name, 1.0)

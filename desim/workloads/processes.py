@@ -169,7 +169,9 @@ class Processes(Element[ProcessesParams]):
         if initial:
             self.unborn -= 1
             if not self.unborn:
-                self.state.populated.succeed()
+                populated = self.state.populated
+                assert populated is not None  # made in start() while initial ones are unborn
+                populated.succeed()
         if initial or p.populate_on_fork:
             for _ in range(target):
                 t = yield from mm_ops.populate(m, cpu, task, mm, self.pick() < mm.shmem_fraction)
