@@ -156,6 +156,7 @@ def run(
     with staging:
         result = _simulate_into(staging, cfg, tracer, quiet, source)
         if tracer is not None:
+            assert trace_file is not None  # tracer_for made the tracer for it
             try:
                 tracer.write(trace_file)
             except OSError as exc:

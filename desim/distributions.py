@@ -520,7 +520,7 @@ def _rate(value: Any) -> Any:
                 f"{value!r} is more than one per ns (1e9/s): the gaps would round "
                 "to 0 ns and simulated time would stand still"
             )
-        return _bounded(Exponential(mean=1.0 / r), MAX_TIME_NS, _show_ns)
+        return _bounded(Exponential(mean_=1.0 / r), MAX_TIME_NS, _show_ns)
     return _gap(value)
 
 
