@@ -236,7 +236,7 @@ def bench_sched(duration: str, repeat: int = 3) -> dict:
         cpu = time.process_time() - t0
         if best is None or cpu < best[0]:
             best = (cpu, r.summary["sched.ctx_switches"], r.events)
-    cpu, n, events = best  # type: ignore[misc]
+    cpu, n, events = best  # type: ignore[misc]  # repeat >= 1
     n = max(n, 1)
     return {
         "sched.switches_per_cpu_s": n / cpu,

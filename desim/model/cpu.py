@@ -262,7 +262,8 @@ class CPU:
         d = ns + self.debt
         self.debt = 0
         if self.kpreempt and self.owner is self.curr is not None and not self.softirq_running:
-            return self.sched.kernel_step(self, d)  # type: ignore[union-attr]  # kpreempt: sched set
+            # kpreempt is set only on a machine with a scheduler
+            return self.sched.kernel_step(self, d)  # type: ignore[union-attr]
         return Timeout(self.env, d)
 
     def charge(self, ns: int) -> None:

@@ -142,7 +142,8 @@ def handle_fault(
         else:
             if cpu.kpreempt and cpu.owner is cpu.curr:
                 # preempt=full: the walk is preemptible, inside the RCU reader
-                yield cpu.sched.kernel_step(cpu, d)  # type: ignore[union-attr]  # kpreempt: sched set
+                # kpreempt is set only on a machine with a scheduler
+                yield cpu.sched.kernel_step(cpu, d)  # type: ignore[union-attr]
             else:
                 yield Timeout(env, d)
             if safety is not None:

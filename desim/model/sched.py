@@ -286,7 +286,7 @@ class Scheduler:
                 return c
             if load < best_load:
                 best, best_load = c, load
-        return best  # type: ignore[return-value]
+        return best  # type: ignore[return-value]  # the first CPU sets it (load < 1 << 30)
 
     def _wake(self, task: Task, new: bool) -> None:
         task.state = RUNNABLE
@@ -531,7 +531,7 @@ class Scheduler:
         """
         if not self._preemptible(cpu):
             return Timeout(self.env, ns)
-        task: Task = cpu.curr  # type: ignore[assignment]
+        task: Task = cpu.curr  # type: ignore[assignment]  # preemptible: the current task
         ev = task.kev = Event(self.env)
         if cpu.resched and self.rqs[cpu.id].queue:
             task.krem = ns
@@ -563,7 +563,7 @@ class Scheduler:
             return  # preempted meanwhile: the step's rest runs from its new timer
         ev = task.kev
         task.kev = None
-        ev.succeed()  # type: ignore[union-attr]
+        ev.succeed()  # type: ignore[union-attr]  # a live step timer: kev is set
 
     def _preempt_step(self, cpu: CPU, task: Task) -> None:
         """A tick or wake-up preempts ``task`` in place, inside a kernel step."""

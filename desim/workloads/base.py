@@ -89,7 +89,7 @@ class Placer:
                     return c
                 if best is None or len(c.runq) < len(best.runq):
                     best = c
-            return best  # type: ignore[return-value]
+            return best  # type: ignore[return-value]  # cpus is never empty
         return cpus[int(self.u() * len(cpus))]
 
     def where(self, home: CPU) -> CPU:

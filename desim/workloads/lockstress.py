@@ -109,7 +109,7 @@ class Lockstress(Element[LockstressParams]):
             counters["lockstress.cycles"] += 1
 
     def _arrivals(self):
-        gap = self.p.rate.ns_sampler(self.rng("arrivals"))  # type: ignore[union-attr]
+        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
         u = self.uniform("pick")
         placer = self.placer(self.p.placement)
         m = self.m

@@ -69,7 +69,8 @@ class MemoryPressure(Element[MemoryPressureParams]):
         counters = self.m.counters
         base = p.nowait_fail
         low = p.min_free_pages
-        limit: int = pages.limit  # type: ignore[assignment]  # set with min_free_pages (check_config)
+        # check_config: min_free_pages needs machine.memory_limit
+        limit: int = pages.limit  # type: ignore[assignment]
 
         def fail() -> bool:
             if low is not None and limit - pages.held < low:
