@@ -95,13 +95,13 @@ def _closed_queue(
                 done[0] += 1
                 yield env.timeout(pause())
     elif kind == "bare":
-        lock = _BareLock(env)
+        bare = _BareLock(env)
 
         def worker(_, pause):
             while True:
-                yield lock.acquire()
+                yield bare.acquire()
                 yield env.timeout(HOLD)
-                lock.release()
+                bare.release()
                 done[0] += 1
                 yield env.timeout(pause())
     else:
@@ -119,7 +119,7 @@ def _closed_queue(
                 yield env.timeout(pause())
 
     for i in range(tasks):
-        pause = Exponential(mean=think).ns_sampler(np.random.default_rng(i))
+        pause = Exponential(mean_=think).ns_sampler(np.random.default_rng(i))
         env.process(worker(BareCpu(), pause))
     t0 = time.perf_counter()
     # In 1 ms spans, like the engine's checkpoints: the spinlock's statistics are binned at each.
@@ -203,6 +203,7 @@ def bench_model(config: str, duration: str, cpu_counts: tuple[int, ...], repeat:
             )
             if best is None or wall < best[1]:
                 best = (s, wall, events)
+        assert best is not None  # repeat >= 1
         s, wall, events = best
         out[f"model.cpus{n}.faults_per_s"] = s["fault.count"] / wall
         out[f"model.cpus{n}.events_per_s"] = events / wall
@@ -235,7 +236,7 @@ def bench_sched(duration: str, repeat: int = 3) -> dict:
         cpu = time.process_time() - t0
         if best is None or cpu < best[0]:
             best = (cpu, r.summary["sched.ctx_switches"], r.events)
-    cpu, n, events = best  # type: ignore[misc]
+    cpu, n, events = best  # type: ignore[misc]  # repeat >= 1
     n = max(n, 1)
     return {
         "sched.switches_per_cpu_s": n / cpu,
@@ -364,7 +365,7 @@ def bench_sweep(config: str, duration: str, runs: int) -> dict:
 
     import yaml
 
-    walls = {}
+    walls: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as d:
         exp = Path(d) / "equal.yaml"
         exp.write_text(

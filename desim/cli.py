@@ -156,6 +156,7 @@ def run(
     with staging:
         result = _simulate_into(staging, cfg, tracer, quiet, source)
         if tracer is not None:
+            assert trace_file is not None  # tracer_for made the tracer for it
             try:
                 tracer.write(trace_file)
             except OSError as exc:
@@ -517,10 +518,10 @@ def record(out: str, import_file: str | None, force: bool, command: tuple[str, .
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted: tracefs restored, nothing was written", code=130)
-        status = int(facts["status"])  # type: ignore[call-overload]
+        status = int(facts["status"])
         cols, meta, notes = hev.from_text(
             text.splitlines(),
-            skip_until_exec=[int(facts["root_pid"])],  # type: ignore[call-overload]
+            skip_until_exec=[int(facts["root_pid"])],
             meta={
                 "source": "tracefs",
                 "command": " ".join(command),
@@ -532,7 +533,7 @@ def record(out: str, import_file: str | None, force: bool, command: tuple[str, .
                 "status": status,
             },
         )
-        for ev, loss in dict(facts["missing"]).items():  # type: ignore[call-overload]
+        for ev, loss in dict(facts["missing"]).items():
             notes.insert(0, f"this kernel has no {ev}: not seen: {loss}")
     if not cols["time_ns"]:
         fail(f"{import_file or ' '.join(command)}: no process events in the trace; nothing written")

@@ -153,7 +153,7 @@ class CostsConfig(Strict):
     zapping charged: the figures before costs had a shape).
     """
 
-    profile: Literal[COST_PROFILES] = Field(  # type: ignore[valid-type]
+    profile: Literal[COST_PROFILES] = Field(  # type: ignore[valid-type]  # Literal of a tuple: beyond mypy
         "arch",
         description="where the costs not given come from: arch (the machine's cost "
         "profile), a profile by name (" + ", ".join(PROFILES) + ") or flat (constants)",
@@ -398,7 +398,7 @@ class Config(Strict):
     rcu: RcuConfig = RcuConfig()
     allocator: AllocatorConfig = AllocatorConfig()
     sched: SchedConfig = SchedConfig()
-    mm_lifetime: Literal[MM_LIFETIMES] = Field(  # type: ignore[valid-type]
+    mm_lifetime: Literal[MM_LIFETIMES] = Field(  # type: ignore[valid-type]  # Literal of a tuple: beyond mypy
         "design",
         description="how an exiting mm outlives RCU callbacks that may reach it "
         "(desim.model.mm_lifetime); design: the allocator's own rule",

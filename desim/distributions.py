@@ -251,6 +251,7 @@ class Lognormal(_Dist):
 
     @property
     def mu(self) -> float:
+        # _shape: without mu, median is given
         return self.mu_ if self.mu_ is not None else math.log(self.median)  # type: ignore[arg-type]
 
     @property
@@ -258,7 +259,9 @@ class Lognormal(_Dist):
         if self.sigma_ is not None:
             return self.sigma_
         if self.p95 is not None:
+            # _shape: p95 comes with median
             return math.log(self.p95 / self.median) / Z95  # type: ignore[operator]
+        # _shape: p99 (the case left) comes with median
         return math.log(self.p99 / self.median) / Z99  # type: ignore[operator]
 
     def mean(self) -> float:
@@ -288,7 +291,7 @@ class Empirical(_Dist):
         if self.values is not None:
             raw: Any = self.values
         else:
-            path = _resolve(self.file)  # type: ignore[arg-type]
+            path = _resolve(self.file)
             cache = _file_values()
             key = (str(path), self.column)  # one file may feed several columns
             raw = cache.get(key)
@@ -520,7 +523,7 @@ def _rate(value: Any) -> Any:
                 f"{value!r} is more than one per ns (1e9/s): the gaps would round "
                 "to 0 ns and simulated time would stand still"
             )
-        return _bounded(Exponential(mean=1.0 / r), MAX_TIME_NS, _show_ns)
+        return _bounded(Exponential(mean_=1.0 / r), MAX_TIME_NS, _show_ns)
     return _gap(value)
 
 

@@ -214,7 +214,7 @@ def _sync_rcu() -> None:
 
 
 def time_calls(fn: Callable[[], None], n: int) -> list[float]:
-    out = []
+    out: list[float] = []
     clock = time.perf_counter_ns
     for _ in range(n):
         t = clock()
@@ -278,7 +278,7 @@ def fault_batches(pages: int, batch: int) -> list[float]:
 
 def spawn_loop(n: int, child: Callable[[], None] | None = None) -> list[float]:
     """fork + exit + waitpid, ``n`` times; ``child`` runs in the child before it exits."""
-    out = []
+    out: list[float] = []
     clock = time.perf_counter_ns
     for _ in range(n):
         t = clock()

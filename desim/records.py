@@ -74,7 +74,7 @@ class LatencyBin(NamedTuple):
     bin: int
     lo_ns: float
     hi_ns: float
-    count: int
+    count: int  # type: ignore[assignment]  # latency.parquet's column, shadowing tuple.count
 
 
 class GpSpan(NamedTuple):

@@ -39,7 +39,7 @@ class Registry(Generic[T]):
         def deco(cls: type[T]) -> type[T]:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
-            cls.name = name  # type: ignore[attr-defined]
+            cls.name = name  # type: ignore[attr-defined]  # each registered kind declares name
             self._items[name] = cls
             return cls
 

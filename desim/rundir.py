@@ -34,6 +34,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from desim.records import (
     CONFIG,
@@ -169,7 +170,8 @@ class Target:
 
 def _extra_entries(run_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Entries of a run directory besides the run's files: (foreign, desim reports of it)."""
-    foreign, derived = [], []
+    foreign: list[str] = []
+    derived: list[str] = []
     for e in sorted(os.scandir(run_dir), key=lambda e: e.name):
         if e.name in RUN_FILES or e.name in FAILED_FILES:
             continue
@@ -265,7 +267,7 @@ def _describe(kind: str) -> str:
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-_libc = None
+_libc: ctypes.CDLL | Literal[False] | None = None  # False: the system has no renameat2
 
 
 def _exchange(a: Path, b: Path) -> bool:

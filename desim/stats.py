@@ -152,7 +152,7 @@ def point_table(
         params = {k: grp[k].iloc[0] for k in keys}
         good = ok[ok["point"] == point]
         for m in metrics:
-            vals = good.get(m, [])
+            vals: pd.Series | list = good.get(m, [])
             mean, sd, half, n = t_interval(vals, confidence)
             rows.append(
                 {

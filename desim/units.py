@@ -28,7 +28,7 @@ from typing import Any
 import pint
 from pydantic import SerializationInfo, SerializerFunctionWrapHandler, WrapSerializer
 
-_UREG = pint.UnitRegistry()
+_UREG: pint.UnitRegistry = pint.UnitRegistry()
 NS_PER_S = 1_000_000_000
 MAX_TIME_NS = 86_400 * NS_PER_S
 MAX_SIZE_BYTES = 1 << 50

@@ -171,6 +171,7 @@ class PercpuPool(Allocator):
     # -- allocation -----------------------------------------------------------------------------
     def _take(self, pool: _Pool, mm: MM, carve_only: bool = False) -> PageTable | None:
         """Hand out a fragment from ``pool`` (its lock held): free list first, then carving."""
+        page: Page | None
         if pool.free and not carve_only:
             old, _ = pool.free.popitem()
             page = old.page
@@ -235,7 +236,7 @@ class PercpuPool(Allocator):
             if self.cookies is not None:
                 cookie = self.cookies.pop(table, 0)
                 if cookie > self.m.rcu.completed:
-                    self.safety.invariant(
+                    self.safety.invariant(  # type: ignore[union-attr]  # cookies only with safety
                         cpu,
                         (table,),
                         f"{table!r} made reusable before the "

@@ -380,7 +380,7 @@ class HalfPageAllocator(Allocator):
         """Invariants both designs keep: bits agree with the tables, A excludes pending."""
         st: S390PageState = page.data
         bits = st.bits
-        errs = []
+        errs: list[str] = []
         if bits & PGSTE:
             if page.on_list is not None:
                 errs.append("PGSTE page on pgtable_list")
@@ -398,7 +398,7 @@ class HalfPageAllocator(Allocator):
         return errs
 
     def invariant_errors(self) -> list[str]:
-        out = []
+        out: list[str] = []
         for page in self.held_pages:
             out.extend(f"{page!r}: {e}" for e in self.page_errors(page))
         for mm in self.m.mms:

@@ -92,6 +92,7 @@ class S390HH(HalfPageAllocator):
         "s390.relinked",
     )
     Params = S390HHParams
+    params: S390HHParams
     summary = "s390 v2: HH bits, global list lock, pt_mm; Gordeev's rule; mm-lifetime choices"
     # The machine-wide mm_lifetime rules this design implements itself (desim.model.mm_lifetime
     # sets ``lifetime`` from them; under any other rule the design holds no mm references).
@@ -182,7 +183,7 @@ class S390HH(HalfPageAllocator):
     def _relink(self, cpu: CPU, page: Page, half: int):
         """The other half looked allocated: relink the page on ``pt_mm``'s list under the lock."""
         st: S390PageState = page.data
-        mm = st.pt_mm
+        mm: MM = st.pt_mm  # type: ignore[assignment]  # a half-used page knows its pt_mm
         safety = self.safety
         cpu.rcu_read_lock()  # softirq context: bh disabled is an RCU read-side section
         if self.per_mm:

@@ -36,7 +36,7 @@ class UnsafeCallbackMM(Generic):
     @traced_as("pte_free_now (takes mm->context.lock)")
     def _rcu_free_via_mm(self, cpu: CPU, table: PageTable):
         """The callback: a generator, since it takes a spinlock."""
-        mm = table.mm
+        mm: MM = table.mm  # type: ignore[assignment]  # a user table's callback: it has its mm
         if self.safety is not None:
             self.safety.mm_access(
                 cpu, mm, "spin_lock(&mm->context.lock) in an RCU callback", (table, table.page)

@@ -63,6 +63,7 @@ def _stage(out: Path, config: str | None) -> Staging:
 def _write_counterexample(tmp: Path, scenario: Scenario, out: Outcome, seed, source, lines):
     (tmp / O.REPLAY).write_text(O.dump_replay(O.replay_dict(scenario, out, seed, source)))
     (tmp / O.STEPS).write_text("\n".join(lines) + "\n")
+    assert out.log is not None  # every schedule keeps its log
     out.log.write(tmp / O.TRACE)
 
 
@@ -124,8 +125,10 @@ def run_explore(
             )
             lines = O.counterexample_lines(scenario, final, found)
             _write_counterexample(staging.tmp, scenario, final, seed, str(path), lines)
+            failure = final.failure
+            assert failure is not None  # the shrunk schedule repeated its violation
             summary["violation"] = {
-                **{k: final.failure[k] for k in ("kind", "t_ns", "cpu", "message")},
+                **{k: failure[k] for k in ("kind", "t_ns", "cpu", "message")},
                 "operations": len(final.script),
                 "found_after_schedules": res.first_found_after,
                 "found_after_s": round(res.first_found_s or 0.0, 3),
@@ -185,6 +188,7 @@ def run_replay(path: str, out_dir: str | None, echo, note) -> int:
                 )
             else:
                 (staging.tmp / O.STEPS).write_text("\n".join(lines) + "\n")
+                assert out.log is not None  # every schedule keeps its log
                 out.log.write(staging.tmp / O.TRACE)
             (staging.tmp / EXPLORE).write_text("desim explore\n")
             try:
@@ -194,5 +198,6 @@ def run_replay(path: str, out_dir: str | None, echo, note) -> int:
     for line in lines:
         echo(line)
     if staging is not None:
+        assert out_dir  # staged only for an output directory
         echo(f"written: {Path(out_dir) / O.STEPS}, {Path(out_dir) / O.TRACE}")
     return 1 if out.failure is not None else 0

@@ -35,17 +35,20 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from simpy.events import Timeout
 
 from desim.model import mm_ops
-from desim.model.costs import VARIABLE
+from desim.model.costs import VARIABLE, Draws
 from desim.model.hooks import callback_name
 from desim.model.machine import Machine
 from desim.model.safety import SafetyStop
 from desim.model.simcore import run_first, tied
 from desim.trace import Tracer
+
+if TYPE_CHECKING:
+    from desim.model.memory import MM
 
 QUANTILES = (0.5, 0.01, 0.99, 0.1, 0.9)
 MAX_TIES = 8  # an order choice considers at most this many tied events
@@ -150,10 +153,10 @@ def _chosen(chooser: Chooser, label: str, lv: tuple[int, ...]):
     return lambda: lv[chooser.choose(label, n)]
 
 
-def cost_draws(costs, chooser: Chooser) -> SimpleNamespace:
+def cost_draws(costs, chooser: Chooser) -> Draws:
     """Stands for ``machine.draw`` (``desim.model.costs.Draws``): each variable cost asks
     ``chooser`` which of its levels this draw takes."""
-    d = SimpleNamespace()
+    d = Draws.__new__(Draws)  # its samplers set here, not drawn from the machine's streams
     for name in VARIABLE:
         lv = levels(getattr(costs, name))
         setattr(d, name, _fixed(lv[0]) if len(lv) == 1 else _chosen(chooser, f"cost.{name}", lv))
@@ -282,8 +285,9 @@ class Schedule:
         self.env = m.env
         self.log = StepLog((0, None) if trace else (0, 0))
         self.log.attach(m)
+        assert m.safety is not None  # a scenario always runs the checker (explore.spec)
         m.safety.on_note = self.log.note
-        self.mms = []
+        self.mms: list[MM] = []
         self.exiting: set = set()
         self.intervals: list[tuple[str, int, int, int]] = []
         self.ops_run: Counter = Counter()
@@ -387,6 +391,7 @@ class Schedule:
         m = self.m
         env = self.env
         safety = m.safety
+        assert safety is not None
         setup = env.process(self._setup())
         env.run(until=setup)  # SimPy's own order: the start is not explored
         jiffy = m.config.machine.jiffy_ns
@@ -399,7 +404,7 @@ class Schedule:
         end = t0 + (self.script[-1].at if self.script else 0) + self.scenario.spec.horizon
         choose = self.chooser.choose
         states: set = set()
-        failure = None
+        failure: dict[str, Any] | None = None
         events = 0
         while True:
             if env.peek() > end:

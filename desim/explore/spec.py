@@ -67,7 +67,7 @@ class Step(Strict):
 class ExploreSpec(Strict):
     mms: Int = Field(2, ge=1, le=8, description="processes alive at the start")
     tables: Int = Field(2, ge=1, le=16, description="shmem PTE tables per process at the start")
-    ops: tuple[Literal[OPS], ...] = Field(  # type: ignore[valid-type]
+    ops: tuple[Literal[OPS], ...] = Field(  # type: ignore[valid-type]  # Literal of a tuple: beyond mypy
         ("fault", "retract", "exit"), min_length=1, description="operations a random script uses"
     )
     steps: Int = Field(4, ge=1, le=MAX_STEPS, description="at most this many random steps")
@@ -81,6 +81,7 @@ class ExploreSpec(Strict):
         200_000_000, description="after the last step starts, run at most this long"
     )
     budget: Int = Field(200, ge=1, le=1_000_000, description="schedules to try by default")
+    # Literal of the names' tuple: right at run time, beyond mypy
     expect: Literal["safe"] | tuple[Literal[FAILURES], ...] = Field(  # type: ignore[valid-type]
         "safe", description="safe, or the violation kinds the scenario must produce"
     )

@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from desim.hosttrace.format import CLONE_VM, COLUMNS, RANGE_SHIFT
 
@@ -323,14 +323,14 @@ def from_text(
     """A trace file's columns and metadata from tracer text, and notes on what it lacks."""
     events, info = parse_lines(lines)
     b = build(events, skip_until_exec)
-    md: dict[str, object] = {
+    md: dict[str, Any] = {
         "source": info["format"],
         "cpus": 1 + max((e.cpu for e in events), default=0),
     }
     md.update(meta or {})
-    lost = int(info["lost_events"]) + int(md.get("lost_events", 0))  # type: ignore[arg-type]
+    lost = int(info["lost_events"]) + int(md.get("lost_events", 0))
     md["lost_events"] = lost
-    unseen = dict(md.get("unseen", {}))  # type: ignore[arg-type]
+    unseen = dict(md.get("unseen", {}))
     notes = []
     if lost:
         notes.append(f"{lost} events were lost (a full buffer): counts are short by as many")

@@ -45,6 +45,7 @@ The file's key-value metadata holds ``desim.trace`` (the format version), ``sour
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def counts(cols: dict[str, np.ndarray]) -> dict[str, int]:
     }
 
 
-def write(path: str | Path, cols: dict[str, list | np.ndarray], meta: dict[str, object]) -> None:
+def write(path: str | Path, cols: Mapping[str, list | np.ndarray], meta: dict[str, object]) -> None:
     """Write ``cols`` (every column of ``COLUMNS``) and ``meta`` as a trace file at ``path``."""
     import pyarrow as pa
     import pyarrow.parquet as pq

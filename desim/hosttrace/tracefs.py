@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # event -> what is lost without it (None: required)
 EVENTS: dict[str, str | None] = {
@@ -196,7 +197,7 @@ class Session:
 
 def record(
     command: list[str], note: Callable[[str], None] = lambda s: None
-) -> tuple[str, dict[str, object]]:
+) -> tuple[str, dict[str, Any]]:
     """Run ``command`` traced; return the trace's text and facts (exit status, lost events...).
 
     ``KeyboardInterrupt`` is re-raised after the command is stopped and tracefs restored.

@@ -137,7 +137,7 @@ class CPU:
         Taking the CPU from a user-mode resident preempts it: a context switch. A scheduler
         task coming back from a sleep in kernel code queues on the scheduler's run queue.
         """
-        if self.sched is not None and task.__class__ is self.sched.Task:
+        if self.sched is not None and task.__class__ is self.sched.task_class:
             return self.sched.resume_in_kernel(self, task)
         if self.owner is None:
             self.owner = task
@@ -262,7 +262,8 @@ class CPU:
         d = ns + self.debt
         self.debt = 0
         if self.kpreempt and self.owner is self.curr is not None and not self.softirq_running:
-            return self.sched.kernel_step(self, d)
+            # kpreempt is set only on a machine with a scheduler
+            return self.sched.kernel_step(self, d)  # type: ignore[union-attr]
         return Timeout(self.env, d)
 
     def charge(self, ns: int) -> None:

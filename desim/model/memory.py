@@ -9,6 +9,7 @@ counts reallocations, so a stale reference to a reused page can be told from a l
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from simpy.events import Event
@@ -56,7 +57,9 @@ class Page:
         self.refcount = 0
         self.flags = 0
         self.rcu_queued = False  # the page's single rcu_head is on a callback list
-        self.on_list = None  # the list (pgtable_list, pool list...) the lru links sit on
+        self.on_list: deque | None = (
+            None  # the list (pgtable_list, pool list...) the lru links sit on
+        )
         self.frag_refcount = 0  # pt_frag_refcount (powerpc) or design-private count
         self.ptl: SpinLock | None = None
         self.tables: list = []
@@ -295,7 +298,9 @@ class PageAllocator:
         self.allocated = 0
         self.freed = 0
         self.failed = 0
-        self.nowait_fail = None  # callable () -> bool set by a memory-pressure workload
+        self.nowait_fail: Callable[[], bool] | None = (
+            None  # callable () -> bool set by a memory-pressure workload
+        )
         self.safety = machine.safety
         self.alloc_cost = machine.draw.page_alloc
         # clear_page over the whole page: page_zero is per 4 KiB

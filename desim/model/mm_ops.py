@@ -33,6 +33,7 @@ from desim.model.mmu_gather import MMUGather
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
+    from desim.model.lock import SpinLock
     from desim.model.machine import Machine
     from desim.model.memory import MM
 
@@ -118,7 +119,7 @@ def handle_fault(
         cpu.rcu_read_lock()
         page = table.page
         gen = table.gen
-        lock = page.ptl
+        lock: SpinLock = page.ptl  # type: ignore[assignment]  # a table's page has its ptl
         # cpu.compute(), inlined on the hottest path of the model
         d = costs.pte_walk + cpu.debt
         cpu.debt = 0
@@ -141,7 +142,8 @@ def handle_fault(
         else:
             if cpu.kpreempt and cpu.owner is cpu.curr:
                 # preempt=full: the walk is preemptible, inside the RCU reader
-                yield cpu.sched.kernel_step(cpu, d)
+                # kpreempt is set only on a machine with a scheduler
+                yield cpu.sched.kernel_step(cpu, d)  # type: ignore[union-attr]
             else:
                 yield Timeout(env, d)
             if safety is not None:
@@ -166,7 +168,7 @@ def handle_fault(
         lock.release(cpu)
         if cpu.resched and cpu.kpreempt:
             # pte_unmap_unlock: the ptl's preempt_enable switches, still inside the reader
-            ev = cpu.sched.preempt_point(cpu)
+            ev = cpu.sched.preempt_point(cpu)  # type: ignore[union-attr]  # kpreempt: sched set
             if ev is not None:
                 yield ev
         cpu.rcu_read_unlock()

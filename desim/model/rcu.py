@@ -777,6 +777,7 @@ class RCU:
                         tr.softirq_end(cpu)
                     cpu.softirq_running = False
                     self.ksoftirqd_wakeups += 1
+                    # the softirq budget applies only on a machine with a scheduler
                     sched.wake_ksoftirqd(cpu)  # type: ignore[union-attr]
                     return
         if tr is not None:

@@ -38,7 +38,8 @@ disabled the hooks are not called at all (``machine.safety is None``).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from simpy.events import Timeout
 
@@ -140,7 +141,7 @@ class SafetyChecker:
         self._freed_lock_class = FreedLock
         # Called as on_note(t, cpu, obj, what) for every history entry: desim explore prints a
         # counterexample from it, in the designs' own words. None (the default) costs nothing.
-        self.on_note = None
+        self.on_note: Callable[[int, CPU | None, Any, str], None] | None = None
         if audit_interval:
             self.env.process(self._auditor(audit_interval))
 

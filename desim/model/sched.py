@@ -66,7 +66,7 @@ from __future__ import annotations
 
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from simpy.events import Event, Timeout
 
@@ -108,7 +108,7 @@ class Task:
     def __init__(self, tid: int, name: str, allowed: list | None) -> None:
         self.id = tid
         self.name = name
-        self.cpu: CPU | None = None
+        self.cpu: CPU  # where it is placed: set by ``_enqueue`` before it first runs
         self.prev: CPU | None = None  # the CPU it last ran on (wake-affine)
         self.allowed = allowed  # CPUs it may run on (None: all)
         self.state = RUNNABLE
@@ -140,7 +140,8 @@ class RunQueue:
 
 
 class Scheduler:
-    Task = Task
+    # The class CPU.acquire tells the scheduler's tasks by, without importing this module.
+    task_class: ClassVar[type[Task]] = Task
 
     def __init__(self, m: Machine) -> None:
         cfg = m.config.sched
@@ -240,7 +241,7 @@ class Scheduler:
     def _burst_end(self, task: Task, gen: int, _ev) -> None:
         if task.gen != gen:
             return  # the task was preempted meanwhile: this timer is stale
-        ev = task.ev
+        ev: Event = task.ev  # type: ignore[assignment]  # set while its burst timer is live
         task.ev = None
         ev.succeed(None)
 
@@ -285,7 +286,7 @@ class Scheduler:
                 return c
             if load < best_load:
                 best, best_load = c, load
-        return best  # type: ignore[return-value]
+        return best  # type: ignore[return-value]  # the first CPU sets it (load < 1 << 30)
 
     def _wake(self, task: Task, new: bool) -> None:
         task.state = RUNNABLE
@@ -419,7 +420,7 @@ class Scheduler:
 
     def _switch_out(self, cpu: CPU, requeue: bool, qs: bool = True) -> None:
         """The current task leaves ``cpu`` (preempted, sleeping or dead); the next one runs."""
-        prev = cpu.curr
+        prev: Task = cpu.curr  # type: ignore[assignment]  # only a current task switches out
         cpu.resched = False
         if qs:
             cpu.ctx_switches += 1
@@ -465,7 +466,7 @@ class Scheduler:
 
     def sleep_in_kernel(self, cpu: CPU) -> None:
         """``CPU.release`` by the current task: it sleeps in kernel code (or is dead)."""
-        task = cpu.curr
+        task: Task = cpu.curr  # type: ignore[assignment]  # only the current task releases
         task.state = BLOCKED
         cpu._next()  # kernel work queued on the CPU goes first
         self._switch_out(cpu, requeue=False, qs=False)
@@ -509,7 +510,7 @@ class Scheduler:
         lost = self._take_lost(cpu)
         task.gen += 1
         task.in_burst = False
-        ev = task.ev
+        ev: Event = task.ev  # type: ignore[assignment]  # a task in a burst waits on it
         task.ev = None
         self.preemptions += 1
         self._switch_out(cpu, requeue=True)
@@ -530,7 +531,7 @@ class Scheduler:
         """
         if not self._preemptible(cpu):
             return Timeout(self.env, ns)
-        task: Task = cpu.curr  # type: ignore[assignment]
+        task: Task = cpu.curr  # type: ignore[assignment]  # preemptible: the current task
         ev = task.kev = Event(self.env)
         if cpu.resched and self.rqs[cpu.id].queue:
             task.krem = ns
@@ -562,7 +563,7 @@ class Scheduler:
             return  # preempted meanwhile: the step's rest runs from its new timer
         ev = task.kev
         task.kev = None
-        ev.succeed()  # type: ignore[union-attr]
+        ev.succeed()  # type: ignore[union-attr]  # a live step timer: kev is set
 
     def _preempt_step(self, cpu: CPU, task: Task) -> None:
         """A tick or wake-up preempts ``task`` in place, inside a kernel step."""
@@ -601,7 +602,7 @@ class Scheduler:
     def _resumed(self, task: Task, _ev: Event) -> None:
         """The preempted task owns its CPU again: its reader depth and debt come back, and the
         interrupted step (or the preemption point) runs its rest."""
-        cpu: CPU = task.cpu  # type: ignore[assignment]
+        cpu = task.cpu
         cpu.nesting = task.knest
         rem = task.krem + task.kdebt + cpu.debt  # the switch's cost is taken from this step
         cpu.debt = 0

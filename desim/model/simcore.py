@@ -47,6 +47,7 @@ class Environment(simpy.Environment):
         except IndexError:
             raise EmptySchedule from None
         self._now = self.now = t  # type: ignore[assignment]  # int: see the class docstring
+        # SimPy marks a processed event by callbacks = None (its annotation says list)
         callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
         try:
             for callback in callbacks:

@@ -148,6 +148,7 @@ def load(root: str | Path) -> Results:
         if why is not None:
             unreadable.append((run_id, why))
             continue
+        assert cfg is not None  # read, since why is None
         man = read_json(d / MANIFEST)
         summ = read_json(d / SUMMARY)
         configs[run_id], manifests[run_id], ids[run_id] = cfg, man, d

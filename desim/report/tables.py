@@ -156,7 +156,7 @@ def provenance(ctx: Context) -> list[tuple[str, str]]:
     cmds = list(dict.fromkeys(" ".join(m.get("command") or []) for m in mans))
     dates = sorted(d for d in uniq("date"))
     seeds = uniq("seed")
-    spawn = [m.get("seed_spawn_key") for m in mans if m.get("seed_spawn_key") is not None]
+    spawn = [s for m in mans if (s := m.get("seed_spawn_key")) is not None]
     seed_text = ", ".join(seeds) or "?"
     if spawn:
         reps = sorted({tuple(s) for s in spawn})

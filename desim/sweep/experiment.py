@@ -188,7 +188,7 @@ class Experiment:
                         params=dict(params),
                         config=cfg,
                         base_dir=str(self.base_dir),
-                        entropy=int(child.entropy),
+                        entropy=self.seed,  # every spawned child keeps the root's entropy
                         spawn_key=tuple(int(k) for k in child.spawn_key),
                         invalid=invalid,
                         inputs=inputs,

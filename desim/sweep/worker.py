@@ -23,16 +23,20 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from desim.sweep.experiment import RunSpec
 
+if TYPE_CHECKING:
+    from desim.engine import RunResult
+
 
 @dataclass
 class Outcome:
     spec: RunSpec
-    result: object | None  # desim.engine.RunResult when ok
+    result: RunResult | None  # when ok
     error: str | None  # full traceback when failed
     wall_s: float
 

@@ -17,7 +17,7 @@ Two things every element shares live here:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -89,7 +89,7 @@ class Placer:
                     return c
                 if best is None or len(c.runq) < len(best.runq):
                     best = c
-            return best  # type: ignore[return-value]
+            return best  # type: ignore[return-value]  # cpus is never empty
         return cpus[int(self.u() * len(cpus))]
 
     def where(self, home: CPU) -> CPU:
@@ -155,7 +155,12 @@ def shared(m: Machine) -> WorkloadState:
     return st
 
 
-class Element:
+P = TypeVar("P", bound=BaseModel)
+
+
+class Element(Generic[P]):
+    """A workload element over its parameters ``P`` (its ``Params`` class: ``self.p``)."""
+
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = Params
     summary: ClassVar[str] = ""
@@ -163,9 +168,9 @@ class Element:
     # fields naming input files (a trace): a sweep run's digest covers their contents
     input_files: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, machine: Machine, params: BaseModel) -> None:
+    def __init__(self, machine: Machine, params: P) -> None:
         self.m = machine
-        self.p = params
+        self.p: P = params
         self.env = machine.env
         self.state = shared(machine)
         for name in declared_counters(type(self)):

@@ -31,9 +31,13 @@ MAX_CHAIN = 64
 
 class ProcessSpec(Params):
     name: str = Field("proc", max_length=32, description="what it stands for (sh, cc1...)")
-    burst: TimeDist = Field("1ms", description="user-mode CPU time of one run")
+    burst: TimeDist = Field(
+        "1ms", description="user-mode CPU time of one run", validate_default=True
+    )
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        4, description="PTE tables of its working set (2 MiB of address space each)"
+        4,
+        description="PTE tables of its working set (2 MiB of address space each)",
+        validate_default=True,
     )
     count: Int = Field(1, ge=1, le=1000, description="how many times it runs in a row")
 
@@ -54,7 +58,7 @@ class BuildParams(Params):
 
 
 @ELEMENTS.register("build")
-class Build(Element):
+class Build(Element[BuildParams]):
     Params = BuildParams
     summary = "closed-loop make -jN: K jobs of fork/exec/burst/exit chains; makespan, jobs/s"
 

@@ -34,7 +34,9 @@ from desim.workloads.base import Element, Params, Placement
 class FaultsParams(Params):
     mode: Literal["per_cpu", "per_process"] = Field("per_cpu", description="who faults")
     think: Gap = Field(
-        {"dist": "exponential", "mean": "20us"}, description="per_cpu: time between faults on a CPU"
+        {"dist": "exponential", "mean": "20us"},
+        description="per_cpu: time between faults on a CPU",
+        validate_default=True,
     )
     cpus: Int | None = Field(
         None, ge=1, le=MAX_CPUS, description="per_cpu: how many CPUs fault (default: all)"
@@ -44,7 +46,9 @@ class FaultsParams(Params):
         description="per_cpu: the think time runs user code (the CPU ticks, no extended "
         "QS) or leaves the CPU idle",
     )
-    rate: Interarrival = Field("2000/s", description="per_process: faults per second per process")
+    rate: Interarrival = Field(
+        "2000/s", description="per_process: faults per second per process", validate_default=True
+    )
     placement: Placement = Field(
         Placement(policy="migrating"),
         description="per_process: where a fault runs when no processes element placed its mm",
@@ -52,7 +56,7 @@ class FaultsParams(Params):
 
 
 @ELEMENTS.register("faults")
-class Faults(Element):
+class Faults(Element[FaultsParams]):
     Params = FaultsParams
     summary = "minor page faults (per CPU or per process): RCU lockless walk, ptl, pte_same"
 

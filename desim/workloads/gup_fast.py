@@ -37,6 +37,7 @@ class GupFastParams(Params):
     rate: Interarrival = Field(
         "20000/s",
         description="walks per second (machine-wide, or per live process with mode: per_process)",
+        validate_default=True,
     )
     mode: Literal["machine", "per_process"] = Field(
         "machine",
@@ -44,10 +45,14 @@ class GupFastParams(Params):
         "with the population)",
     )
     pages: Annotated[AnyDist, count_at_most(MAX_PTES)] = Field(
-        16, description="pages pinned by one walk (within one table)"
+        16, description="pages pinned by one walk (within one table)", validate_default=True
     )
-    setup: Duration = Field("100ns", description="CPU time of one walk besides its pages")
-    per_page: Duration = Field("20ns", description="CPU time per PTE read and page pinned")
+    setup: Duration = Field(
+        "100ns", description="CPU time of one walk besides its pages", validate_default=True
+    )
+    per_page: Duration = Field(
+        "20ns", description="CPU time per PTE read and page pinned", validate_default=True
+    )
     placement: Placement = Field(
         Placement(policy="migrating"),
         description="where a walk runs when no processes element placed its mm",
@@ -77,7 +82,7 @@ def gup_fast_walk(m, cpu, mm, pick: float, pages: int, cost: int):
 
 
 @ELEMENTS.register("gup_fast")
-class GupFast(Element):
+class GupFast(Element[GupFastParams]):
     Params = GupFastParams
     summary = "GUP-fast walkers: lockless walk with IRQs off, blocking the table-free IPI"
 

@@ -26,10 +26,14 @@ SYSCALL = thread_kind("syscall (non-preemptible)")
 
 class KernelWorkParams(Params):
     section: TimeDist = Field(
-        {"dist": "exponential", "mean": "2ms"}, description="length of one kernel section"
+        {"dist": "exponential", "mean": "2ms"},
+        description="length of one kernel section",
+        validate_default=True,
     )
     gap: TimeDist = Field(
-        {"dist": "exponential", "mean": "1ms"}, description="time off the CPU between sections"
+        {"dist": "exponential", "mean": "1ms"},
+        description="time off the CPU between sections",
+        validate_default=True,
     )
     cpus: Int | None = Field(
         None, ge=1, le=MAX_CPUS, description="how many CPUs run sections (default: all)"
@@ -55,7 +59,7 @@ class KernelWorkParams(Params):
 
 
 @ELEMENTS.register("kernel_work")
-class KernelWork(Element):
+class KernelWork(Element[KernelWorkParams]):
     Params = KernelWorkParams
     summary = "long non-preemptible kernel sections (syscalls) that delay quiescent states"
 

@@ -12,6 +12,8 @@ element.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from desim.fields import MAX_CPUS, MAX_PROCESSES, Duration, Int, PositiveDuration
@@ -19,6 +21,9 @@ from desim.model import mm_ops
 from desim.model.hooks import thread_kind
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
+
+if TYPE_CHECKING:
+    from desim.model.memory import MM, PageTable
 
 KHUGEPAGED = thread_kind("khugepaged")  # the kthread
 
@@ -30,18 +35,21 @@ class KhugepagedParams(Params):
     scan_sleep: PositiveDuration = Field(
         "10s",
         description="sleep between scans (khugepaged_scan_sleep_millisecs, default 10 s)",
+        validate_default=True,
     )
     # khugepaged_pages_to_scan is an unsigned int (pages_to_scan_store, mm/khugepaged.c)
     pages_to_scan: Int = Field(
         4096, ge=512, le=(1 << 32) - 1, description="pages scanned per wake-up"
     )
     mappers: Int = Field(4, ge=1, le=MAX_PROCESSES, description="mms mapping each collapsed range")
-    collapse_cost: Duration = Field("20us", description="CPU time to build one huge page")
+    collapse_cost: Duration = Field(
+        "20us", description="CPU time to build one huge page", validate_default=True
+    )
     cpu: Int = Field(0, ge=0, le=MAX_CPUS - 1, description="CPU the kthread runs on")
 
 
 @ELEMENTS.register("khugepaged")
-class Khugepaged(Element):
+class Khugepaged(Element[KhugepagedParams]):
     Params = KhugepagedParams
     counters = ("khugepaged.collapses",)
     summary = "kthread retracting shmem page tables with pte_free_defer (no mmap_lock)"
@@ -51,7 +59,7 @@ class Khugepaged(Element):
 
     def _victims(self, u) -> list:
         mms = self.m.mms
-        out = []
+        out: list[tuple[MM, PageTable]] = []
         if not mms:
             return out
         for _ in range(min(self.p.mappers, len(mms))):

@@ -37,10 +37,13 @@ class LockstressParams(Params):
     locks: Int = Field(
         1, ge=1, le=MAX_LOCKS, description="K: each acquisition picks one of K locks at random"
     )
-    hold: TimeDist = Field({"dist": "exponential", "mean": "1us"}, description="time held")
+    hold: TimeDist = Field(
+        {"dist": "exponential", "mean": "1us"}, description="time held", validate_default=True
+    )
     think: TimeDist = Field(
         {"dist": "exponential", "mean": "10us"},
         description="closed: time between release and the next acquire",
+        validate_default=True,
     )
     rate: Interarrival | None = Field(
         None, description="open: acquisitions per second, machine-wide"
@@ -64,7 +67,7 @@ class LockstressParams(Params):
 
 
 @ELEMENTS.register("lockstress")
-class Lockstress(Element):
+class Lockstress(Element[LockstressParams]):
     Params = LockstressParams
     counters = ("lockstress.arrivals", "lockstress.cycles")
     summary = "calibration: think / acquire / hold / release on K spinlocks (closed or Poisson)"
@@ -106,7 +109,7 @@ class Lockstress(Element):
             counters["lockstress.cycles"] += 1
 
     def _arrivals(self):
-        gap = self.p.rate.ns_sampler(self.rng("arrivals"))  # type: ignore[union-attr]
+        gap = self.p.rate.ns_sampler(self.rng("arrivals"))
         u = self.uniform("pick")
         placer = self.placer(self.p.placement)
         m = self.m

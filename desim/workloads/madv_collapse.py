@@ -28,13 +28,16 @@ class MadvCollapseParams(Params):
         "200/s",
         description="MADV_COLLAPSE calls per second (machine-wide, or per live "
         "process with mode: per_process)",
+        validate_default=True,
     )
     mode: Literal["machine", "per_process"] = Field(
         "machine",
         description="rate is machine-wide, or each live process's own (the load then grows "
         "with the population)",
     )
-    cost: Duration = Field("15us", description="CPU time of one collapse besides the retraction")
+    cost: Duration = Field(
+        "15us", description="CPU time of one collapse besides the retraction", validate_default=True
+    )
     placement: Placement = Field(
         Placement(policy="migrating"),
         description="where a call runs when no processes element placed its mm",
@@ -42,7 +45,7 @@ class MadvCollapseParams(Params):
 
 
 @ELEMENTS.register("madv_collapse")
-class MadvCollapse(Element):
+class MadvCollapse(Element[MadvCollapseParams]):
     Params = MadvCollapseParams
     counters = ("collapse.no_shmem_range",)
     summary = "madvise(MADV_COLLAPSE): collapse_pte_mapped_thp under mmap_read_lock"

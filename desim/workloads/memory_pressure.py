@@ -33,8 +33,12 @@ class MemoryPressureParams(Params):
     hog_pages: Int = Field(
         0, ge=0, le=MAX_PAGES, description="pages a hog takes and gives back in cycles"
     )
-    hog_on: PositiveDuration = Field("50ms", description="how long the hog holds its pages")
-    hog_off: PositiveDuration = Field("50ms", description="how long it leaves them free")
+    hog_on: PositiveDuration = Field(
+        "50ms", description="how long the hog holds its pages", validate_default=True
+    )
+    hog_off: PositiveDuration = Field(
+        "50ms", description="how long it leaves them free", validate_default=True
+    )
 
     @model_validator(mode="after")
     def _something(self):
@@ -44,7 +48,7 @@ class MemoryPressureParams(Params):
 
 
 @ELEMENTS.register("memory_pressure")
-class MemoryPressure(Element):
+class MemoryPressure(Element[MemoryPressureParams]):
     Params = MemoryPressureParams
     counters = ("pressure.hog_pages", "pressure.random_failures", "pressure.watermark_failures")
     summary = "page allocation failing at a rate or below a free-page level (GFP_NOWAIT)"
@@ -65,9 +69,11 @@ class MemoryPressure(Element):
         counters = self.m.counters
         base = p.nowait_fail
         low = p.min_free_pages
+        # check_config: min_free_pages needs machine.memory_limit
+        limit: int = pages.limit  # type: ignore[assignment]
 
         def fail() -> bool:
-            if low is not None and pages.limit - pages.held < low:
+            if low is not None and limit - pages.held < low:
                 counters["pressure.watermark_failures"] += 1
                 return True
             q = base * mult.get(name, 1.0)

@@ -25,6 +25,7 @@ class MunmapParams(Params):
         "1000/s",
         description="munmap calls per second (machine-wide, or per live "
         "process with mode: per_process)",
+        validate_default=True,
     )
     mode: Literal["machine", "per_process"] = Field(
         "machine",
@@ -32,7 +33,7 @@ class MunmapParams(Params):
         "with the population)",
     )
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        4, description="tables covered by one munmap"
+        4, description="tables covered by one munmap", validate_default=True
     )
     remap: bool = Field(
         False,
@@ -42,7 +43,7 @@ class MunmapParams(Params):
 
 
 @ELEMENTS.register("munmap")
-class Munmap(Element):
+class Munmap(Element[MunmapParams]):
     Params = MunmapParams
     summary = "munmap of ranges: mmap_lock for write, tables freed via mmu_gather"
 

@@ -61,7 +61,7 @@ class PhasesParams(Params):
 
 
 @ELEMENTS.register("phases")
-class Phases(Element):
+class Phases(Element[PhasesParams]):
     Params = PhasesParams
     counters = ("phase.changes",)
     summary = "a list of (duration, mix): rate multipliers per element, to ramp, burst, settle"

@@ -14,7 +14,7 @@ import desim
 
 
 def preset_dirs() -> list[Path]:
-    dirs = []
+    dirs: list[Path] = []
     for d in (Path(desim.__file__).resolve().parents[1] / "configs", Path.cwd() / "configs"):
         if d.is_dir() and d.resolve() not in [x.resolve() for x in dirs]:
             dirs.append(d)

@@ -53,7 +53,7 @@ class ProcessesParams(Params):
         description="how many of the initial ones never exit (a server's long-lived parent)",
     )
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        32, description="PTE tables each process maps (2 MiB each)"
+        32, description="PTE tables each process maps (2 MiB each)", validate_default=True
     )
     shmem_fraction: Real = Field(
         0.5, ge=0, le=1, description="share of tables mapping the shared shmem file"
@@ -91,7 +91,7 @@ class ProcessesParams(Params):
 
 
 @ELEMENTS.register("processes")
-class Processes(Element):
+class Processes(Element[ProcessesParams]):
     Params = ProcessesParams
     summary = "mm population: fork/exec arrivals, lifetimes, exit through mmu_gather"
 
@@ -169,7 +169,9 @@ class Processes(Element):
         if initial:
             self.unborn -= 1
             if not self.unborn:
-                self.state.populated.succeed()
+                populated = self.state.populated
+                assert populated is not None  # made in start() while initial ones are unborn
+                populated.succeed()
         if initial or p.populate_on_fork:
             for _ in range(target):
                 t = yield from mm_ops.populate(m, cpu, task, mm, self.pick() < mm.shmem_fraction)

@@ -22,7 +22,9 @@ CALLER = thread_kind("synchronize_rcu caller")
 
 
 class RcuCallersParams(Params):
-    rate: Interarrival = Field("100/s", description="calls per second, machine-wide")
+    rate: Interarrival = Field(
+        "100/s", description="calls per second, machine-wide", validate_default=True
+    )
     kind: Literal["synchronize", "expedited", "barrier"] = Field(
         "synchronize", description="which wait to call"
     )
@@ -34,7 +36,7 @@ class RcuCallersParams(Params):
 
 
 @ELEMENTS.register("rcu_callers")
-class RcuCallers(Element):
+class RcuCallers(Element[RcuCallersParams]):
     Params = RcuCallersParams
     summary = "tasks calling synchronize_rcu / _expedited / rcu_barrier, to time grace periods"
 

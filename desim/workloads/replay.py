@@ -42,7 +42,7 @@ exits, mm_exits, faults, tables, munmaps, collapses, as ``desim record`` counts 
 from __future__ import annotations
 
 import bisect
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from simpy.events import Event, Timeout
@@ -55,6 +55,9 @@ from desim.model.memory import LIVE
 from desim.model.stats import LogHistogram
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params
+
+if TYPE_CHECKING:
+    from desim.model.memory import MM
 
 CLONE_VFORK = 0x4000
 HUGE = object()  # a range collapsed into a huge page: PMD-mapped, no PTE table
@@ -75,7 +78,9 @@ class ReplayParams(Params):
         description="simulated CPU of traced CPU c: cpu_map[c mod len] (default: c mod cpus)",
     )
     collapse_cost: Duration = Field(
-        "15us", description="CPU time of one collapse besides the retraction (as madv_collapse)"
+        "15us",
+        description="CPU time of one collapse besides the retraction (as madv_collapse)",
+        validate_default=True,
     )
 
     @field_validator("file")
@@ -95,7 +100,7 @@ class ReplayParams(Params):
 
 
 @ELEMENTS.register("replay")
-class Replay(Element):
+class Replay(Element[ReplayParams]):
     Params = ReplayParams
     input_files = ("file",)
     summary = "a recorded workload (desim record): its forks, faults, munmaps and exits"
@@ -144,7 +149,7 @@ class Replay(Element):
         self.rows = rows
         cmap = self.p.cpu_map or tuple(range(len(m.cpus)))
         self.cpu_of = [m.cpus[cmap[k % len(cmap)]] for k in range(max(self.cpu, default=0) + 1)]
-        self.mms: dict[int, object] = {}  # trace mm id -> desim MM
+        self.mms: dict[int, MM] = {}  # trace mm id -> desim MM
         self.ranges: dict[int, dict] = {}  # desim mm id -> {2 MiB range: table or HUGE}
         self.recorded = self.p.timing == "recorded"
         self.t0 = self.env.now

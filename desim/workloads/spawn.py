@@ -31,14 +31,16 @@ class SpawnParams(Params):
         None, ge=1, le=MAX_CPUS, description="per_cpu: how many CPUs run a loop (default: all)"
     )
     tasks: Int = Field(1, ge=1, le=MAX_PROCESSES, description="per_task: how many loops")
-    work: TimeDist = Field(0, description="user-mode CPU time of each child before it exits")
+    work: TimeDist = Field(
+        0, description="user-mode CPU time of each child before it exits", validate_default=True
+    )
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
-        1, description="PTE tables each child's exec'd mm faults in"
+        1, description="PTE tables each child's exec'd mm faults in", validate_default=True
     )
 
 
 @ELEMENTS.register("spawn")
-class Spawn(Element):
+class Spawn(Element[SpawnParams]):
     Params = SpawnParams
     summary = "closed-loop fork + exit + waitpid (lat_proc): children reaped per second"
 

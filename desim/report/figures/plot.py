@@ -6,6 +6,8 @@ with a single run per point they are simply absent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -34,14 +36,16 @@ def hist_ecdf(h: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         grid = np.concatenate([[min(first, edges[0] * 0.98)], edges, [edges[-1] * 1.05]])
         rows = []
         for run_id, r in g.groupby("run_id"):
-            r = r.groupby("hi_ns", as_index=False)["count"].sum().sort_values("hi_ns")
+            # pandas-stubs type a column of an as_index=False groupby as a Series: a DataFrame
+            r = r.groupby("hi_ns", as_index=False)["count"].sum().sort_values("hi_ns")  # type: ignore[call-overload]
             his = r["hi_ns"].to_numpy()
             cum = np.cumsum(r["count"].to_numpy(dtype=float))
             idx = np.searchsorted(his, grid * (1 + 1e-12), side="right") - 1
             f = np.where(idx >= 0, cum[np.clip(idx, 0, None)], 0.0) / cum[-1]
             rows.append(pd.DataFrame({"run_id": run_id, "ns": grid, "F": f}))
         agg = mean_ci(pd.concat(rows), ["ns"], "F")
-        for k, v in zip(by, key if isinstance(key, tuple) else (key,), strict=True):
+        keys: tuple[Any, ...] = key if isinstance(key, tuple) else (key,)
+        for k, v in zip(by, keys, strict=True):
             agg[k] = v
         out.append(agg)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -87,7 +91,8 @@ def sample_ecdf(df: pd.DataFrame, value: str, by: list[str], log: bool = True) -
         if not rows:
             continue
         agg = mean_ci(pd.concat(rows), ["ns"], "F")
-        for k, val in zip(by, key if isinstance(key, tuple) else (key,), strict=True):
+        keys: tuple[Any, ...] = key if isinstance(key, tuple) else (key,)
+        for k, val in zip(by, keys, strict=True):
             agg[k] = val
         out.append(agg)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
@@ -102,7 +107,8 @@ def over_time(ts: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
         step = span / MAX_TIME_POINTS
         t0 = ts["t_ns"].min()
         ts["t_ns"] = t0 + ((ts["t_ns"] - t0) // step) * step
-        ts = ts.groupby(["run_id", *by, "t_ns"], as_index=False)[value].mean()
+        # pandas-stubs type a column of an as_index=False groupby as a Series: a DataFrame
+        ts = ts.groupby(["run_id", *by, "t_ns"], as_index=False)[value].mean()  # type: ignore[assignment]
     return mean_ci(ts, [*by, "t_ns"], value)
 
 
@@ -153,6 +159,7 @@ def vs_x(
     a log axis cannot show, is cut one decade under its mean and marked there with a ▼, rather
     than silently losing its lower half. Returns whether any interval was cut.
     """
+    assert ctx.x is not None  # drawn only for results with an x axis
     cut_any = False
     agg = mean_ci(data, ["series", ctx.x], value)
     # Dodge series sideways a little so identical values (and their error bars) stay visible.
@@ -206,8 +213,8 @@ def bars_by_series(ax, ctx: Context, data: pd.DataFrame, value: str, scale: floa
     """Mean ± CI of run metric ``value`` as one bar per series (results with no x axis)."""
     agg = mean_ci(data, ["series"], value).set_index("series")
     names = [s for s in ctx.series if s in agg.index]
-    means = [agg.loc[s, "mean"] / scale for s in names]
-    halves = [agg.loc[s, "half"] / scale for s in names]
+    means = [agg["mean"][s] / scale for s in names]
+    halves = [agg["half"][s] / scale for s in names]
     yerr = None if all(np.isnan(h) for h in halves) else np.nan_to_num(halves)
     pos = np.arange(len(names))
     ax.bar(pos, means, yerr=yerr, color=[ctx.colour(s) for s in names], capsize=3, width=0.7)
