@@ -1,0 +1,129 @@
+"""Tables of experiments/FINDINGS.md: means and paired comparisons with 95% CIs, per scenario.
+
+    python experiments/findings_table.py RESULTS_DIR METRIC [METRIC...] [--factor COL]
+        [--base VALUE] [--kind ratio|inverse|diff] [--per-gib] [--share] [--csv OUT]
+
+RESULTS_DIR is a ``desim sweep`` output (its ``runs.parquet``). Every swept column other than
+``--factor`` names a *scenario* (the headline and its one-at-a-time sensitivity variations);
+within a scenario, each level of ``--factor`` (a design, an mm_lifetime rule) gets the mean of
+each METRIC with its Student-t 95% CI (``desim.stats.t_interval``), and, with ``--base``, the
+effect against the base level paired by replication (replication r of every point shares its
+seed, so the two are compared on common random numbers): ``ratio`` = level / base (a time, a
+size), ``inverse`` = base / level (a rate: the slowdown), ``diff`` = level - base. ``rel`` is
+the CI half-width over the mean (or over the effect's distance from "no effect": |ratio - 1|
+or |diff|), the precision FINDINGS asks to keep at or under 0.10.
+
+Derived metrics (computed per run before averaging):
+- ``--per-gib``: ``waste_per_gib`` = page-table overhead (``mem.overhead.mean_bytes``) per GiB
+  of mapped memory, taking every live table as fully mapped (desim maps tables whole): a table
+  of T bytes maps T/8 entries of one base page each (powerpc hash64k: 2 KiB of PTEs in its 4 KiB
+  fragment, so 256 entries).
+- ``--share``: ``waste_share`` = overhead / (live + overhead), the share of page-table memory
+  (``PageTables`` plus the batch pages) that maps nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from desim.stats import t_interval
+
+GIB = 1 << 30
+FIXED = ("run_id", "point", "replication")
+
+
+def _swept(d: pd.DataFrame) -> list[str]:
+    cols = list(d.columns)
+    return cols[cols.index("replication") + 1 : cols.index("status")]
+
+
+def _mapped_per_live_byte(row) -> float:
+    """Bytes of address space one byte of live PTE table maps (whole tables, base pages)."""
+    name = str(row.get("allocator.name", ""))
+    params = row.get("allocator.params")
+    params = json.loads(params) if isinstance(params, str) and params.startswith("{") else {}
+    page = float(row.get("machine.page_size", 4096) or 4096)
+    if name.startswith("powerpc") and params.get("geometry", "hash64k") == "hash64k":
+        return 256 * page / 4096  # 4 KiB fragment: 256 PTEs of 8 B + the hash slot array
+    return page / 8  # one 8-byte entry per base page
+
+
+def derive(d: pd.DataFrame, per_gib: bool, share: bool) -> pd.DataFrame:
+    d = d.copy()
+    over, live = d["mem.overhead.mean_bytes"], d["mem.live.mean_bytes"]
+    if per_gib:
+        mapped = live * d.apply(_mapped_per_live_byte, axis=1)
+        d["waste_per_gib"] = over * GIB / mapped
+    if share:
+        d["waste_share"] = over / (live + over)
+    return d
+
+
+def _label(row: pd.Series, cols: list[str]) -> str:
+    return " ".join(f"{c}={row[c]}" for c in cols) if cols else "-"
+
+
+def table(d: pd.DataFrame, metrics: list[str], factor: str | None, base, kind: str) -> pd.DataFrame:
+    d = d[d["status"] == "ok"]
+    swept = _swept(d)
+    factors = [factor] if factor else []
+    scen = [c for c in swept if c not in factors]
+    rows = []
+    for skey, g in d.groupby(scen, sort=False, dropna=False) if scen else [((), d)]:
+        skey = skey if isinstance(skey, tuple) else (skey,)
+        label = " ".join(f"{c}={v}" for c, v in zip(scen, skey, strict=True)) or "-"
+        levels = g.groupby(factors, sort=False, dropna=False) if factors else [((None,), g)]
+        b = None
+        if factor and base is not None:
+            b = g[g[factor].astype(str) == str(base)].set_index("replication")
+        for lkey, h in levels:
+            lval = lkey[0] if isinstance(lkey, tuple) else lkey
+            h = h.set_index("replication")
+            for m in metrics:
+                mean, _, half, n = t_interval(h[m])
+                row = {"scenario": label, "level": lval, "metric": m, "n": n, "mean": mean}
+                row["ci95"] = half
+                row["rel"] = half / abs(mean) if mean else math.nan
+                if b is not None and len(b) and str(lval) != str(base):
+                    common = h.index.intersection(b.index)
+                    x, y = h.loc[common, m].astype(float), b.loc[common, m].astype(float)
+                    eff = {"ratio": x / y, "inverse": y / x, "diff": x - y}[kind]
+                    emean, _, ehalf, _ = t_interval(eff.replace([np.inf, -np.inf], np.nan))
+                    null = 0.0 if kind == "diff" else 1.0
+                    row[f"{kind}_vs_{base}"] = emean
+                    row["effect_ci95"] = ehalf
+                    gap = abs(emean - null)
+                    row["effect_rel"] = ehalf / gap if gap else math.nan
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results")
+    ap.add_argument("metrics", nargs="+")
+    ap.add_argument("--factor")
+    ap.add_argument("--base")
+    ap.add_argument("--kind", choices=("ratio", "inverse", "diff"), default="ratio")
+    ap.add_argument("--per-gib", action="store_true")
+    ap.add_argument("--share", action="store_true")
+    ap.add_argument("--csv")
+    a = ap.parse_args(argv)
+    d = pd.read_parquet(Path(a.results) / "runs.parquet")
+    d = derive(d, a.per_gib, a.share)
+    t = table(d, a.metrics, a.factor, a.base, a.kind)
+    if a.csv:
+        t.to_csv(a.csv, index=False)
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_colwidth", 90)
+    print(t.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+if __name__ == "__main__":
+    main()
