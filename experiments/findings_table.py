@@ -20,6 +20,12 @@ Derived metrics (computed per run before averaging):
   fragment, so 256 entries).
 - ``--share``: ``waste_share`` = overhead / (live + overhead), the share of page-table memory
   (``PageTables`` plus the batch pages) that maps nothing.
+- ``--lock CLASS --warmup TIME``: ``acq_per_us`` = acquisitions per microsecond of the measured
+  window (``sim.duration_ns`` - warm-up), against the lock's capacity when every acquisition is
+  a hand-over (1 / (``costs.lock_handoff`` + ``costs.lock_uncontended``): 8 per us by default;
+  desim charges the critical section's own work to the CPU outside the hold, so this capacity
+  is an upper bound); ``spin_share`` = acquisitions x mean wait per CPU-ns of the window: the
+  share of all CPU time spent spinning on it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from desim.stats import t_interval
+from desim.units import parse_time_ns
 
 GIB = 1 << 30
 FIXED = ("run_id", "point", "replication")
@@ -54,8 +61,15 @@ def _mapped_per_live_byte(row) -> float:
     return page / 8  # one 8-byte entry per base page
 
 
-def derive(d: pd.DataFrame, per_gib: bool, share: bool) -> pd.DataFrame:
+def derive(
+    d: pd.DataFrame, per_gib: bool, share: bool, lock: str | None = None, warmup: int = 0
+) -> pd.DataFrame:
     d = d.copy()
+    if lock:
+        acq = d[f"lock.{lock}.acquisitions"]
+        window = d["sim.duration_ns"] - warmup
+        d["acq_per_us"] = acq * 1000 / window
+        d["spin_share"] = acq * d[f"lock.{lock}.wait_mean_ns"] / (window * d["machine.cpus"])
     over, live = d["mem.overhead.mean_bytes"], d["mem.live.mean_bytes"]
     if per_gib:
         mapped = live * d.apply(_mapped_per_live_byte, axis=1)
@@ -113,10 +127,12 @@ def main(argv=None) -> None:
     ap.add_argument("--kind", choices=("ratio", "inverse", "diff"), default="ratio")
     ap.add_argument("--per-gib", action="store_true")
     ap.add_argument("--share", action="store_true")
+    ap.add_argument("--lock", help="lock class for acq_per_us and spin_share")
+    ap.add_argument("--warmup", default="0", help="the runs' warm-up (a time: 5ms)")
     ap.add_argument("--csv")
     a = ap.parse_args(argv)
     d = pd.read_parquet(Path(a.results) / "runs.parquet")
-    d = derive(d, a.per_gib, a.share)
+    d = derive(d, a.per_gib, a.share, a.lock, parse_time_ns(a.warmup))
     t = table(d, a.metrics, a.factor, a.base, a.kind)
     if a.csv:
         t.to_csv(a.csv, index=False)
