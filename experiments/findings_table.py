@@ -23,8 +23,8 @@ Derived metrics (computed per run before averaging):
 - ``--lock CLASS --warmup TIME``: ``acq_per_us`` = acquisitions per microsecond of the measured
   window (``sim.duration_ns`` - warm-up), against the lock's capacity when every acquisition is
   a hand-over (1 / (``costs.lock_handoff`` + ``costs.lock_uncontended``): 8 per us by default;
-  desim charges the critical section's own work to the CPU outside the hold, so this capacity
-  is an upper bound); ``spin_share`` = acquisitions x mean wait per CPU-ns of the window: the
+  the s390 list locks' sections cost nothing beyond the lock's own acquire in desim, so this
+  capacity is an upper bound); ``spin_share`` = acquisitions x mean wait per CPU-ns of the window: the
   share of all CPU time spent spinning on it.
 """
 
