@@ -223,7 +223,7 @@ def _simulate_into(staging, cfg: Config, tracer, quiet: bool, source: str):
         tb = traceback.format_exc()
         write_failed(
             staging.tmp,
-            yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+            yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False),
             {"desim_version": __version__, "seed": cfg.seed, "command": command, "source": source},
             tb,
         )

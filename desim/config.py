@@ -27,12 +27,12 @@ from pydantic import (
     model_validator,
 )
 
-from desim.distributions import AnyDist
+from desim.distributions import TIME_UNITS, AnyDist
 from desim.inputs import MAX_DEPTH, InputError, load_yaml, read_text
 from desim.model.arch import ARCH_NAMES, ARCHES
 from desim.model.costs import PROFILES
 from desim.registry import UnknownName
-from desim.units import parse_size_bytes, parse_time_ns
+from desim.units import parse_size_bytes, parse_time_ns, units_required
 
 _FLOAT_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
@@ -56,8 +56,8 @@ def _real(v: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_integer)]
 Real = Annotated[float, BeforeValidator(_real), Field(allow_inf_nan=False)]
-Duration = Annotated[int, BeforeValidator(parse_time_ns), Field(ge=0)]
-PositiveDuration = Annotated[int, BeforeValidator(parse_time_ns), Field(gt=0)]
+Duration = Annotated[int, BeforeValidator(parse_time_ns), Field(ge=0), TIME_UNITS]
+PositiveDuration = Annotated[int, BeforeValidator(parse_time_ns), Field(gt=0), TIME_UNITS]
 Size = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
 
 MAX_CPUS = 4096
@@ -143,7 +143,7 @@ def _cost(v: Any) -> Any:
     return v
 
 
-Cost = Annotated[Duration | AnyDist, BeforeValidator(_cost)]
+Cost = Annotated[Duration | AnyDist, BeforeValidator(_cost), TIME_UNITS]
 """A per-operation cost that varies: a duration, or a distribution of durations."""
 
 COST_PROFILES = ("arch", "flat", *PROFILES)
@@ -443,7 +443,8 @@ class Config(Strict):
             # the costs the config gives win; the rest come from the profile
             given = cc.model_dump(include=cc.model_fields_set, by_alias=True)
             profile = PROFILES[a.cost_profile if cc.profile == "arch" else cc.profile]
-            filled = CostsConfig.model_validate({**profile, **given})
+            with units_required(False):  # the profile's and the already-read given values
+                filled = CostsConfig.model_validate({**profile, **given})
             object.__setattr__(self, "costs", filled)  # frozen: built here
         return self
 
@@ -479,8 +480,13 @@ class Config(Strict):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, YAML-able dict that loads back to an equal config."""
+        """A plain dict of the config in base units (ns, bytes): the values results tables hold."""
         return self.model_dump(mode="json", by_alias=True)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """A YAML-able dict, times written with their units, that loads back (``load_config``,
+        which wants units on times) to an equal config: what desim saves beside a result."""
+        return self.model_dump(mode="json", by_alias=True, context={"units": True})
 
 
 class ConfigError(ValueError):
@@ -568,7 +574,8 @@ def load_config(
     from desim.distributions import relative_to
 
     try:
-        with relative_to(Path(path).parent):  # empirical sample files sit beside the config
+        # empirical sample files sit beside the config; times in it must carry a unit
+        with relative_to(Path(path).parent), units_required():
             return validate(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

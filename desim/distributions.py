@@ -46,11 +46,28 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    WrapSerializer,
+    model_validator,
+)
 
 from desim.inputs import read_text
 from desim.rng import buffered
-from desim.units import MAX_TIME_NS, format_ns, parse_rate_per_ns, parse_time_ns
+from desim.units import (
+    MAX_TIME_NS,
+    exact_time,
+    format_ns,
+    parse_rate_per_ns,
+    parse_time,
+    units_required,
+)
 
 # z such that P(N(0,1) <= z) = 0.99 (scipy-free: numpy has no ppf)
 Z99 = 2.3263478740408408
@@ -419,7 +436,8 @@ def _coerce(parse, value: Any) -> Any:
                 path = _resolve(out["file"])
                 cache = _file_values()
                 if (str(path), column) not in cache:
-                    cache[(str(path), column)] = _read_csv(path, column, parse)
+                    with units_required(False):  # a sample file's numbers are in base units
+                        cache[(str(path), column)] = _read_csv(path, column, parse)
                 out["file"] = str(path)
         dist = DIST_TYPES[kind].model_validate(out)
     else:
@@ -444,7 +462,7 @@ def _show_ns(ns: float) -> str:
 
 
 def _time(value: Any) -> Any:
-    return _bounded(_coerce(parse_time_ns, value), MAX_TIME_NS, _show_ns)
+    return _bounded(_coerce(parse_time, value), MAX_TIME_NS, _show_ns)
 
 
 def _gap(value: Any) -> Any:
@@ -497,11 +515,37 @@ def _rate(value: Any) -> Any:
     return _gap(value)
 
 
+def with_time_units(out: Any) -> Any:
+    """A dumped time (ns) or time distribution with its times written with units
+    (``exact_time``), so that a saved config reads back under ``units_required``."""
+    if isinstance(out, int | float) and not isinstance(out, bool):
+        return exact_time(out)
+    if isinstance(out, dict):
+        out = {
+            k: exact_time(v) if k in _QUANTITY_FIELDS and isinstance(v, int | float) else v
+            for k, v in out.items()
+        }
+        if isinstance(out.get("values"), list) and out.get("file") is None:
+            out["values"] = [exact_time(v) for v in out["values"]]
+    return out
+
+
+def time_serializer(
+    value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+) -> Any:
+    """Pydantic wrap serializer of times: plain numbers (ns) unless the dump asks for units
+    (``context={"units": True}``, as ``Config.to_yaml_dict`` does)."""
+    out = handler(value)
+    return with_time_units(out) if (info.context or {}).get("units") else out
+
+
+TIME_UNITS = WrapSerializer(time_serializer)
+
 AnyDist = Constant | Exponential | Uniform | Lognormal | Empirical
-TimeDist = Annotated[AnyDist, BeforeValidator(_time)]
-Gap = Annotated[AnyDist, BeforeValidator(_gap)]
+TimeDist = Annotated[AnyDist, BeforeValidator(_time), TIME_UNITS]
+Gap = Annotated[AnyDist, BeforeValidator(_gap), TIME_UNITS]
 CountDist = Annotated[AnyDist, BeforeValidator(_count)]
-Interarrival = Annotated[AnyDist, BeforeValidator(_rate)]
+Interarrival = Annotated[AnyDist, BeforeValidator(_rate), TIME_UNITS]
 
 
 def count_at_most(le: int) -> BeforeValidator:

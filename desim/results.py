@@ -59,7 +59,7 @@ def fill_run(
     result: RunResult, tmp: Path, command: list[str] | None = None, **manifest_extra
 ) -> None:
     """Write every file of a finished run into ``tmp`` (a staging directory), ``DONE`` last."""
-    (tmp / R.CONFIG).write_text(yaml.safe_dump(result.config.to_dict(), sort_keys=False))
+    (tmp / R.CONFIG).write_text(yaml.safe_dump(result.config.to_yaml_dict(), sort_keys=False))
     write_json(tmp / R.MANIFEST, manifest(result, command, **manifest_extra))
     write_json(tmp / R.SUMMARY, {k: _clean(v) for k, v in result.summary.items()})
 

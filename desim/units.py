@@ -1,7 +1,11 @@
 """Quantities with units in configs: times (``25ns``), sizes (``4KiB``) and rates (``500/s``).
 
 desim works internally in integer nanoseconds, bytes and events per nanosecond. A bare number
-is taken in the base unit (ns, bytes, per second for rates). A string is read as a number, an
+is taken in the base unit (ns, bytes, per second for rates). In what a user writes (a config
+file, ``--set``, an experiment's points: inside ``units_required()``) a time must carry its unit,
+since a bare ``500`` read as 500 ns where 500 ms was meant runs a different experiment without a
+word; zero needs none. desim writes the configs it saves with units (``exact_time``), so a saved
+``config.yaml`` loads back under the same rule. A string is read as a number, an
 optional ``/`` and one unit name (``3ms``, ``1.5 s``, ``64 KiB``, ``500/s``, ``2 kHz``): the
 unit is looked up in pint's registry and converted by pint, but the text is never evaluated as
 an expression (pint would compute ``9**9**9 ns`` for ever). A unit of the wrong kind is refused,
@@ -15,6 +19,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 import pint
@@ -41,6 +48,27 @@ _KINDS = {
 
 class UnitError(ValueError):
     """A quantity could not be read in the unit the field needs."""
+
+
+_TIME_UNIT_REQUIRED: ContextVar[bool] = ContextVar("desim_time_unit_required", default=False)
+
+
+@contextmanager
+def units_required(on: bool = True) -> Iterator[None]:
+    """Within it, a non-zero time with no unit is an error (``on=False``: allowed again, for
+    values desim itself supplies, such as cost profiles and empirical sample files)."""
+    token = _TIME_UNIT_REQUIRED.set(on)
+    try:
+        yield
+    finally:
+        _TIME_UNIT_REQUIRED.reset(token)
+
+
+def _no_unit(value: object) -> bool:
+    if isinstance(value, str):
+        m = _QUANTITY.fullmatch(value) if len(value) <= _MAX_TEXT else None
+        return m is not None and m.group(3) is None
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _kind_of(value: object) -> str:
@@ -85,7 +113,10 @@ def _parse(text: str, kind: str) -> float:
             q = _UREG.Quantity(mag, _unit(name, kind))
     except UnitError as exc:
         raise UnitError(f"{text!r} is not {what} ({'after /, ' if per else ''}{exc})") from None
-    return q.to(base).magnitude
+    x = q.to(base).magnitude
+    # a conversion's binary rounding ("2us" -> 1999.9999999999998 ns) is not what was written:
+    # keep the 15 significant digits a double holds exactly; base-unit text passes untouched
+    return x if q.units == _UREG.parse_units(base) else float(f"{x:.15g}")
 
 
 def _value(value: object, kind: str) -> float:
@@ -104,16 +135,25 @@ def _value(value: object, kind: str) -> float:
     return x
 
 
+def parse_time(value: object) -> float:
+    """A duration in nanoseconds, not rounded (a distribution's parameters): ``parse_time_ns``'s
+    rules otherwise."""
+    ns = _value(value, "time")
+    if ns and _TIME_UNIT_REQUIRED.get() and _no_unit(value):
+        n = str(value).strip()
+        raise UnitError(f"{n} has no unit: write {n}ns, {n}us, {n}ms or {n}s")
+    if abs(ns) > MAX_TIME_NS:
+        raise UnitError(f"{value!r} is longer than 1 day, the most desim simulates")
+    return ns
+
+
 def parse_time_ns(value: object) -> int:
     """A duration in integer nanoseconds: ``25ns``, ``2us``, ``3ms``, ``1.5s``; a number is ns.
 
     At most one day (``MAX_TIME_NS``) either way: no run is that long, and sums of such times
     stay far inside int64.
     """
-    ns = round(_value(value, "time"))
-    if abs(ns) > MAX_TIME_NS:
-        raise UnitError(f"{value!r} is longer than 1 day, the most desim simulates")
-    return ns
+    return round(parse_time(value))
 
 
 def parse_size_bytes(value: object) -> int:
@@ -127,6 +167,18 @@ def parse_size_bytes(value: object) -> int:
 def parse_rate_per_ns(value: object) -> float:
     """A rate in events per nanosecond: ``500/s``, ``2/ms``, ``2 kHz``; a bare number is per second."""
     return float(_value(value, "rate"))
+
+
+def exact_time(ns: float) -> str:
+    """``ns`` as a time with a unit that reads back to exactly the same value (``20ms``,
+    ``1500us``, ``966ns``, ``499999.99999999994ns``): how desim writes times in saved configs."""
+    if float(ns).is_integer():
+        n = int(ns)
+        for unit, scale in (("s", NS_PER_S), ("ms", 1_000_000), ("us", 1_000)):
+            if n and n % scale == 0:
+                return f"{n // scale}{unit}"
+        return f"{n}ns"
+    return f"{ns!r}ns"
 
 
 def format_ns(ns: float) -> str:

@@ -267,11 +267,32 @@ def test_missing_config_is_one_line(runner, tmp_path):
     _one_line(r.stderr, "cannot read (No such file or directory)")
 
 
-def test_a_plain_number_still_means_the_base_unit(runner, tmp_path):
+def test_a_time_needs_its_unit_but_a_size_and_zero_do_not(runner, tmp_path):
     cfg = _write(tmp_path, "duration: 5000000\nmachine: {cpus: 2.0, page_size: 4096}\n")
+    r = runner.invoke(main, ["validate", str(cfg)])
+    assert r.exit_code == 2
+    assert r.output.strip().endswith(
+        "duration: 5000000 has no unit: write 5000000ns, 5000000us, 5000000ms or 5000000s"
+    )
+    cfg = _write(tmp_path, "duration: 5ms\nwarmup: 0\nmachine: {cpus: 2.0, page_size: 4096}\n")
     r = runner.invoke(main, ["validate", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "ok (2 CPUs, allocator generic, workload none, 5 ms)" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["--set", "costs.page_free=150"],
+        ["--set", "workload.faults.think={dist: exponential, mean: 20}"],
+    ],
+)
+def test_a_bare_time_in_an_override_is_refused_with_its_field(runner, tmp_path, where):
+    cfg = _write(tmp_path, "duration: 5ms\n")
+    r = runner.invoke(main, ["validate", str(cfg), *where])
+    assert r.exit_code == 2
+    field = where[1].split("=")[0]
+    assert f"{field}" in r.output and "has no unit" in r.output
 
 
 # --- experiments ---------------------------------------------------------------------------

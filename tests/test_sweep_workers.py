@@ -289,7 +289,7 @@ def test_a_run_over_run_timeout_is_recorded_failed_and_the_sweep_goes_on(tmp_pat
     out = tmp_path / "o"
     t0 = time.monotonic()
     res = CliRunner().invoke(
-        main, ["sweep", str(exp), "--jobs", str(jobs), "--out", str(out), "--run-timeout", "1.5s"]
+        main, ["sweep", str(exp), "--jobs", str(jobs), "--out", str(out), "--run-timeout", "5s"]
     )
     assert res.exit_code == 1, res.output
     assert time.monotonic() - t0 < 120  # a bound on the hang, not a performance figure
@@ -297,11 +297,11 @@ def test_a_run_over_run_timeout_is_recorded_failed_and_the_sweep_goes_on(tmp_pat
     d = out / "runs" / "p001-r00"
     assert (
         manifest(out, "p001-r00")["error"]
-        == "RunTimeout: exceeded --run-timeout 1.5 s; the run was stopped"
+        == "RunTimeout: exceeded --run-timeout 5 s; the run was stopped"
     )
     assert (d / "FAILED").exists() and not (d / "DONE").exists()
     assert yaml.safe_load((d / "config.yaml").read_text())["duration"] == "600s"
-    assert "exceeded --run-timeout 1.5 s" in res.output
+    assert "exceeded --run-timeout 5 s" in res.output
 
 
 @pytest.mark.parametrize("value", ["5", "soon", "0s", "-3s", "2 MiB", "inf s"])

@@ -48,6 +48,7 @@ import numpy as np
 from desim.config import MAX_SEED, ConfigError, read_yaml, set_dotted, validate
 from desim.distributions import _resolve as resolve_file  # exactly as validation resolves
 from desim.distributions import provided_files, relative_to
+from desim.units import units_required
 
 # The bound on the input files of one run together: they are kept in memory with every run of
 # the experiment and travel to Dask workers with each.
@@ -173,7 +174,7 @@ class Experiment:
             names: dict[str, str] = {}
             try:
                 inputs, names = collect_inputs(cfg, self.base_dir, read)
-                with relative_to(self.base_dir), serve_inputs(inputs, names):
+                with relative_to(self.base_dir), serve_inputs(inputs, names), units_required():
                     validate(copy.deepcopy(cfg))
             except ConfigError as exc:
                 invalid = str(exc)

@@ -36,8 +36,8 @@ class GupFastParams(Params):
     pages: Annotated[AnyDist, count_at_most(MAX_PTES)] = Field(
         16, description="pages pinned by one walk (within one table)"
     )
-    setup: Duration = Field(100, description="CPU time of one walk besides its pages")
-    per_page: Duration = Field(20, description="CPU time per PTE read and page pinned")
+    setup: Duration = Field("100ns", description="CPU time of one walk besides its pages")
+    per_page: Duration = Field("20ns", description="CPU time per PTE read and page pinned")
     placement: Placement = Field(
         Placement(policy="migrating"),
         description="where a walk runs when no processes element placed its mm",

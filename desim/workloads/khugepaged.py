@@ -25,7 +25,7 @@ PTRS_PER_PMD_RANGE = 512
 class KhugepagedParams(Params):
     # scan_sleep 0 would rescan at one instant for ever when nothing is mapped
     scan_sleep: PositiveDuration = Field(
-        10_000_000_000,
+        "10s",
         description="sleep between scans (khugepaged_scan_sleep_millisecs, default 10 s)",
     )
     # khugepaged_pages_to_scan is an unsigned int (pages_to_scan_store, mm/khugepaged.c)
@@ -33,7 +33,7 @@ class KhugepagedParams(Params):
         4096, ge=512, le=(1 << 32) - 1, description="pages scanned per wake-up"
     )
     mappers: Int = Field(4, ge=1, le=MAX_PROCESSES, description="mms mapping each collapsed range")
-    collapse_cost: Duration = Field(20_000, description="CPU time to build one huge page")
+    collapse_cost: Duration = Field("20us", description="CPU time to build one huge page")
     cpu: Int = Field(0, ge=0, le=MAX_CPUS - 1, description="CPU the kthread runs on")
 
 

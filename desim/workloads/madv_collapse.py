@@ -21,7 +21,7 @@ from desim.workloads.base import Element, Params, Placement
 
 class MadvCollapseParams(Params):
     rate: Interarrival = Field("200/s", description="MADV_COLLAPSE calls per second, machine-wide")
-    cost: Duration = Field(15_000, description="CPU time of one collapse besides the retraction")
+    cost: Duration = Field("15us", description="CPU time of one collapse besides the retraction")
     placement: Placement = Field(
         Placement(policy="migrating"),
         description="where a call runs when no processes element placed its mm",
