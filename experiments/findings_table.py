@@ -79,8 +79,15 @@ def derive(
     return d
 
 
-def _label(row: pd.Series, cols: list[str]) -> str:
-    return " ".join(f"{c}={row[c]}" for c in cols) if cols else "-"
+def _short(v) -> str:
+    """A swept value for a label: an element's whole parameter set by its key parameters."""
+    if isinstance(v, str) and v.startswith("{"):
+        d = json.loads(v)
+        keep = {
+            k: d[k] for k in ("rate", "initial", "geometry", "keep_empty", "list_lock") if k in d
+        }
+        return json.dumps(keep or d, separators=(",", ":"))[:60]
+    return str(v)
 
 
 def table(d: pd.DataFrame, metrics: list[str], factor: str | None, base, kind: str) -> pd.DataFrame:
@@ -89,9 +96,14 @@ def table(d: pd.DataFrame, metrics: list[str], factor: str | None, base, kind: s
     factors = [factor] if factor else []
     scen = [c for c in swept if c not in factors]
     rows = []
+    first = None
     for skey, g in d.groupby(scen, sort=False, dropna=False) if scen else [((), d)]:
         skey = skey if isinstance(skey, tuple) else (skey,)
-        label = " ".join(f"{c}={v}" for c, v in zip(scen, skey, strict=True)) or "-"
+        # a scenario is named by what differs from the first (the headline), as the
+        # experiment files list them: headline first, then one-at-a-time variations
+        first = skey if first is None else first
+        diff = [(c, v) for c, v, f in zip(scen, skey, first, strict=True) if str(v) != str(f)]
+        label = " ".join(f"{c}={_short(v)}" for c, v in diff) or "headline"
         levels = g.groupby(factors, sort=False, dropna=False) if factors else [((None,), g)]
         b = None
         if factor and base is not None:
