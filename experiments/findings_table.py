@@ -83,6 +83,8 @@ def _short(v) -> str:
     """A swept value for a label: an element's whole parameter set by its key parameters."""
     if isinstance(v, str) and v.startswith("{"):
         d = json.loads(v)
+        if d.get("dist") == "exponential":
+            return f"exp(mean={d['mean']:.0f}ns)"
         keep = {
             k: d[k] for k in ("rate", "initial", "geometry", "keep_empty", "list_lock") if k in d
         }
@@ -113,7 +115,8 @@ def table(d: pd.DataFrame, metrics: list[str], factor: str | None, base, kind: s
             h = h.set_index("replication")
             for m in metrics:
                 mean, _, half, n = t_interval(h[m])
-                row = {"scenario": label, "level": lval, "metric": m, "n": n, "mean": mean}
+                row = {"scenario": label, "level": _short(lval), "metric": m, "n": n}
+                row["mean"] = mean
                 row["ci95"] = half
                 row["rel"] = half / abs(mean) if mean else math.nan
                 if b is not None and len(b) and str(lval) != str(base):
