@@ -79,12 +79,22 @@ def derive(
     return d
 
 
+def _covered(col: str, v, cols: list[str]) -> bool:
+    """A whole section is named by a finer column when one is swept (workload.x beside
+    workload), unless it holds a closed loop, which names the load (build, spawn)."""
+    loops = ("build", "spawn")
+    return any(c.startswith(col + ".") for c in cols) and not any(f'"{k}"' in str(v) for k in loops)
+
+
 def _short(v) -> str:
     """A swept value for a label: an element's whole parameter set by its key parameters."""
     if isinstance(v, str) and v.startswith("{"):
         d = json.loads(v)
         if d.get("dist") == "exponential":
             return f"exp(mean={d['mean']:.0f}ns)"
+        for k in ("build", "spawn"):
+            if k in d:
+                return k
         keep = {
             k: d[k] for k in ("rate", "initial", "geometry", "keep_empty", "list_lock") if k in d
         }
@@ -104,7 +114,11 @@ def table(d: pd.DataFrame, metrics: list[str], factor: str | None, base, kind: s
         # a scenario is named by what differs from the first (the headline), as the
         # experiment files list them: headline first, then one-at-a-time variations
         first = skey if first is None else first
-        diff = [(c, v) for c, v, f in zip(scen, skey, first, strict=True) if str(v) != str(f)]
+        diff = [
+            (c, v)
+            for c, v, f in zip(scen, skey, first, strict=True)
+            if str(v) != str(f) and str(v) != "nan" and not _covered(c, v, scen)
+        ]
         label = " ".join(f"{c}={_short(v)}" for c, v in diff) or "headline"
         levels = g.groupby(factors, sort=False, dropna=False) if factors else [((None,), g)]
         b = None
@@ -153,7 +167,28 @@ def main(argv=None) -> None:
         t.to_csv(a.csv, index=False)
     pd.set_option("display.width", 250)
     pd.set_option("display.max_colwidth", 90)
-    print(t.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(wide(t).to_string(index=False))
+
+
+def _pm(mean, half) -> str:
+    if mean != mean:
+        return "-"
+    return f"{mean:.4g}" if half != half else f"{mean:.4g} ± {half:.2g}"
+
+
+def wide(t: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario and level; per metric ``mean ± CI`` and the paired effect."""
+    rows = []
+    eff = [c for c in t.columns if "_vs_" in c]
+    for (scen, level), g in t.groupby(["scenario", "level"], sort=False, dropna=False):
+        row = {"scenario": scen, "level": level, "n": int(g["n"].max())}
+        for _, r in g.iterrows():
+            row[r["metric"]] = _pm(r["mean"], r["ci95"])
+            for c in eff:
+                if r.get(c) == r.get(c):
+                    row[f"{r['metric']} {c}"] = _pm(r[c], r["effect_ci95"])
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
 
 
 if __name__ == "__main__":

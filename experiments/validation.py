@@ -127,7 +127,7 @@ def checks():
     )
     gm = s["rcu.gp.mean_ns"] / MS
     row(
-        "512 CPUs PREEMPT=n, one CPU spinning in a reader: GP mean (ms)",
+        "512 CPUs PREEMPT=n, one CPU spinning in the kernel: GP mean (ms)",
         "108 (p50 115, max 219)",
         f"{gm:.0f} (synchronize_rcu at random times: mean "
         f"{s['rcu.synchronize.mean_ns'] / MS:.0f}, max {s['rcu.synchronize.max_ns'] / MS:.0f})",
