@@ -105,7 +105,7 @@ def _short(v) -> str:
 def table(d: pd.DataFrame, metrics: list[str], factor: str | None, base, kind: str) -> pd.DataFrame:
     d = d[d["status"] == "ok"]
     swept = _swept(d)
-    factors = [factor] if factor else []
+    factors = factor.split(",") if factor else []
     scen = [c for c in swept if c not in factors]
     rows = []
     first = None
@@ -123,17 +123,31 @@ def table(d: pd.DataFrame, metrics: list[str], factor: str | None, base, kind: s
         levels = g.groupby(factors, sort=False, dropna=False) if factors else [((None,), g)]
         b = None
         if factor and base is not None:
-            b = g[g[factor].astype(str) == str(base)].set_index("replication")
+            # the base level: its first factor column holds ``base`` (a design's name)
+            first_rows = g[g[factors[0]].astype(str) == str(base)]
+            first_rows = (
+                first_rows[
+                    first_rows[factors]
+                    .astype(str)
+                    .eq(first_rows[factors].astype(str).iloc[0])
+                    .all(axis=1)
+                ]
+                if len(first_rows)
+                else first_rows
+            )
+            b = first_rows.set_index("replication")
         for lkey, h in levels:
-            lval = lkey[0] if isinstance(lkey, tuple) else lkey
+            lkey = lkey if isinstance(lkey, tuple) else (lkey,)
+            lval = " ".join(_short(v) for v in lkey if str(v) not in ("nan", "{}"))
             h = h.set_index("replication")
             for m in metrics:
                 mean, _, half, n = t_interval(h[m])
-                row = {"scenario": label, "level": _short(lval), "metric": m, "n": n}
+                row = {"scenario": label, "level": lval, "metric": m, "n": n}
                 row["mean"] = mean
                 row["ci95"] = half
                 row["rel"] = half / abs(mean) if mean else math.nan
-                if b is not None and len(b) and str(lval) != str(base):
+                is_base = b is not None and len(b) and set(h["run_id"]) == set(b["run_id"])
+                if b is not None and len(b) and not is_base:
                     common = h.index.intersection(b.index)
                     x, y = h.loc[common, m].astype(float), b.loc[common, m].astype(float)
                     eff = {"ratio": x / y, "inverse": y / x, "diff": x - y}[kind]
@@ -151,7 +165,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results")
     ap.add_argument("metrics", nargs="+")
-    ap.add_argument("--factor")
+    ap.add_argument("--factor", help="column(s), comma-separated, whose levels are compared")
     ap.add_argument("--base")
     ap.add_argument("--kind", choices=("ratio", "inverse", "diff"), default="ratio")
     ap.add_argument("--per-gib", action="store_true")
