@@ -62,14 +62,20 @@ def _mapped_per_live_byte(row) -> float:
 
 
 def derive(
-    d: pd.DataFrame, per_gib: bool, share: bool, lock: str | None = None, warmup: int = 0
+    d: pd.DataFrame,
+    per_gib: bool,
+    share: bool,
+    lock: str | None = None,
+    warmup: int = 0,
+    cpus: int | None = None,
 ) -> pd.DataFrame:
     d = d.copy()
     if lock:
         acq = d[f"lock.{lock}.acquisitions"]
         window = d["sim.duration_ns"] - warmup
         d["acq_per_us"] = acq * 1000 / window
-        d["spin_share"] = acq * d[f"lock.{lock}.wait_mean_ns"] / (window * d["machine.cpus"])
+        ncpu = d["machine.cpus"] if "machine.cpus" in d else cpus
+        d["spin_share"] = acq * d[f"lock.{lock}.wait_mean_ns"] / (window * ncpu)
     over, live = d["mem.overhead.mean_bytes"], d["mem.live.mean_bytes"]
     if per_gib:
         mapped = live * d.apply(_mapped_per_live_byte, axis=1)
@@ -172,10 +178,11 @@ def main(argv=None) -> None:
     ap.add_argument("--share", action="store_true")
     ap.add_argument("--lock", help="lock class for acq_per_us and spin_share")
     ap.add_argument("--warmup", default="0", help="the runs' warm-up (a time: 5ms)")
+    ap.add_argument("--cpus", type=int, help="the CPU count, where machine.cpus is not swept")
     ap.add_argument("--csv")
     a = ap.parse_args(argv)
     d = pd.read_parquet(Path(a.results) / "runs.parquet")
-    d = derive(d, a.per_gib, a.share, a.lock, parse_time_ns(a.warmup))
+    d = derive(d, a.per_gib, a.share, a.lock, parse_time_ns(a.warmup), a.cpus)
     t = table(d, a.metrics, a.factor, a.base, a.kind)
     if a.csv:
         t.to_csv(a.csv, index=False)
