@@ -7,6 +7,7 @@ machine, so a noisy or slow host shifts both sides alike:
   bare SimPy events, on the same closed queue (64 tasks, one lock);
 * model: simulated page faults per wall second on ``configs/default.yaml`` and on the same
   machine with 16, 32 and 64 CPUs (cost per fault should stay flat as CPUs grow);
+* sched: wall time per simulated context switch on ``configs/spawn-loop.yaml``;
 * overhead: wall time with statistics and the safety checker on, against both off;
 * memory: peak RSS of a run of about ten million events (in a child process);
 * scaling: wall seconds per simulated second (steady part), and peak RSS, of the config on 8,
@@ -62,13 +63,15 @@ class _BareLock:
 
 
 class BareCpu:
-    """The least a lock holder needs: somewhere to charge lock costs, and no tracer."""
+    """The least a lock holder needs: somewhere to charge lock costs, a count of the locks it
+    holds, and no tracer."""
 
-    __slots__ = ("debt", "trace")
+    __slots__ = ("debt", "trace", "locks")
 
     def __init__(self) -> None:
         self.debt = 0
         self.trace = None
+        self.locks = 0
 
 
 def _closed_queue(
@@ -212,6 +215,33 @@ def bench_model(config: str, duration: str, cpu_counts: tuple[int, ...], repeat:
     if "model.cpus8.faults_per_s" in out:
         out["model.cpus8.vs_bare_simpy"] = out["model.cpus8.faults_per_s"] / bare
     return out
+
+
+def bench_sched(duration: str, repeat: int = 3) -> dict:
+    """desim's cost per simulated context switch: the spawn-loop preset (fork, exit and wait
+    on 2 CPUs, every child a switch to it and back), best of ``repeat``, in CPU time of this
+    process (a busy host moves wall time most). The time covers the whole run (forks, faults,
+    exits too), so it is an upper bound on the scheduler's own share."""
+    from desim.config import load_config
+    from desim.engine import simulate
+
+    cfg = load_config(
+        str(REPO / "configs" / "spawn-loop.yaml"), [f"duration={duration}", "warmup=0"]
+    )
+    best = None
+    for _ in range(repeat):
+        t0 = time.process_time()
+        r = simulate(cfg)
+        cpu = time.process_time() - t0
+        if best is None or cpu < best[0]:
+            best = (cpu, r.summary["sched.ctx_switches"], r.events)
+    cpu, n, events = best  # type: ignore[misc]
+    n = max(n, 1)
+    return {
+        "sched.switches_per_cpu_s": n / cpu,
+        "sched.us_per_switch": 1e6 * cpu / n,
+        "sched.events_per_switch": events / n,
+    }
 
 
 def bench_overhead(config: str, duration: str, repeat: int = 3) -> dict:
@@ -391,6 +421,7 @@ def run_all(
                 1 if quick else 3,
             ),
         ),
+        ("sched", lambda: bench_sched("50ms" if quick else "300ms", 1 if quick else 3)),
         (
             "overhead",
             lambda: bench_overhead(config, "100ms" if quick else "500ms", 1 if quick else 3),

@@ -1,4 +1,4 @@
-"""The ``desim`` command line: run, validate, list, sweep, report, bench.
+"""The ``desim`` command line: run, validate, list, explore, sweep, report, bench.
 
 The rest of desim (config parsing with pint and pydantic, the model, pandas) is imported inside
 the commands: ``desim --help`` stays quick, and ``desim sweep`` starts its process pool's fork
@@ -44,9 +44,14 @@ def _load(path: str, overrides: tuple[str, ...], seed: int | None, command: str)
         cfg = load_config(path, list(overrides), seed)
     except ConfigError as exc:
         try:
-            keys = [k for k in read_yaml(path) if k in EXPERIMENT_KEYS]
+            top = read_yaml(path)
         except ConfigError:
-            keys = []
+            top = {}
+        if "explore" in top:
+            fail(
+                f"{path} is an explore scenario (it has explore:); run it with: desim explore {path}"
+            )
+        keys = [k for k in top if k in EXPERIMENT_KEYS]
         if keys:
             hint = f"desim sweep {path}" + (" --dry-run" if command == "validate" else "")
             fail(
@@ -265,6 +270,10 @@ def list_cmd() -> None:
     """Show the registered allocators, workload elements and preset configs."""
     from rich.markup import escape
 
+    # desim.config first: its default allocator section loads the allocator registry, and
+    # loading the registry before desim.config re-enters it from inside an allocator module's
+    # own import (generic -> desim.config -> the registry -> s390_fullpage -> generic)
+    import desim.config  # noqa: F401
     from desim.allocators import ALLOCATORS
     from desim.workloads import ELEMENTS
     from desim.workloads.presets import presets
@@ -438,6 +447,180 @@ PROBE_NAMES = {
     "spawn": "fork + exit + waitpid",
     "spawn_sync": "fork + synchronize_rcu + exit + waitpid",
 }
+
+
+@main.command(context_settings={"allow_interspersed_args": False})
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="trace.parquet",
+    show_default=True,
+    help="The trace file to write (an existing file needs --force).",
+)
+@click.option(
+    "--import",
+    "import_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Convert the text of trace-cmd report or perf script (or a tracefs trace) instead "
+    "of recording.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def record(out: str, import_file: str | None, force: bool, command: tuple[str, ...]) -> None:
+    """Trace COMMAND (after --) on this Linux host into a trace file for the replay element.
+
+    desim record --out build.parquet -- make -j2
+    """
+    import numpy as np
+
+    from desim.hosttrace import events as hev
+    from desim.hosttrace import format as hfmt
+
+    target = Path(out)
+    if (import_file is None) == (not command):
+        fail(
+            "give a command to record (desim record --out FILE -- COMMAND...) "
+            "or --import FILE, not both"
+            if command
+            else "nothing to record: give a command after --, e.g. desim record -- make -j2, "
+            "or --import FILE"
+        )
+    if target.exists() and not (force and target.is_file()):
+        fail(
+            f"--out {out}: exists; give --force to replace it"
+            if target.is_file()
+            else f"--out {out}: exists and is not a file"
+        )
+    if not target.parent.is_dir():
+        fail(f"--out {out}: no directory {target.parent}")
+    status = 0
+    if import_file is not None:
+        import stat
+
+        try:
+            if not stat.S_ISREG(os.stat(import_file).st_mode):
+                fail(f"--import {import_file}: not a regular file")
+            # streamed: perf script text of a long run is far larger than any config
+            with open(import_file, encoding="utf-8", errors="replace") as fh:
+                cols, meta, notes = hev.from_text(fh, meta={"command": "", "kernel": ""})
+        except OSError as exc:
+            fail(f"--import {import_file}: cannot read ({exc.strerror})")
+        meta["imported_from"] = str(Path(import_file).resolve())
+    else:
+        from desim.hosttrace import tracefs
+
+        err.print(f"recording: {' '.join(command)}", highlight=False)
+        try:
+            text, facts = tracefs.record(list(command))
+        except tracefs.RecordError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted: tracefs restored, nothing was written", code=130)
+        status = int(facts["status"])  # type: ignore[call-overload]
+        cols, meta, notes = hev.from_text(
+            text.splitlines(),
+            skip_until_exec=[int(facts["root_pid"])],  # type: ignore[call-overload]
+            meta={
+                "source": "tracefs",
+                "command": " ".join(command),
+                "kernel": facts["kernel"],
+                "cpus": facts["cpus"],
+                "lost_events": facts["lost_events"],
+                "unseen": facts["missing"],
+                "wall_s": facts["wall_s"],
+                "status": status,
+            },
+        )
+        for ev, loss in dict(facts["missing"]).items():  # type: ignore[call-overload]
+            notes.insert(0, f"this kernel has no {ev}: not seen: {loss}")
+    if not cols["time_ns"]:
+        fail(f"{import_file or ' '.join(command)}: no process events in the trace; nothing written")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        hfmt.write(tmp, cols, meta)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    counts = hfmt.counts({k: np.asarray(v) for k, v in cols.items()})
+    t = Table(title=f"{target}", title_justify="left", show_header=False, box=None)
+    t.add_column(no_wrap=True)
+    t.add_column(justify="right")
+    for k, v in counts.items():
+        t.add_row(k, f"{v:,}")
+    console.print(t)
+    for n in notes:
+        err.print(f"note: {n}", highlight=False, soft_wrap=True)
+    console.print(f"written: {target}")
+    if status:
+        err.print(f"note: the command exited with status {status}", highlight=False)
+        sys.exit(status if 0 < status < 256 else 1)
+
+
+@main.command(name="explore")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Schedules to try (default: the scenario's explore.budget).",
+)
+@click.option(
+    "--time", "time_text", default=None, metavar="DURATION", help="Search this long, e.g. 30s."
+)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the seed.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write the result (default: results/explore/<scenario name>).",
+)
+@click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Rerun a counterexample.yaml exactly instead of searching.",
+)
+def explore_cmd(
+    config: str | None,
+    budget: int | None,
+    time_text: str | None,
+    seed: int | None,
+    out: str | None,
+    replay_file: str | None,
+) -> None:
+    """Search the interleavings of a small scenario for a schedule that breaks its design.
+
+    Exit status 1 with the shortest failing schedule (printed, and written as a replayable
+    file and a Perfetto trace), 0 with what was covered when none breaks it, 2 on bad input.
+    """
+    import desim.config  # noqa: F401 - before the registries: desim.config looks designs up
+    from desim.explore.command import ExploreError, run_explore, run_replay
+
+    def echo(line: str) -> None:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    def note(line: str) -> None:
+        err.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    try:
+        if replay_file is not None:
+            if config is not None or budget is not None or time_text or seed is not None:
+                fail(
+                    "--replay FILE reruns a recorded schedule: give no CONFIG, --budget, "
+                    "--time or --seed with it"
+                )
+            code = run_replay(replay_file, out, echo, note)
+        elif config is None:
+            fail("explore: give a scenario CONFIG, or --replay FILE")
+        else:
+            code = run_explore(config, budget, time_text, seed, out, echo, note)
+    except ExploreError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was written", code=130)
+    sys.exit(code)
 
 
 @main.command()

@@ -345,6 +345,18 @@ class SchedConfig(Strict):
         description="a waking task goes back to its previous CPU when that one is idle "
         "(select_idle_sibling); otherwise any idle CPU, else the least loaded",
     )
+    preempt: Literal["none", "voluntary", "full"] = Field(
+        "voluntary",
+        description="preemption model (preempt= of a PREEMPT_DYNAMIC kernel, "
+        "sched_dynamic_mode); full: kernel code is preempted where preemption is on, RCU "
+        "readers included (needs rcu.flavor: preemptible); none and voluntary: kernel code "
+        "switches only when it sleeps or returns to user mode",
+    )
+    wakeup_preemption: bool = Field(
+        True,
+        description="a woken task may preempt the current one (WAKEUP_PREEMPTION, EEVDF's "
+        "check_preempt_wakeup with RUN_TO_PARITY)",
+    )
     kworker_delay: Duration = Field(
         20_000, description="mm_lifetime mmdrop_async: schedule_work until a kworker frees the mm"
     )
@@ -472,6 +484,13 @@ class Config(Strict):
             raise ValueError(f"rcu.next_fqs_jiffies: at most machine.hz ({hz}), one second")
         if self.rcu.sched_qs_jiffies is not None and self.rcu.sched_qs_jiffies > 86_400 * hz:
             raise ValueError(f"rcu.sched_qs_jiffies: at most one day ({86_400 * hz} jiffies)")
+        if self.sched.preempt == "full" and self.rcu.flavor != "preemptible":
+            # kernel/Kconfig.preempt: every preemption model that can run as full selects
+            # PREEMPTION, and PREEMPT_RCU is TREE_RCU && PREEMPTION (kernel/rcu/Kconfig)
+            raise ValueError(
+                "sched.preempt: full needs rcu.flavor: preemptible (a kernel that preempts "
+                "kernel code has preemptible RCU); use none or voluntary"
+            )
         if self.record.enabled and self.duration // self.record.sample_interval > MAX_SAMPLES:
             raise ValueError(
                 f"record.sample_interval: at most {MAX_SAMPLES:,} samples per run "

@@ -348,6 +348,17 @@ def _resolve(file: str) -> Path:
     )
 
 
+def find_file(file: str) -> list[Path]:
+    """Where a relative ``file`` of a config is looked for, in order (next to the config being
+    loaded, then the current directory); an absolute one is looked for where it says. Other
+    plugins' input files (a replay's trace) are found as empirical samples are."""
+    p = Path(file).expanduser()
+    if p.is_absolute():
+        return [p]
+    base = _BASE_DIR.get()
+    return ([base / p] if base is not None else []) + [Path.cwd() / p]
+
+
 def _read_csv(path: Path, column: str | int, parse) -> list[float]:
     out: list[float] = []
     try:  # a regular file of bounded size only (desim.inputs), never /dev/zero

@@ -23,6 +23,7 @@ FAILED = "FAILED"
 SWEEP = "SWEEP"
 REPORT = "REPORT"
 PROBE = "PROBE"
+EXPLORE = "EXPLORE"  # a desim explore result: counterexample or coverage
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"

@@ -5,7 +5,8 @@ directory's life follows one set of rules:
 
 * **What a directory is** (``classify``): a *run* holds ``DONE`` (finished) or ``FAILED`` with
   its ``manifest.json``; a *sweep* holds ``SWEEP`` (or, written by older desim, an
-  ``experiment.yaml`` beside ``runs/``); a *report* holds ``REPORT``, a *probe* ``PROBE``. Anything else is the
+  ``experiment.yaml`` beside ``runs/``); a *report* holds ``REPORT``, a *probe* ``PROBE``, an
+  *explore* result ``EXPLORE``. Anything else is the
   user's, and desim never deletes or writes into it.
 * **What may be replaced** (``check_target``): a missing or empty directory, or desim's own
   directory of the same kind and source; another source needs ``--force``; never ``.``, an
@@ -37,6 +38,7 @@ from pathlib import Path
 from desim.records import (
     CONFIG,
     DONE,
+    EXPLORE,
     FAILED,
     MANIFEST,
     OPTIONAL_PARQUETS,
@@ -76,8 +78,8 @@ def _is_temp(name: str) -> bool:
 
 
 def classify(path: str | Path) -> str:
-    """``missing``, ``empty``, ``run``, ``failed``, ``sweep``, ``report``, ``probe``, ``file`` or
-    ``other``."""
+    """``missing``, ``empty``, ``run``, ``failed``, ``sweep``, ``report``, ``probe``,
+    ``explore``, ``file`` or ``other``."""
     p = Path(path)
     if p.is_symlink():
         return "other"
@@ -101,6 +103,8 @@ def classify(path: str | Path) -> str:
         return "report"
     if PROBE in names:
         return "probe"
+    if EXPLORE in names:
+        return "explore"
     return "other"
 
 
@@ -182,7 +186,8 @@ def check_target(
     force: bool = False,
     option: str = "--out",
 ) -> Target:
-    """Check that ``path`` may receive a new ``want`` (``run``, ``sweep``, ``report``, ``probe``).
+    """Check that ``path`` may receive a new ``want`` (``run``, ``sweep``, ``report``, ``probe``,
+    ``explore``).
 
     ``source`` is what the new content comes from (a config path for a run, the experiment name
     for a sweep); replacing desim's own directory of another source needs ``force``.
@@ -234,10 +239,11 @@ def check_target(
                 f"{hint} or --force to replace it"
             )
         return Target(p, kind, True)
-    if want in ("report", "probe"):
+    if want in ("report", "probe", "explore"):
         if kind != want:
+            what = "an explore result" if want == "explore" else f"a {want}"
             raise RunDirError(
-                f"{label}: {_describe(kind)}; desim {want} only replaces a {want} it wrote{hint}"
+                f"{label}: {_describe(kind)}; desim {want} only replaces {what} it wrote{hint}"
             )
         return Target(p, kind, True)
     raise ValueError(want)
@@ -250,6 +256,7 @@ def _describe(kind: str) -> str:
         "sweep": "holds a desim sweep",
         "report": "holds a desim report",
         "probe": "holds a desim probe",
+        "explore": "holds a desim explore result",
         "other": "is not empty and was not written by desim",
     }[kind]
 

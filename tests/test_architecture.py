@@ -53,7 +53,27 @@ RULES = {
         "desim.report",
         "desim.cli",
     ],
+    "desim.hosttrace": [
+        "simpy",
+        "pandas",
+        "desim.model",
+        "desim.allocators",
+        "desim.workloads",
+        "desim.engine",
+        "desim.sweep",
+        "desim.report",
+        "desim.cli",
+    ],
     "desim.sweep": ["desim.report", "desim.cli"],
+    "desim.explore": [
+        "pandas",
+        "seaborn",
+        "desim.report",
+        "desim.sweep",
+        "desim.cli",
+        "desim.engine",
+        "desim.results",
+    ],
     "desim.engine": ["pandas", "seaborn", "desim.report", "desim.sweep", "desim.cli"],
 }
 

@@ -251,3 +251,18 @@ def test_default_config_comment_is_true():
     marked = {ln.split(":")[0].strip() for ln in text.splitlines() if "(default:" in ln}
     differ = {k for k in ours if not k.startswith("workload") and ours[k] != defaults.get(k)}
     assert differ == marked == {"warmup"}
+
+
+def test_list_runs_in_a_fresh_interpreter():
+    # CliRunner shares this process's imports; `desim list` as a user runs it starts from none
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", "from desim.cli import main; main(['list'])"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "server-db" in r.stdout and "percpu-pool" in r.stdout

@@ -12,7 +12,17 @@ from desim.config import ConfigError, load_config
 from desim.engine import build, simulate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = ["kernel-build", "shmem-thp-db", "fork-server", "lockstress", "spawn-loop"]
+PRESETS = [
+    "kernel-build",
+    "shmem-thp-db",
+    "fork-server",
+    "lockstress",
+    "spawn-loop",
+    "server-db",
+    "s390-lpar",
+    "madv-collapse",
+    "replay-example",
+]
 # shortened: the structure of each preset is kept, its run is cut to a few ms and its
 # populations shrunk so 4 presets x every design stay within a few seconds
 SHORT = ["duration=8ms", "warmup=1ms"]
@@ -22,6 +32,26 @@ SHRINK = {
     "shmem-thp-db": ["workload.processes.tables=16", "machine.cpus=8"],
     "fork-server": [],
     "lockstress": [],
+    # the scaled presets at a few processes of a few tables (their structure kept: backends
+    # on their own CPUs, KVM guests, per-process rates)
+    "server-db": [
+        "machine.cpus=8",
+        "workload.processes.scale=0.02",
+        "workload.processes.tables=16",
+    ],
+    "s390-lpar": [
+        "machine.cpus=8",
+        "workload.processes.scale=0.02",
+        "workload.processes.tables=16",
+        "workload.processes.guest_tables=32",
+    ],
+    "madv-collapse": [
+        "machine.cpus=8",
+        "workload.processes.initial=8",
+        "workload.processes.persistent=8",
+        "workload.processes.tables=16",
+    ],
+    "replay-example": ["workload.replay.timing=closed"],
 }
 
 
@@ -103,3 +133,49 @@ def test_lockstress_preset_saturates_its_lock():
     s = _run("lockstress", ["duration=20ms", "warmup=2ms"])
     assert s["lock.lockstress.contention_ratio"] > 0.9
     assert s.get("count.tables.allocated", 0) == 0
+
+
+def test_server_db_backends_live_on_their_own_cpus_and_map_what_they_promise():
+    sets = ["duration=30ms", "warmup=0ms", "machine.cpus=16", "workload.processes.scale=0.03125"]
+    cfg = load_config(CONFIGS / "server-db.yaml", sets)
+    m = build(cfg)
+    m.env.run(until=1_000_000)
+    assert len(m.mms) == 16  # 512 x 1/32: one backend per CPU
+    from desim.workloads.base import shared
+
+    assert sorted(c.id for c in shared(m).homes.values()) == list(range(16))
+    tables = sum(len(mm.tables) for mm in m.mms)
+    assert 16 * 1024 <= tables <= 16 * 3072
+    s = simulate(cfg).summary
+    assert s["mem.live.peak_bytes"] >= tables * 4096
+    assert s["count.munmap.count"] > 0 and s["count.gup_fast.walks"] > 0
+    assert s["safety.violations"] == 0
+
+
+def test_s390_lpar_guests_take_full_pages_and_are_never_collapsed():
+    sets = [
+        "duration=60ms",
+        "warmup=0ms",
+        "machine.cpus=8",
+        "workload.processes.scale=0.05",
+        "workload.processes.guest_tables=64",
+        "workload.madv_collapse={rate: 2000/s}",
+    ]
+    cfg = load_config(CONFIGS / "s390-lpar.yaml", sets)
+    m = build(cfg)
+    m.env.run(until=1_000_000)
+    guests = [mm for mm in m.mms if mm.pgste]
+    assert len(guests) == 2 and all(len(mm.tables) == 64 for mm in guests)
+    s = simulate(cfg).summary
+    assert s["count.s390.pgste_pages"] >= 128  # a page per guest table
+    assert s.get("count.s390.pgste_defer", 0) == 0  # no guest table ever retracted
+    assert s["count.collapse.madvise"] > 0 and s["safety.violations"] == 0
+
+
+def test_madv_collapse_frees_every_table_it_retracts_with_pte_free_defer():
+    sets = ["duration=50ms", "warmup=0ms", "workload.processes.tables=64"]
+    s = _run("madv-collapse", sets)
+    # 64 processes x 20/s x 50 ms, each call retracting one table
+    assert abs(s["count.tables.deferred"] - 64) <= 5 * 8
+    assert s["count.tables.deferred"] == s["count.collapse.madvise"]
+    assert s.get("count.tables.gathered", 0) == 0 and s["safety.violations"] == 0

@@ -101,3 +101,20 @@ def test_bad_quantities_are_unit_errors(fn, text, needle):
 )
 def test_quantities_still_read(fn, text, value):
     assert fn(text) == value
+
+
+def test_every_element_writes_its_default_times_with_units():
+    """Element params validate their defaults inside ``units_required`` (a user's config): a
+    default time written as a bare number would be refused there, naming a field the user never
+    wrote."""
+    from desim.distributions import TIME_UNITS
+    from desim.workloads import ELEMENTS
+
+    bare = []
+    for name in ELEMENTS.names():
+        for field, info in ELEMENTS.get(name).Params.model_fields.items():
+            d = info.default
+            is_time = TIME_UNITS in info.metadata
+            if is_time and isinstance(d, int | float) and not isinstance(d, bool) and d:
+                bare.append(f"{name}.{field}={d}")
+    assert bare == []

@@ -77,6 +77,9 @@ class CPU:
         "trace",
         "sched",
         "curr",
+        "locks",
+        "kpreempt",
+        "resched",
     )
 
     def __init__(self, machine: Machine, cpu_id: int) -> None:
@@ -117,6 +120,9 @@ class CPU:
         self.trace = None  # set by the tracer when one is recording
         self.sched = None  # the scheduler, once a closed-loop workload made one
         self.curr = None  # the scheduler's task running here (user or kernel mode)
+        self.locks = 0  # spinlocks held or spun on: preempt_count's PREEMPT_MASK part
+        self.kpreempt = False  # preempt=full: the scheduler's tasks are preempted in kernel code
+        self.resched = False  # TIF_NEED_RESCHED of the current scheduler task
 
     def __repr__(self) -> str:
         return f"cpu{self.id}"
@@ -242,10 +248,17 @@ class CPU:
         return lost
 
     # -- charging CPU time ----------------------------------------------------------------------
-    def compute(self, ns: int) -> Timeout:
-        """Spend ``ns`` of CPU time now as the owner, plus whatever it owes."""
+    def compute(self, ns: int) -> Event:
+        """Spend ``ns`` of CPU time now as the owner, plus whatever it owes.
+
+        Under ``sched.preempt: full`` a scheduler task's kernel code is preemptible outside
+        spinlocks, bh and IRQs-off sections: the step may then last longer than ``ns`` (it
+        resumes where it was when the task runs again; ``Scheduler.kernel_step``).
+        """
         d = ns + self.debt
         self.debt = 0
+        if self.kpreempt and self.owner is self.curr is not None and not self.softirq_running:
+            return self.sched.kernel_step(self, d)
         return Timeout(self.env, d)
 
     def charge(self, ns: int) -> None:

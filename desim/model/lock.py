@@ -42,6 +42,7 @@ class SpinLock:
             self.acquire_at(cpu, self.env._now)
             return None
         self.stats.contended += 1
+        cpu.locks += 1  # preemption is off from the spin on (spin_lock's preempt_disable)
         ev = Event(self.env)
         self.waiters.append((cpu, ev, self.env._now))
         if cpu.trace is not None:
@@ -51,6 +52,7 @@ class SpinLock:
     def release(self, cpu: CPU) -> None:
         if self.holder is not cpu:
             raise RuntimeError(f"{self.stats.name}: released by cpu{cpu.id}, held by {self.holder}")
+        cpu.locks -= 1
         env = self.env
         now = env._now
         st = self.stats
@@ -86,6 +88,7 @@ class SpinLock:
         """
         self.holder = cpu
         self.t_acquired = t
+        cpu.locks += 1
         st = self.stats
         st.uncontended += 1
         last = self.last_cpu

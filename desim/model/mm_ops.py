@@ -78,8 +78,12 @@ def populate(m: Machine, cpu: CPU, task, mm: MM, shmem: bool):
     return table
 
 
-def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
-    """One minor fault in ``mm`` on the table at fraction ``pick`` of its tables."""
+def handle_fault(
+    m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool, want: PageTable | None = None
+):
+    """One minor fault in ``mm`` on the table at fraction ``pick`` of its tables, or on ``want``
+    while it is attached (a replayed fault knows its table). Returns the table it faulted on
+    (None: the mm exited, or no table could be had)."""
     env = m.env
     costs = m.costs
     # one draw per fault, on either path below: the lookahead takes it when the walk starts,
@@ -94,17 +98,21 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         yield from m.sleep(cpu, task, ev)
     if not mm.alive:
         sem.up_read()
-        return
+        return None
     safety = m.safety
+    table = None
     while True:
         tables = mm.tables
-        if len(tables) < mm.target_tables:
+        if want is not None and want.state == LIVE:
+            table = want
+        elif len(tables) < mm.target_tables:
             table = yield from populate(m, cpu, task, mm, shmem)
             if table is None:
                 break
         elif tables:
             table = tables[int(pick * len(tables))]
         else:
+            table = None
             break
         # pte_offset_map(): the RCU reader begins; the table pointer is read from the PMD.
         cpu.rcu_read_lock()
@@ -131,7 +139,11 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
             lock.acquire_at(cpu, t2)
             d += fault_work()
         else:
-            yield Timeout(env, d)
+            if cpu.kpreempt and cpu.owner is cpu.curr:
+                # preempt=full: the walk is preemptible, inside the RCU reader
+                yield cpu.sched.kernel_step(cpu, d)
+            else:
+                yield Timeout(env, d)
             if safety is not None:
                 safety.table_access(cpu, table, gen, "pte read")
             ev = lock.acquire(cpu)
@@ -152,10 +164,16 @@ def handle_fault(m: Machine, cpu: CPU, task, mm: MM, pick: float, shmem: bool):
         if safety is not None:
             safety.table_access(cpu, table, gen, "pte write")
         lock.release(cpu)
+        if cpu.resched and cpu.kpreempt:
+            # pte_unmap_unlock: the ptl's preempt_enable switches, still inside the reader
+            ev = cpu.sched.preempt_point(cpu)
+            if ev is not None:
+                yield ev
         cpu.rcu_read_unlock()
         break
     sem.up_read()
     m.recorders["fault"](env._now - t0)
+    return table
 
 
 def retract_page_tables(
@@ -178,6 +196,13 @@ def retract_page_tables(
             continue  # the mm exited or unmapped the range meanwhile
         t0 = env._now
         yield from _lock(mm.pmd_lock, cpu)
+        if table.state != LIVE:
+            # Another collapse of the range retracted it while we waited. In the kernel the
+            # huge folio's lock serialises collapses of one range (collapse_file holds it over
+            # retract_page_tables, collapse_pte_mapped_thp takes it first), and the later one
+            # finds the PMD no longer pointing at a PTE table (find_pmd_or_thp_or_none).
+            mm.pmd_lock.release(cpu)
+            continue
         ptl = table.page.ptl
         yield from _lock(ptl, cpu)
         table.state = DETACHED
@@ -219,9 +244,18 @@ def _free_tables(m: Machine, cpu: CPU, mm: MM, tables: list[PageTable]):
     m.counters["tlb.batches"] += tlb.batches
 
 
-def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int, remap: bool = False):
+def do_munmap(
+    m: Machine,
+    cpu: CPU,
+    task,
+    mm: MM,
+    count: int,
+    remap: bool = False,
+    victims: list[PageTable] | None = None,
+):
     """munmap of a range covering ``count`` tables of ``mm`` (``remap``: mapped again at once,
-    so its faults will populate the tables anew)."""
+    so its faults will populate the tables anew); ``victims``: exactly these tables (those
+    still attached when the mmap_lock is had), however many that is, none included."""
     env = m.env
     t0 = env._now
     if cpu.trace is not None:
@@ -229,12 +263,17 @@ def do_munmap(m: Machine, cpu: CPU, task, mm: MM, count: int, remap: bool = Fals
     ev = mm.mmap_lock.down_write()
     if ev is not None:
         yield from m.sleep(cpu, task, ev)
-    if mm.alive and mm.tables:
+    if mm.alive and (mm.tables or victims is not None):
         ev = m.i_mmap_lock.down_write()
         if ev is not None:
             yield from m.sleep(cpu, task, ev)
-        victims = mm.tables[-count:]
-        del mm.tables[-count:]
+        if victims is None:
+            victims = mm.tables[-count:]
+            del mm.tables[-count:]
+        else:
+            victims = [t for t in victims if t.state == LIVE]
+            gone = set(map(id, victims))
+            mm.tables[:] = [t for t in mm.tables if id(t) not in gone]
         if not remap:
             mm.target_tables -= len(victims)
         for t in victims:

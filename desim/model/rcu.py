@@ -38,7 +38,8 @@ and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree
   set ``rcu_urgent_qs``. The kthread itself runs on a CPU (its last one, or an idle one when
   that one is busy: ``select_task_rq``'s idle-sibling choice): that CPU is not in an EQS while
   a scan runs, which is why an idle machine waits two scans for the kthread's own CPU.
-* **Preemptible readers**: a reader preempted (``CPU.preempt``) goes on the blocked-tasks list
+* **Preemptible readers**: a reader preempted (``CPU.preempt``, or the scheduler under
+  ``sched.preempt: full``, ``desim.model.sched``) goes on the blocked-tasks list
   (``rcu_preempt_ctxt_queue``); it blocks the current GP if its CPU had not yet reported, and
   every GP that starts while it is listed (``rcu_gp_init`` sets ``gp_tasks``). Its outermost
   ``rcu_read_unlock`` takes it off (``rcu_read_unlock_special``), which may end the GP.
@@ -48,7 +49,10 @@ and after which kernel code (kernel/rcu/tree.c, tree_plugin.h, tree_nocb.h, tree
   above 100 is cut after ``rcu_resched_ns`` (``batch_time``); ``__call_rcu_core`` raises a
   CPU's ``blimit`` to ``DEFAULT_MAX_RCU_BLIMIT`` when its queue grows by ``qhimark`` during a
   GP, ``rcu_do_batch`` restores it below ``qlowmark``. Callbacks run on the CPU that queued
-  them, so callbacks queued on different CPUs run in no guaranteed order.
+  them, so callbacks queued on different CPUs run in no guaranteed order. On a machine with
+  a scheduler, a softirq past ``__do_softirq``'s budget (10 runs, 2 ms, ``need_resched``)
+  leaves the rest to the CPU's ksoftirqd task (``_invoke``, ``run_ksoftirqd``).
+  ``rcutree.use_softirq=0`` (callbacks in the per-CPU rcuc kthread) is not modelled.
 * **Offloaded CPUs and lazy RCU** (``rcu.nocb_cpus``, ``rcu.lazy``; tree_nocb.h): an offloaded
   CPU's callbacks are handled by its rcuog/rcuo kthreads: queued callbacks request their GP at
   once (``wake_nocb_gp``), are advanced at GP end (``rcu_nocb_gp_cleanup``) and invoked by the
@@ -98,6 +102,8 @@ DEFAULT_MAX_RCU_BLIMIT = 10_000  # kernel/rcu/tree.c
 QLOWMARK = 100  # qlowmark: blimit comes back below this many queued
 RCU_DIVISOR = 7  # rcu_divisor: a batch is at least pending >> 7
 BIG_BATCH = 100  # rcu_do_batch applies its time limit above this batch
+MAX_SOFTIRQ_RESTART = 10  # kernel/softirq.c: __do_softirq's runs before ksoftirqd takes over
+MAX_SOFTIRQ_MS = 2  # kernel/softirq.c MAX_SOFTIRQ_TIME, msecs_to_jiffies(2)
 
 # Tests only: the tick visits every CPU and the GP kthread's placement scans every CPU, as
 # before they were made incremental (the lazy paths must give the same run).
@@ -286,6 +292,10 @@ class RCU:
         self.invoked = 0
         self.max_pending = 0
         self.lazy_flushes = 0
+        self.ksoftirqd_wakeups = 0
+        self.ksoftirqd_callbacks = 0
+        # msecs_to_jiffies(MAX_SOFTIRQ_MS), rounded up as the kernel does
+        self.softirq_jiffies = -(-MAX_SOFTIRQ_MS * 1_000_000 // self.jiffy)
         env.process(self._gp_kthread())
         env.process(self._ticker())
 
@@ -304,6 +314,8 @@ class RCU:
         s["rcu.callbacks_invoked"] = self.invoked
         s["rcu.callbacks_pending_end"] = self.pending
         s["rcu.callbacks_pending_max"] = self.max_pending
+        s["rcu.ksoftirqd_wakeups"] = self.ksoftirqd_wakeups
+        s["rcu.ksoftirqd_callbacks"] = self.ksoftirqd_callbacks
         return s
 
     def clear_stats(self) -> None:
@@ -311,6 +323,7 @@ class RCU:
             h.clear()
         self.gp_spans.clear()
         self.queued = self.invoked = self.lazy_flushes = 0
+        self.ksoftirqd_wakeups = self.ksoftirqd_callbacks = 0
         self.max_pending = self.pending
 
     # -- update side --------------------------------------------------------------------------
@@ -734,65 +747,129 @@ class RCU:
         self.env.process(self._invoke(c))
 
     def _invoke(self, cpu: CPU):
-        """``rcu_do_batch`` (RCU_SOFTIRQ, or the rcuo kthread of an offloaded CPU)."""
+        """RCU_SOFTIRQ on ``cpu`` (``__do_softirq`` → ``rcu_core`` → ``rcu_do_batch``), or the
+        rcuo kthread of an offloaded CPU.
+
+        One batch per softirq run; ``rcu_do_batch`` raises the softirq again while callbacks
+        are ready, and ``__do_softirq`` restarts at most ``MAX_SOFTIRQ_RESTART`` (10) times
+        within ``MAX_SOFTIRQ_TIME`` (2 ms, in jiffies: until the jiffy counter reaches
+        ``jiffies + msecs_to_jiffies(2)``) and while ``need_resched()`` is false
+        (kernel/softirq.c, v6.6); past that it wakes the CPU's ksoftirqd (``wakeup_softirqd``),
+        a normal task that runs the rest when the scheduler picks it (``run_ksoftirqd``). The
+        budget applies on machines with a scheduler (closed-loop workloads), where ksoftirqd
+        is a task; without one every batch runs here, as softirq time.
+        """
+        env = self.env
+        cbs = cpu.cbs
+        tr = cpu.trace
+        if tr is not None:
+            tr.softirq_begin(cpu)
+        sched = cpu.sched
+        budget = sched is not None and not cpu.offloaded
+        if budget:
+            j = self.jiffy
+            end = env._now // j + self.softirq_jiffies
+            restarts = MAX_SOFTIRQ_RESTART
+        while cbs.done:
+            yield from self._batch(cpu, True)
+            if budget and cbs.done:
+                restarts -= 1
+                if not restarts or env._now // j >= end or cpu.resched:
+                    if tr is not None:
+                        tr.softirq_end(cpu)
+                    cpu.softirq_running = False
+                    self.ksoftirqd_wakeups += 1
+                    sched.wake_ksoftirqd(cpu)  # type: ignore[union-attr]
+                    return
+        if tr is not None:
+            tr.softirq_end(cpu)
+        cpu.softirq_running = False
+
+    def run_ksoftirqd(self, cpu: CPU):
+        """``run_ksoftirqd`` (generator), run by ``cpu``'s ksoftirqd task owning ``cpu``: each
+        ``__do_softirq`` with its own budget, then ``cond_resched``; until no callback is
+        ready. A softirq raised meanwhile (a tick's irq exit) does not run inline while
+        ksoftirqd is serving one; while ksoftirqd only waits for the CPU it does (v6.6, after
+        the revert of "softirq: Let ksoftirqd do its job")."""
+        env = self.env
+        cbs = cpu.cbs
+        j = self.jiffy
+        while cbs.done and not cpu.softirq_running:
+            cpu.softirq_running = True
+            end = env._now // j + self.softirq_jiffies
+            restarts = MAX_SOFTIRQ_RESTART
+            while True:
+                self.ksoftirqd_callbacks += yield from self._batch(cpu, False)
+                restarts -= 1
+                if not cbs.done or not restarts or env._now // j >= end or cpu.resched:
+                    break
+            cpu.softirq_running = False
+            if cbs.done:
+                ev = cpu.sched.preempt_point(cpu)  # type: ignore[union-attr]  # cond_resched
+                if ev is not None:
+                    yield ev
+
+    def _batch(self, cpu: CPU, inline: bool):
+        """One ``rcu_do_batch`` (generator; returns how many callbacks it invoked).
+
+        ``inline``: softirq time taken from whatever runs on ``cpu``; otherwise the time of
+        the task owning ``cpu`` (ksoftirqd).
+        """
         env = self.env
         cbs = cpu.cbs
         overhead = self.cb_overhead
         tr = cpu.trace
-        if tr is not None:
-            tr.softirq_begin(cpu)
-        while cbs.done:
-            # The divisor applies to the callbacks ready now (the DONE segment), not to all
-            # the CPU's callbacks (rcu_segcblist_get_seglen(RCU_DONE_TAIL)).
-            bl = max(cpu.blimit, len(cbs.done) >> RCU_DIVISOR)
-            tlimit = self.batch_time if bl > BIG_BATCH else 0
-            cost = 0
-            k = 0
-            done = cbs.done
-            while done:
-                func, arg, c_cost, t_queued = done.popleft()
-                if tr is not None:
-                    tr.callback(cpu, func, arg, t_queued, env._now + cost, overhead + c_cost)
-                k += 1
-                cost += overhead + c_cost
-                d0 = cpu.debt
-                r = func(cpu, arg)
-                # What the callback charged (freeing pages) is softirq time, not the owner's.
-                cost += cpu.debt - d0
-                cpu.debt = d0
-                if r is not None:
-                    # A callback that must take a lock runs as a generator.
-                    yield Timeout(env, cost)
-                    cpu.steal(cost)
-                    cpu.softirq_ns += cost
-                    cost = 0
-                    yield from r
-                # Past the batch limit, stop unless the CPU is idle (nothing to hand it back
-                # to); a big batch also stops at its time limit, checked every 32 callbacks.
-                if k >= bl and not cpu.idle:
-                    break
-                if tlimit and not (k & 31) and cost >= tlimit:
-                    break
-            cbs.n -= k
-            self.pending -= k
-            if not cpu.offloaded:
-                self.tick_cbs -= k
-            self.invoked += k
-            n = cbs.n
-            if cpu.blimit >= DEFAULT_MAX_RCU_BLIMIT and n <= QLOWMARK:
-                cpu.blimit = self.blimit
-            if n == 0:
-                cpu.qlen_last_fqs_check = 0
-                self.cb_cpus.discard(cpu.id)
-            elif n < cpu.qlen_last_fqs_check - self.qhimark:
-                cpu.qlen_last_fqs_check = n
-            if cost:
+        # The divisor applies to the callbacks ready now (the DONE segment), not to all
+        # the CPU's callbacks (rcu_segcblist_get_seglen(RCU_DONE_TAIL)).
+        bl = max(cpu.blimit, len(cbs.done) >> RCU_DIVISOR)
+        tlimit = self.batch_time if bl > BIG_BATCH else 0
+        cost = 0
+        k = 0
+        done = cbs.done
+        while done:
+            func, arg, c_cost, t_queued = done.popleft()
+            if tr is not None:
+                tr.callback(cpu, func, arg, t_queued, env._now + cost, overhead + c_cost)
+            k += 1
+            cost += overhead + c_cost
+            d0 = cpu.debt
+            r = func(cpu, arg)
+            # What the callback charged (freeing pages) is softirq time, not the owner's.
+            cost += cpu.debt - d0
+            cpu.debt = d0
+            if r is not None:
+                # A callback that must take a lock runs as a generator.
                 yield Timeout(env, cost)
-                cpu.steal(cost)
+                if inline:
+                    cpu.steal(cost)
                 cpu.softirq_ns += cost
-        if tr is not None:
-            tr.softirq_end(cpu)
-        cpu.softirq_running = False
+                cost = 0
+                yield from r
+            # Past the batch limit, stop unless the CPU is idle (nothing to hand it back
+            # to); a big batch also stops at its time limit, checked every 32 callbacks.
+            if k >= bl and not cpu.idle:
+                break
+            if tlimit and not (k & 31) and cost >= tlimit:
+                break
+        cbs.n -= k
+        self.pending -= k
+        if not cpu.offloaded:
+            self.tick_cbs -= k
+        self.invoked += k
+        n = cbs.n
+        if cpu.blimit >= DEFAULT_MAX_RCU_BLIMIT and n <= QLOWMARK:
+            cpu.blimit = self.blimit
+        if n == 0:
+            cpu.qlen_last_fqs_check = 0
+            self.cb_cpus.discard(cpu.id)
+        elif n < cpu.qlen_last_fqs_check - self.qhimark:
+            cpu.qlen_last_fqs_check = n
+        if cost:
+            yield Timeout(env, cost)
+            if inline:
+                cpu.steal(cost)
+            cpu.softirq_ns += cost
+        return k
 
 
 def _barrier_cb(cpu: CPU, state: list) -> None:

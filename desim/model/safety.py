@@ -138,6 +138,9 @@ class SafetyChecker:
                 SpinLock.release(self, cpu)
 
         self._freed_lock_class = FreedLock
+        # Called as on_note(t, cpu, obj, what) for every history entry: desim explore prints a
+        # counterexample from it, in the designs' own words. None (the default) costs nothing.
+        self.on_note = None
         if audit_interval:
             self.env.process(self._auditor(audit_interval))
 
@@ -148,6 +151,8 @@ class SafetyChecker:
         if h is None:
             h = obj.history = deque(maxlen=self.depth)
         h.append((self.env._now, -1 if cpu is None else cpu.id, what))
+        if self.on_note is not None:
+            self.on_note(self.env._now, cpu, obj, what)
 
     def violation(self, kind: str, cpu: CPU | None, objects: tuple, message: str) -> None:
         self.counts[kind] += 1
@@ -347,24 +352,28 @@ class SafetyChecker:
 
     def _auditor(self, interval: int):
         """Poll the design's own invariants and its memory books between events."""
-        m = self.machine
         env = self.env
-        page_size = m.config.machine.page_size
         while True:
             yield Timeout(env, interval)
-            alloc = m.allocator
-            errors = list(alloc.invariant_errors())
-            held = alloc.account.held
-            pages = len(alloc.held_pages)
-            if held != pages * page_size:
-                errors.append(
-                    f"{alloc.name}: memory books say {held} B held but the design "
-                    f"holds {pages} pages of {page_size} B"
-                )
-            for msg in errors:
-                if msg not in self._reported_invariants:  # a lasting breakage reports once
-                    self._reported_invariants.add(msg)
-                    self.violation("invariant", None, (), msg)
+            self.audit()
+
+    def audit(self) -> None:
+        """Check the design's invariants and its memory books now (between two events)."""
+        m = self.machine
+        alloc = m.allocator
+        page_size = m.config.machine.page_size
+        errors = list(alloc.invariant_errors())
+        held = alloc.account.held
+        pages = len(alloc.held_pages)
+        if held != pages * page_size:
+            errors.append(
+                f"{alloc.name}: memory books say {held} B held but the design "
+                f"holds {pages} pages of {page_size} B"
+            )
+        for msg in errors:
+            if msg not in self._reported_invariants:  # a lasting breakage reports once
+                self._reported_invariants.add(msg)
+                self.violation("invariant", None, (), msg)
 
 
 def format_violation(rec: dict) -> list[str]:

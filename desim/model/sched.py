@@ -19,9 +19,30 @@ nothing. What is modelled, and after which kernel code (Linux v6.6):
   is runnable). A tick event exists on a CPU only while a slice can expire there: it is armed
   when a second task becomes runnable, at the first jiffy boundary at or after the current
   task's slice end, not every jiffy. A task in user mode is switched out at that tick; one in
-  kernel code keeps ``need_resched`` and is switched out on its way back to user mode
-  (``exit_to_user_mode_loop``): kernel code is not preempted (PREEMPT_NONE/VOLUNTARY
-  behaviour; on a full-preemption kernel the tick could preempt it in place).
+  kernel code gets ``need_resched`` (``cpu.resched``) and what follows depends on the
+  preemption model below.
+* **The preemption model** (``sched.preempt``: the ``preempt=`` of a PREEMPT_DYNAMIC kernel,
+  kernel/sched/core.c ``sched_dynamic_mode``/``sched_dynamic_update``). Its default follows
+  the Kconfig choice (kernel/Kconfig.preempt); Debian-family x86 kernels build
+  PREEMPT_DYNAMIC with PREEMPT_VOLUNTARY, hence ``voluntary``, over preemptible RCU (the
+  build is PREEMPTION). ``none`` and ``voluntary``: kernel code switches only when it sleeps
+  or on its way back to user mode (``exit_to_user_mode_loop``); the ``cond_resched`` /
+  ``might_resched`` points inside long kernel loops are not modelled (desim's kernel steps
+  last microseconds). ``full`` (``preempt_schedule`` and ``irqentry_exit_cond_resched`` on):
+  a task in a kernel step (``CPU.compute``, a fault's page-table walk) is switched out in
+  place by the tick or a wake-up, and resumes the step's rest when it runs again; under a
+  spinlock, ``_bh`` section, IRQs off or in a softirq (``preemptible()`` false) the switch
+  waits for the next ``preempt_enable``: the next kernel step, or the fault's ptl unlock,
+  which is inside its RCU reader (``pte_unmap_unlock``). A task preempted inside an RCU
+  reader goes on the blocked-tasks list (``_leave_in_kernel``); ``full`` needs the
+  preemptible flavour (PREEMPTION selects PREEMPT_RCU). A task preempted in kernel code
+  stays on its CPU's run queue (``newidle_balance`` does not pull it).
+  Kernel work outside the scheduler (kthreads taking a CPU with ``cpu.acquire``) is not
+  preempted.
+* **Wake-up preemption** (``check_preempt_wakeup``, EEVDF with ``RUN_TO_PARITY`` in v6.6;
+  ``_wakeup_preempts``): a task woken onto a CPU whose current task runs alone preempts it
+  once that task has used its first slice and the woken task's virtual deadline is not later
+  (equal weights, zero lag). A woken task joining a non-empty run queue waits in turn.
 * **Context switches** (``__schedule``, ``context_switch``, ``finish_task_switch``): each one is
   an RCU quiescent state (``rcu_note_context_switch``) on both flavours; switching between two
   tasks costs ``sched.switch_cost`` of CPU time, taken from the incoming task. A task sleeping
@@ -33,9 +54,12 @@ nothing. What is modelled, and after which kernel code (Linux v6.6):
   (``select_idle_sibling``), else the first idle CPU allowed, else the least loaded one (fewest
   runnable tasks). A task's ``allowed`` CPUs are its affinity mask (``sched_setaffinity``).
   A CPU about to go idle pulls the first waiting task of the busiest run queue
-  (``newidle_balance``), so no CPU idles while a task it may run waits. Wake-up preemption
-  (``check_preempt_wakeup_fair``) and periodic load balancing are not modelled: a woken task
-  waits for the current one's slice.
+  (``newidle_balance``), so no CPU idles while a task it may run waits. Periodic load
+  balancing (``rebalance_domains`` from the tick) is not modelled. What that costs: with
+  more runnable tasks than CPUs, run queues may stay uneven while every CPU is busy (a task
+  waits behind two others on one CPU while another CPU has none waiting), so the run-queue
+  wait's spread and tail are overstated there; throughput is not, since no CPU idles while a
+  task it may run waits. A task preempted in kernel code stays on its CPU until it runs.
 """
 
 from __future__ import annotations
@@ -74,6 +98,11 @@ class Task:
         "kernel_resume",
         "wait_since",
         "name",
+        "kev",
+        "kend",
+        "krem",
+        "knest",
+        "kdebt",
     )
 
     def __init__(self, tid: int, name: str, allowed: list | None) -> None:
@@ -88,18 +117,26 @@ class Task:
         self.in_burst = False  # running user code in ``run_user``
         self.kernel_resume = False  # woken from a sleep in kernel code
         self.wait_since = -1  # when it became runnable (run-queue wait)
+        # preempt=full: a kernel step in progress (``kernel_step``) and, while the task is
+        # preempted in kernel code, what it resumes with
+        self.kev: Event | None = None  # fires when the step's CPU time has been spent
+        self.kend = 0  # when the step ends if the task keeps its CPU
+        self.krem = -1  # CPU time of the step left (-1: not preempted inside a step)
+        self.knest = 0  # its RCU read-side depth (rcu_read_lock_nesting)
+        self.kdebt = 0  # CPU time it owed
 
     def __repr__(self) -> str:
         return f"{self.name}[{self.id}]"
 
 
 class RunQueue:
-    __slots__ = ("queue", "tick_armed", "run_start")
+    __slots__ = ("queue", "tick_armed", "run_start", "deadline")
 
     def __init__(self) -> None:
         self.queue: deque[Task] = deque()
         self.tick_armed = False
         self.run_start = 0  # when the current task got the CPU (its slice)
+        self.deadline = 0  # the current task's deadline, as CPU time (``_deadline``)
 
 
 class Scheduler:
@@ -114,8 +151,12 @@ class Scheduler:
         self.slice = cfg.effective_slice(len(m.cpus))
         self.switch_cost = cfg.switch_cost
         self.wake_affine = cfg.wake_affine
+        self.full = cfg.preempt == "full"
+        self.wakeup_preempt = cfg.wakeup_preemption
+        self.irqs_off = m.irqs_off
         self.jiffy = m.config.machine.jiffy_ns
         self.rqs = [RunQueue() for _ in m.cpus]
+        self._ksoftirqd: dict[int, Event] = {}  # CPU id -> its ksoftirqd's next wake-up
         self.waiting = 0  # tasks on all run queues: none, no CPU can pull
         self.next_id = 0
         self._rot = 0
@@ -123,10 +164,14 @@ class Scheduler:
         self.rq_wait = LogHistogram()
         self.switches = 0
         self.preemptions = 0
+        self.kernel_preemptions = 0
+        self.reader_preemptions = 0
+        self.wakeup_preemptions = 0
         self.ticks = 0
         self.t_stats = 0
         for c in m.cpus:
             c.sched = self
+            c.kpreempt = self.full
         m.result_hooks.append(self.results)
         m.clear_hooks.append(self.clear_stats)
 
@@ -170,9 +215,13 @@ class Scheduler:
         while True:
             cpu = task.cpu
             rq = self.rqs[cpu.id]
-            if rq.queue and env._now - rq.run_start >= slice_ and cpu.owner is None:
-                # need_resched, set by a tick while this task was in the kernel, is honoured
-                # on the way back to user mode.
+            if (
+                rq.queue
+                and cpu.owner is None
+                and (cpu.resched or env._now - rq.run_start >= slice_)
+            ):
+                # need_resched, set by a tick or a wake-up while this task was in the kernel,
+                # is honoured on the way back to user mode (exit_to_user_mode_loop).
                 self.preemptions += 1
                 self._switch_out(cpu, requeue=True)
                 yield from self._wait_turn(task)
@@ -245,19 +294,72 @@ class Scheduler:
     def _wake(self, task: Task, new: bool) -> None:
         task.state = RUNNABLE
         cpu = self.select_cpu(task, new)
-        self._enqueue(cpu, task)
+        self._enqueue(cpu, task, new)
 
-    def _enqueue(self, cpu: CPU, task: Task) -> None:
+    def _enqueue(self, cpu: CPU, task: Task, new: bool = False) -> None:
         task.cpu = cpu
         task.wait_since = self.env._now
         if cpu.curr is None:
             self._dispatch(cpu, task, replacing=False)
             return
         rq = self.rqs[cpu.id]
+        alone = not rq.queue
         rq.queue.append(task)
         self.waiting += 1
+        if alone and self.wakeup_preempt and self._wakeup_preempts(rq, new):
+            self.wakeup_preemptions += 1
+            self._resched(cpu, cpu.curr)
+            if cpu.curr is task:
+                return  # it took the CPU at once
         if not rq.tick_armed:
             self._arm(cpu, rq)
+
+    def _wakeup_preempts(self, rq: RunQueue, new: bool) -> bool:
+        """``check_preempt_wakeup`` (kernel/sched/fair.c, v6.6 EEVDF): does a task woken onto
+        a CPU whose current task runs alone preempt it?
+
+        ``pick_eevdf`` decides. With ``RUN_TO_PARITY`` (commit "sched/eevdf: Curb
+        wakeup-preemption", v6.6) a current task keeps the CPU until its first deadline after
+        it was picked (one slice of CPU time). Past it, the current task's deadline has been
+        pushed by a slice at each tick that found it passed (``update_deadline``, and once more
+        by the ``update_curr`` of this wake-up), and the woken task, placed at the average
+        vruntime with no lag, asks for a slice (half of one when new: ``PLACE_DEADLINE_INITIAL``):
+        the earlier virtual deadline runs, the woken task on a tie. Equal weights are assumed,
+        and a woken task's lag from before its sleep is taken as zero.
+        """
+        now = self.env._now
+        slice_ = self.slice
+        if now - rq.run_start < slice_:
+            return False
+        d = self._deadline(rq, now)
+        if d <= now:
+            return True  # update_curr pushes it to now + slice: the woken task ties or wins
+        return now + (slice_ // 2 if new else slice_) <= d
+
+    def _deadline(self, rq: RunQueue, now: int) -> int:
+        """The deadline of a current task that ran alone, as the ticks up to ``now`` left it
+        (``update_deadline`` at the first tick past each deadline: that tick + a slice)."""
+        d = rq.deadline
+        j = self.jiffy
+        while True:
+            t = -(-d // j) * j
+            if t >= now:
+                break
+            d = t + self.slice
+        rq.deadline = d
+        return d
+
+    def _resched(self, cpu: CPU, task: Task) -> None:
+        """``resched_curr``: ``task``, current on ``cpu``, switches at its next chance: at once
+        in user mode (the reschedule IPI returns through ``schedule``), and in kernel code at
+        once or at the next ``preempt_enable`` under ``preempt: full``, else on its way back to
+        user mode."""
+        cpu.resched = True
+        if cpu.owner is None:
+            if task.in_burst:
+                self._preempt_user(cpu, task)
+        elif cpu.owner is task and task.kev is not None and self._preemptible(cpu):
+            self._preempt_step(cpu, task)
 
     def resume_in_kernel(self, cpu: CPU, task: Task):
         """``cpu.acquire`` by a task woken from a sleep in kernel code: it queues on ``cpu``.
@@ -286,6 +388,8 @@ class Scheduler:
         now = self.env._now
         rq = self.rqs[cpu.id]
         rq.run_start = now
+        rq.deadline = now + self.slice
+        cpu.resched = False
         self.rq_wait.add(now - task.wait_since)
         task.wait_since = -1
         task.cpu = cpu
@@ -320,6 +424,7 @@ class Scheduler:
     def _switch_out(self, cpu: CPU, requeue: bool, qs: bool = True) -> None:
         """The current task leaves ``cpu`` (preempted, sleeping or dead); the next one runs."""
         prev = cpu.curr
+        cpu.resched = False
         if qs:
             cpu.ctx_switches += 1
             self.rcu.context_switch(cpu)
@@ -391,10 +496,20 @@ class Scheduler:
             self._arm(cpu, rq)  # a task that came on since: its own slice
             return
         if not task.in_burst or cpu.owner is not None:
-            # In kernel code, or kernel work holds the CPU: need_resched; look again next tick.
+            # In kernel code, or kernel work holds the CPU: need_resched. Under preempt=full a
+            # task in a preemptible kernel step is switched out in place; otherwise look again
+            # at the next tick (and, under full, at the task's next preempt_enable).
+            cpu.resched = True
+            if cpu.owner is task and task.kev is not None and self._preemptible(cpu):
+                self._preempt_step(cpu, task)
+                return
             rq.tick_armed = True
             Timeout(self.env, self.jiffy).callbacks.append(partial(self._tick, cpu))
             return
+        self._preempt_user(cpu, task)
+
+    def _preempt_user(self, cpu: CPU, task: Task) -> None:
+        """Switch out ``task``, in a user-mode burst: the rest of the burst comes later."""
         lost = self._take_lost(cpu)
         task.gen += 1
         task.in_burst = False
@@ -404,10 +519,129 @@ class Scheduler:
         self._switch_out(cpu, requeue=True)
         ev.succeed(lost)
 
+    # -- kernel preemption (preempt=full) ------------------------------------------------------
+    def _preemptible(self, cpu: CPU) -> bool:
+        """``preemptible()``: no spinlock held or spun on, softirqs on, IRQs on, not in a
+        softirq. An RCU reader is preemptible: ``full`` implies the preemptible flavour."""
+        return not (cpu.locks or cpu.bh or cpu.softirq_running or cpu in self.irqs_off)
+
+    def kernel_step(self, cpu: CPU, ns: int) -> Event:
+        """``ns`` of kernel code by the current task under ``preempt: full``: an event that
+        fires once the task has had ``ns`` of CPU time, however often it is preempted.
+
+        Entered with need_resched set (a tick or wake-up asked while preemption was off), the
+        step starts with the switch: the kernel would have switched at that ``preempt_enable``.
+        """
+        if not self._preemptible(cpu):
+            return Timeout(self.env, ns)
+        task: Task = cpu.curr  # type: ignore[assignment]
+        ev = task.kev = Event(self.env)
+        if cpu.resched and self.rqs[cpu.id].queue:
+            task.krem = ns
+            self._leave_in_kernel(cpu, task)
+            return ev
+        task.kend = self.env._now + ns
+        Timeout(self.env, ns).callbacks.append(partial(self._kstep_end, task, task.gen))
+        return ev
+
+    def preempt_point(self, cpu: CPU) -> Event | None:
+        """``preempt_enable`` with need_resched set, under ``preempt: full``: the current task
+        switches out here, inside whatever RCU reader it is in (``preempt_schedule``). An event
+        for its return, or ``None`` if it keeps the CPU."""
+        task = cpu.curr
+        if (
+            task is None
+            or cpu.owner is not task
+            or not self.rqs[cpu.id].queue
+            or not self._preemptible(cpu)
+        ):
+            return None
+        ev = task.kev = Event(self.env)
+        task.krem = 0
+        self._leave_in_kernel(cpu, task)
+        return ev
+
+    def _kstep_end(self, task: Task, gen: int, _ev: Event) -> None:
+        if task.gen != gen:
+            return  # preempted meanwhile: the step's rest runs from its new timer
+        ev = task.kev
+        task.kev = None
+        ev.succeed()  # type: ignore[union-attr]
+
+    def _preempt_step(self, cpu: CPU, task: Task) -> None:
+        """A tick or wake-up preempts ``task`` in place, inside a kernel step."""
+        task.krem = task.kend - self.env._now
+        task.gen += 1  # the step's timer is stale from now on
+        self._leave_in_kernel(cpu, task)
+
+    def _leave_in_kernel(self, cpu: CPU, task: Task) -> None:
+        """``__schedule(SM_PREEMPT)`` of a task in kernel code: it stays runnable on this CPU
+        and resumes its kernel code when it runs again.
+
+        ``rcu_note_context_switch`` (kernel/rcu/tree_plugin.h): a task preempted inside an
+        RCU reader goes on the blocked-tasks list (``rcu_preempt_ctxt_queue``), blocking the
+        current grace period if this CPU had not reported yet and every GP that starts
+        before its outermost ``rcu_read_unlock`` (``rcu_read_unlock_special`` takes it off);
+        the CPU itself passes a quiescent state (``rcu_qs``).
+        """
+        n = cpu.nesting
+        if n:
+            self.reader_preemptions += 1
+        self.rcu.preempt_task(cpu, task, n)
+        task.knest = n
+        cpu.nesting = 0
+        task.kdebt = cpu.debt
+        cpu.debt = 0
+        cpu.ctx_switches += 1
+        self.rcu.context_switch(cpu)
+        self.preemptions += 1
+        self.kernel_preemptions += 1
+        task.kernel_resume = True
+        ev = task.ev = Event(self.env)
+        ev.callbacks.append(partial(self._resumed, task))
+        cpu._next()  # kernel work queued on the CPU runs first
+        self._switch_out(cpu, requeue=True, qs=False)
+
+    def _resumed(self, task: Task, _ev: Event) -> None:
+        """The preempted task owns its CPU again: its reader depth and debt come back, and the
+        interrupted step (or the preemption point) runs its rest."""
+        cpu: CPU = task.cpu  # type: ignore[assignment]
+        cpu.nesting = task.knest
+        rem = task.krem + task.kdebt + cpu.debt  # the switch's cost is taken from this step
+        cpu.debt = 0
+        task.kdebt = 0
+        task.krem = -1
+        task.kend = self.env._now + rem
+        Timeout(self.env, rem).callbacks.append(partial(self._kstep_end, task, task.gen))
+
+    # -- ksoftirqd ------------------------------------------------------------------------------
+    def wake_ksoftirqd(self, cpu: CPU) -> None:
+        """``wakeup_softirqd``: wake ``cpu``'s ksoftirqd (made on first use, a task bound to
+        ``cpu`` that sleeps in kernel code between runs: ``smpboot_thread_fn``)."""
+        ev = self._ksoftirqd.get(cpu.id)
+        if ev is None:
+            task = self.new_task(f"ksoftirqd/{cpu.id}", [cpu])
+            ev = self._ksoftirqd[cpu.id] = Event(self.env)
+            self.env.process(self._ksoftirqd_loop(cpu, task))
+        if not ev.triggered:
+            ev.succeed()
+
+    def _ksoftirqd_loop(self, cpu: CPU, task: Task):
+        rcu = self.rcu
+        while True:
+            yield self._ksoftirqd[cpu.id]
+            ev = cpu.acquire(task)  # try_to_wake_up: it queues on its CPU, in kernel code
+            if ev is not None:
+                yield ev
+            yield from rcu.run_ksoftirqd(cpu)
+            self._ksoftirqd[cpu.id] = Event(self.env)
+            cpu.release()  # nothing pending: it sleeps (a context switch)
+
     # -- results ----------------------------------------------------------------------------------
     def clear_stats(self) -> None:
         self.rq_wait.clear()
         self.switches = self.preemptions = self.ticks = 0
+        self.kernel_preemptions = self.reader_preemptions = self.wakeup_preemptions = 0
         self.t_stats = self.env._now
 
     def results(self, now: int) -> dict[str, float]:
@@ -417,6 +651,9 @@ class Scheduler:
             "sched.ctx_switches": self.switches,
             "sched.ctx_switches_per_s": self.switches * 1e9 / span,
             "sched.preemptions": self.preemptions,
+            "sched.kernel_preemptions": self.kernel_preemptions,
+            "sched.reader_preemptions": self.reader_preemptions,
+            "sched.wakeup_preemptions": self.wakeup_preemptions,
             "sched.ticks": self.ticks,
         }
         s.update(self.rq_wait.summary("sched.rq_wait"))

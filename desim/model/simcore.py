@@ -6,10 +6,14 @@ an instant; both are cheap with its internals, which this module alone touches. 
 on is checked by tests/test_simpy_contract.py, and pyproject.toml bounds SimPy below 5.
 
 The heap head needs no internals: ``Environment.peek()`` is public (the fault lookahead in
-``desim.model.mm_ops`` uses it).
+``desim.model.mm_ops`` uses it). Which of several events due at the same instant runs first
+does: SimPy runs them in the order they were scheduled, and ``desim explore`` must try the other
+orders a real machine allows (``tied`` and ``run_first``).
 """
 
 from __future__ import annotations
+
+import heapq
 
 from simpy.core import NORMAL, URGENT, Environment
 from simpy.events import Event
@@ -36,3 +40,35 @@ def urgent_marker(env: Environment, delay: int, callback) -> Event:
     ev.callbacks.append(callback)
     env.schedule(ev, URGENT, delay)
     return ev
+
+
+def tied(env: Environment) -> int:
+    """How many events are due next together: at the heap head's instant and priority.
+
+    SimPy would run them in the order they were scheduled; any order is one a real machine
+    could take (two CPUs reaching the same nanosecond). 0 when nothing is scheduled.
+    """
+    q = env._queue
+    if not q:
+        return 0
+    t, prio = q[0][0], q[0][1]
+    if len(q) == 1:
+        return 1
+    return sum(1 for e in q if e[0] == t and e[1] == prio)
+
+
+def run_first(env: Environment, index: int) -> None:
+    """Make the ``index``-th (in scheduling order) of the ``tied`` events the next to run.
+
+    The others keep their order. A heap entry is ``(time, priority, sequence, event)``; the
+    chosen one is given a sequence number below every tied one's, so ``env.step()`` pops it.
+    """
+    if index <= 0:
+        return
+    q = env._queue
+    t, prio = q[0][0], q[0][1]
+    ties = sorted((e for e in q if e[0] == t and e[1] == prio), key=lambda e: e[2])
+    chosen = ties[index]
+    q.remove(chosen)
+    q.append((t, prio, ties[0][2] - 1, chosen[3]))
+    heapq.heapify(q)

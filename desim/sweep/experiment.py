@@ -49,6 +49,7 @@ from desim.config import MAX_SEED, ConfigError, read_yaml, set_dotted, validate
 from desim.distributions import _resolve as resolve_file  # exactly as validation resolves
 from desim.distributions import provided_files, relative_to
 from desim.units import units_required
+from desim.workloads import ELEMENTS
 
 # The bound on the input files of one run together: they are kept in memory with every run of
 # the experiment and travel to Dask workers with each.
@@ -202,7 +203,19 @@ def serve_inputs(inputs: dict[str, InputFile], names: dict[str, str]):
 
 
 def empirical_files(config: Any) -> Iterator[tuple[str, str]]:
-    """(dotted key, file as written) of every empirical distribution's ``file`` in a raw config."""
+    """(dotted key, file as written) of every input file of a raw config: each empirical
+    distribution's ``file`` and each workload element's declared ``input_files`` fields (a
+    replay's trace), so that a run's digest covers their contents."""
+    workload = config.get("workload") if isinstance(config, dict) else None
+    if isinstance(workload, dict):
+        known = set(ELEMENTS.names())
+        for name, params in workload.items():
+            if name not in known or not isinstance(params, dict):
+                continue
+            for key in ELEMENTS.get(name).input_files:
+                f = params.get(key)
+                if isinstance(f, str):
+                    yield f"workload.{name}.{key}", f
     stack: list[tuple[str, Any]] = [("", config)]
     while stack:  # iterative: no recursion limit on deep configs
         where, node = stack.pop()

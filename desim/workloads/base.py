@@ -105,7 +105,7 @@ class WorkloadState:
     MADV_COLLAPSE) run on the CPU its ``processes`` placement gives it (``cpu_of``).
     """
 
-    __slots__ = ("env", "mult", "changed", "phase", "homes", "proc_placer")
+    __slots__ = ("env", "mult", "changed", "phase", "homes", "proc_placer", "born", "populated")
 
     def __init__(self, env) -> None:
         self.env = env
@@ -114,6 +114,24 @@ class WorkloadState:
         self.phase = -1
         self.homes: dict[int, CPU] = {}  # mm id -> CPU its process lives on
         self.proc_placer: Placer | None = None  # the processes element's placement
+        self.born = Event(env)  # fires when the processes element adds an mm
+        # fires once every initial process has its mm (None: no processes element has any)
+        self.populated: Event | None = None
+
+    def mm_born(self) -> None:
+        ev, self.born = self.born, Event(self.env)
+        ev.succeed()
+
+    def until_populated(self):
+        """Wait until the initial processes exist (generator): a per-process load draws its
+        first gap over the whole initial population, not over the first mm forked."""
+        if self.populated is not None and not self.populated.processed:
+            yield self.populated
+
+    def until_born(self, idle: int):
+        """Sleep until a process is born, or ``idle`` ns: what a per-process load waits for
+        while no mm is alive (generator)."""
+        yield self.env.any_of([self.born, Timeout(self.env, idle)])
 
     def cpu_of(self, mm) -> CPU | None:
         """Where ``mm``'s process runs its next operation (None: no process element placed it)."""
@@ -142,6 +160,8 @@ class Element:
     Params: ClassVar[type[BaseModel]] = Params
     summary: ClassVar[str] = ""
     counters: ClassVar[tuple[str, ...]] = ()  # the element's own counters (desim.records)
+    # fields naming input files (a trace): a sweep run's digest covers their contents
+    input_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, machine: Machine, params: BaseModel) -> None:
         self.m = machine
@@ -192,9 +212,17 @@ class Element:
             k = st.mult.get(self.name, 1.0)
         yield Timeout(self.env, gap if k == 1.0 else round(gap / k))
 
-    def on_arrivals(self, gap, u, start) -> None:
+    def on_arrivals(self, gap, u, start, per_process: bool = False, idle: float = 0) -> None:
         """Start a process: every ``gap()`` ns (phase-scaled), pick a live mm with the uniform
-        sampler ``u`` and call ``start(mm)``; an arrival finding no mm alive is dropped."""
+        sampler ``u`` and call ``start(mm)``; an arrival finding no mm alive is dropped.
+
+        ``per_process``: ``gap`` is each live process's own gap, so the arrivals machine-wide
+        are their superposition, drawn as one stream whose gap is divided by the number of mms
+        alive when it is drawn (exact for exponential gaps); with none alive the stream waits
+        for a process to be born (or ``idle`` ns: one mean gap, for mms no ``processes``
+        element made). The load then grows with the population, as
+        ``faults`` in ``per_process`` mode does.
+        """
 
         def arrivals():
             m = self.m
@@ -204,7 +232,20 @@ class Element:
                 if mms:
                     start(mms[int(u() * len(mms))])
 
-        self.env.process(arrivals())
+        def per_process_arrivals():
+            m = self.m
+            yield from self.state.until_populated()
+            while True:
+                n = len(m.mms)
+                if n == 0:
+                    yield from self.state.until_born(max(1, round(idle)))
+                    continue
+                yield from self.wait(max(1, round(gap() / n)))
+                mms = m.mms
+                if mms:
+                    start(mms[int(u() * len(mms))])
+
+        self.env.process(per_process_arrivals() if per_process else arrivals())
 
     def start(self) -> None:
         raise NotImplementedError

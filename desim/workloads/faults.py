@@ -106,11 +106,12 @@ class Faults(Element):
         u = self.uniform("pick")
         placer = self.placer(self.p.placement)
         state = self.state
-        idle = self.p.rate.mean()  # with no process alive, look again after one mean gap
+        idle = self.p.rate.mean()  # with no process alive: a birth, or one mean gap
+        yield from state.until_populated()
         while True:
             n = len(m.mms)
             if n == 0:
-                yield from self.wait(round(idle))
+                yield from state.until_born(max(1, round(idle)))
                 continue
             yield from self.wait(max(1, round(gap() / n)))
             mms = m.mms

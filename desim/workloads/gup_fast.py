@@ -10,14 +10,15 @@ if the table changed. Two things keep the walked table from being freed under it
 * an IRQs-off region is also an RCU read-side critical section of the consolidated RCU, so a
   ``pte_free_defer`` grace period cannot end while the walker is inside it.
 
-Walks arrive machine-wide at ``rate`` (scaled by phases); each pins ``pages`` pages of one
+Walks arrive machine-wide at ``rate`` (scaled by phases; ``mode: per_process``: each live
+process at ``rate``); each pins ``pages`` pages of one
 table of a random live process, on that process's CPU. Default costs are estimates (~100 ns
 of setup and ~20 ns per PTE read and pinned: a page-struct refcount atomic per page).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -32,7 +33,15 @@ MAX_PTES = 8192
 
 
 class GupFastParams(Params):
-    rate: Interarrival = Field("20000/s", description="walks per second, machine-wide")
+    rate: Interarrival = Field(
+        "20000/s",
+        description="walks per second (machine-wide, or per live process with mode: per_process)",
+    )
+    mode: Literal["machine", "per_process"] = Field(
+        "machine",
+        description="rate is machine-wide, or each live process's own (the load then grows "
+        "with the population)",
+    )
     pages: Annotated[AnyDist, count_at_most(MAX_PTES)] = Field(
         16, description="pages pinned by one walk (within one table)"
     )
@@ -82,4 +91,6 @@ class GupFast(Element):
             body = gup_fast_walk(m, cpu, mm, u(), n, p.setup + n * p.per_page)
             self.env.process(self.run_on(m, cpu, object(), body))
 
-        self.on_arrivals(p.rate.ns_sampler(self.rng("arrivals")), u, walk)
+        self.on_arrivals(
+            p.rate.ns_sampler(self.rng("arrivals")), u, walk, p.mode == "per_process", p.rate.mean()
+        )

@@ -3,12 +3,15 @@
 Since 6.6 ``collapse_pte_mapped_thp`` runs under ``mmap_read_lock`` only: the range's PTE table
 is detached under the PMD lock and ptl and freed with ``pte_free_defer`` while faults may still
 be walking it (``mm_ops.collapse_pte_mapped_thp``). Calls arrive machine-wide at ``rate``
-(scaled by phases), each on one shmem table of a random live process, on that process's CPU.
+(scaled by phases; ``mode: per_process``: each live process at ``rate``), each on one shmem
+table of a random live process, on that process's CPU.
 ``cost`` (remapping the 512 PTEs of a range already in the page cache as a THP, and their rmap
 updates) is an estimate of ~15 us.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,7 +23,16 @@ from desim.workloads.base import Element, Params, Placement
 
 
 class MadvCollapseParams(Params):
-    rate: Interarrival = Field("200/s", description="MADV_COLLAPSE calls per second, machine-wide")
+    rate: Interarrival = Field(
+        "200/s",
+        description="MADV_COLLAPSE calls per second (machine-wide, or per live "
+        "process with mode: per_process)",
+    )
+    mode: Literal["machine", "per_process"] = Field(
+        "machine",
+        description="rate is machine-wide, or each live process's own (the load then grows "
+        "with the population)",
+    )
     cost: Duration = Field("15us", description="CPU time of one collapse besides the retraction")
     placement: Placement = Field(
         Placement(policy="migrating"),
@@ -50,4 +62,10 @@ class MadvCollapse(Element):
             body = mm_ops.collapse_pte_mapped_thp(m, cpu, task, mm, table, self.p.cost)
             self.env.process(self.run_on(m, cpu, task, body))
 
-        self.on_arrivals(self.p.rate.ns_sampler(self.rng("arrivals")), u, collapse)
+        self.on_arrivals(
+            self.p.rate.ns_sampler(self.rng("arrivals")),
+            u,
+            collapse,
+            self.p.mode == "per_process",
+            self.p.rate.mean(),
+        )

@@ -34,7 +34,7 @@ class MemoryPressureParams(Params):
         0, ge=0, le=MAX_PAGES, description="pages a hog takes and gives back in cycles"
     )
     hog_on: PositiveDuration = Field("50ms", description="how long the hog holds its pages")
-    hog_off: PositiveDuration = Field(50_000_000, description="how long it leaves them free")
+    hog_off: PositiveDuration = Field("50ms", description="how long it leaves them free")
 
     @model_validator(mode="after")
     def _something(self):

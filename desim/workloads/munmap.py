@@ -1,13 +1,14 @@
 """``munmap``: processes unmap ranges, freeing their tables through mmu_gather (``do_munmap``).
 
-Calls arrive machine-wide at ``rate`` (scaled by phases), each in a random live mm, on the CPU
+Calls arrive machine-wide at ``rate`` (scaled by phases; ``mode: per_process``: each live
+process at ``rate``, so the load follows the population), each in a random live mm, on the CPU
 its process lives on (a random CPU if no ``processes`` element placed it). An unmapped range is
 not faulted again unless ``remap`` says the workload maps it again.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -19,7 +20,16 @@ from desim.workloads.base import Element, Params
 
 
 class MunmapParams(Params):
-    rate: Interarrival = Field("1000/s", description="munmap calls per second, machine-wide")
+    rate: Interarrival = Field(
+        "1000/s",
+        description="munmap calls per second (machine-wide, or per live "
+        "process with mode: per_process)",
+    )
+    mode: Literal["machine", "per_process"] = Field(
+        "machine",
+        description="rate is machine-wide, or each live process's own (the load then grows "
+        "with the population)",
+    )
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
         4, description="tables covered by one munmap"
     )
@@ -48,4 +58,10 @@ class Munmap(Element):
                 self.run_on(m, cpu, task, mm_ops.do_munmap(m, cpu, task, mm, n, self.p.remap))
             )
 
-        self.on_arrivals(self.p.rate.ns_sampler(self.rng("arrivals")), u, munmap)
+        self.on_arrivals(
+            self.p.rate.ns_sampler(self.rng("arrivals")),
+            u,
+            munmap,
+            self.p.mode == "per_process",
+            self.p.rate.mean(),
+        )
