@@ -74,7 +74,7 @@ def derive(
         acq = d[f"lock.{lock}.acquisitions"]
         window = d["sim.duration_ns"] - warmup
         d["acq_per_us"] = acq * 1000 / window
-        ncpu = d["machine.cpus"] if "machine.cpus" in d else cpus
+        ncpu = d.get("machine.cpus", cpus)
         d["spin_share"] = acq * d[f"lock.{lock}.wait_mean_ns"] / (window * ncpu)
     over, live = d["mem.overhead.mean_bytes"], d["mem.live.mean_bytes"]
     if per_gib:

@@ -37,6 +37,16 @@ $T results/q4-global-lock acq_per_us spin_share lock.s390_global_list.contention
     count.mm.exited --lock s390_global_list --warmup 5ms --factor allocator.params \
     --csv "$OUT/q4-global-lock.csv" > "$OUT/q4-global-lock.txt"
 
+sweep q4-global-lock-sens
+$T results/q4-global-lock-sens acq_per_us spin_share lock.s390_global_list.contention_ratio \
+    alloc.p99_ns cpu.busy_fraction count.mm.exited --lock s390_global_list --warmup 5ms \
+    --cpus 32 --csv "$OUT/q4-global-lock-sens.csv" > "$OUT/q4-global-lock-sens.txt"
+sweep q4-global-lock-big
+$T results/q4-global-lock-big acq_per_us spin_share lock.s390_global_list.contention_ratio \
+    alloc.p99_ns exit.p50_ns cpu.busy_fraction count.mm.exited --lock s390_global_list \
+    --warmup 5ms --factor allocator.params \
+    --csv "$OUT/q4-global-lock-big.csv" > "$OUT/q4-global-lock-big.txt"
+
 # Validation beside ANCHORS.md
 python experiments/validation.py --csv "$OUT/validation.csv" > "$OUT/validation.txt"
 
@@ -49,7 +59,7 @@ done
 if [ -f experiments/q1-powerpc-waste.yaml ]; then
     $T results/q1-powerpc-waste mem.overhead.mean_bytes waste_per_gib waste_share \
         mem.stranded.mean_bytes mem.live.mean_bytes --per-gib --share \
-        --factor allocator.name --base powerpc --kind ratio \
+        --factor allocator.name,allocator.params --base powerpc --kind ratio \
         --csv "$OUT/q1-powerpc-waste.csv" > "$OUT/q1-powerpc-waste.txt"
 fi
 if [ -f experiments/q2-s390-halves.yaml ]; then
@@ -61,7 +71,7 @@ fi
 if [ -f experiments/q5-percpu-pool.yaml ]; then
     $T results/q5-percpu-pool mem.overhead.mean_bytes waste_per_gib waste_share \
         mem.spare.mean_bytes alloc.p99_ns fault.p99_ns free_to_reuse.p50_ns --per-gib --share \
-        --factor allocator.name --base powerpc --kind ratio \
+        --factor allocator.name,allocator.params --base powerpc --kind ratio \
         --csv "$OUT/q5-percpu-pool.csv" > "$OUT/q5-percpu-pool.txt"
 fi
 
