@@ -62,6 +62,11 @@ if [ -f experiments/q1-powerpc-waste.yaml ]; then
         --factor allocator.name,allocator.params --base powerpc --kind ratio \
         --csv "$OUT/q1-powerpc-waste.csv" > "$OUT/q1-powerpc-waste.txt"
 fi
+sweep q1-server-db
+$T results/q1-server-db mem.overhead.mean_bytes waste_per_gib waste_share \
+    mem.stranded.mean_bytes mem.spare.mean_bytes mem.tlb_batch.mean_bytes mem.live.mean_bytes \
+    --per-gib --share --factor allocator.name,allocator.params --base powerpc \
+    --csv "$OUT/q1-server-db.csv" > "$OUT/q1-server-db.txt"
 if [ -f experiments/q2-s390-halves.yaml ]; then
     $T results/q2-s390-halves mem.overhead.mean_bytes waste_per_gib waste_share \
         mem.total.mean_bytes alloc.p99_ns fault.p99_ns free_to_reuse.p50_ns --per-gib --share \
