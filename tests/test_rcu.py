@@ -307,3 +307,30 @@ def test_lazy_bypass_is_flushed_when_a_callback_finds_it_qhimark_long():
     assert len(cpu.bypass) == 5 and m.rcu.lazy_flushes == 0
     m.rcu.call_rcu(cpu, lambda c, a: None, 5)
     assert cpu.bypass == [] and m.rcu.lazy_flushes == 1 and cpu.cbs.n == 6
+
+
+def test_offloaded_cpus_in_user_mode_report_from_their_ticks():
+    # With every CPU offloaded no callback keeps the tick running, but a GP still needs the
+    # ticks of user-busy CPUs (rcu_sched_clock_irq runs on nocb CPUs too): GPs end within
+    # two jiffies, as on the same machine without offloading, instead of never.
+    from desim.config import validate
+    from desim.engine import simulate
+
+    def gp(nocb):
+        cfg = {
+            "seed": 1,
+            "duration": "300ms",
+            "machine": {"cpus": 4, "hz": 1000},
+            "rcu": {"nocb_cpus": nocb},
+            "workload": {
+                "processes": {"initial": 4, "tables": 4},
+                "faults": {"think": {"dist": "exponential", "mean": "200us"}},
+                "rcu_callers": {"rate": "50/s"},
+            },
+        }
+        return simulate(validate(cfg)).summary
+
+    plain, offloaded = gp("none"), gp("all")
+    assert plain["rcu.gp.max_ns"] == 2_000_000
+    assert offloaded["rcu.gps_completed"] >= 0.9 * plain["rcu.gps_completed"]
+    assert offloaded["rcu.gp.max_ns"] <= 3_000_000

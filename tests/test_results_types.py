@@ -79,3 +79,21 @@ def test_points_table_has_every_point(sweep_out):
     points = pd.read_parquet(sweep_out / "points.parquet")
     assert points["point"].nunique() == 4
     assert pd.api.types.is_integer_dtype(points["machine.page_size"])
+
+
+def test_a_whole_swept_section_is_plain_data():
+    # Sweeping a whole section (`workload: {...}` in a list entry) resolves to a dict of the
+    # elements' validated parameter models: the cell must hold them as JSON, not fail.
+    import json
+
+    from desim.config import validate
+    from desim.sweep.aggregate import _cell, _resolved
+
+    cfg = validate(
+        {"machine": {"cpus": 2}, "workload": {"faults": {"mode": "per_process", "rate": "5/s"}}}
+    )
+    value, unit = _resolved(cfg, "workload")
+    assert unit is None
+    cell = json.loads(_cell(value))
+    assert cell["faults"]["mode"] == "per_process"
+    assert cell["faults"]["rate"] == {"dist": "exponential", "mean": 2e8}

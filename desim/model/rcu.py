@@ -591,6 +591,11 @@ class RCU:
             self.gp_active = True
             self.seq += 1
             self.gp_start = start = env.now
+            if self._tick_wake is not None:
+                # The ticker slept with nothing to do (every callback offloaded): the CPUs
+                # that must report this GP from their ticks need them again.
+                self._tick_wake.succeed()
+                self._tick_wake = None
             for c in cpus:
                 c.qs_pending = True
                 c.urgent_qs = False

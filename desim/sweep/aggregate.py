@@ -98,9 +98,20 @@ def _resolved(cfg, key: str) -> tuple[object, str | None]:
             obj, unit = obj[part], None
         else:
             return None, None
+    return _plain(obj), unit
+
+
+def _plain(obj):
+    """A validated value as plain data: a whole section (``workload``) is a dict of models."""
+    from pydantic import BaseModel
+
     if isinstance(obj, BaseModel):
-        obj = obj.model_dump(mode="json", by_alias=True)
-    return obj, unit
+        return obj.model_dump(mode="json", by_alias=True)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def point_params(exp: Experiment, specs: list[RunSpec]) -> tuple[dict[int, dict], dict[str, str]]:
