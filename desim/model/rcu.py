@@ -798,8 +798,11 @@ class RCU:
         env = self.env
         cbs = cpu.cbs
         j = self.jiffy
+        tr = cpu.trace
         while cbs.done and not cpu.softirq_running:
             cpu.softirq_running = True
+            if tr is not None:
+                tr.softirq_begin(cpu)
             end = env.now // j + self.softirq_jiffies
             restarts = MAX_SOFTIRQ_RESTART
             while True:
@@ -807,6 +810,8 @@ class RCU:
                 restarts -= 1
                 if not cbs.done or not restarts or env.now // j >= end or cpu.resched:
                     break
+            if tr is not None:
+                tr.softirq_end(cpu)
             cpu.softirq_running = False
             if cbs.done:
                 ev = cpu.sched.preempt_point(cpu)  # type: ignore[union-attr]  # cond_resched
@@ -823,8 +828,6 @@ class RCU:
         cbs = cpu.cbs
         overhead = self.cb_overhead
         tr = cpu.trace
-        if tr is not None:
-            tr.softirq_begin(cpu)
         # The divisor applies to the callbacks ready now (the DONE segment), not to all
         # the CPU's callbacks (rcu_segcblist_get_seglen(RCU_DONE_TAIL)).
         bl = max(cpu.blimit, len(cbs.done) >> RCU_DIVISOR)
@@ -875,8 +878,6 @@ class RCU:
             if inline:
                 cpu.steal(cost)
             cpu.softirq_ns += cost
-        if tr is not None:
-            tr.softirq_end(cpu)
         return k
 
 
