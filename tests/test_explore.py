@@ -250,6 +250,12 @@ def _bad(tmp_path, text: str) -> Path:
         ("explore: {ops: [fork]}\n", (), "explore.ops.0: Input should be"),
         ("explore: {}\n", ("--budget", "3", "--time", "2s"), "give one of them, not both"),
         ("explore: {}\n", ("--time", "5"), "--time: expected a positive duration with a unit"),
+        (
+            "explore: {expect: [nonsense]}\n",
+            (),
+            "explore.expect: unknown violation kind 'nonsense' (allowed: safe, or a list of: "
+            "use_after_free,",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, text, args, message):

@@ -25,9 +25,9 @@ Errors name the field as YAML spells it (``explore.steps: ...``) and end in ``Co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from desim.config import (
     Config,
@@ -46,6 +46,19 @@ OPS = ("fault", "retract", "collapse", "munmap", "mmap", "exit")
 MAX_CPUS = 8  # a schedule space worth searching: 2-4 CPUs is the point, 8 the limit
 MAX_STEPS = 16
 FAILURES = (*KINDS, "model_error")
+
+
+def _expect(v: object) -> object:
+    """``safe``, or a list of violation kinds, each named in ``FAILURES``."""
+    allowed = f"safe, or a list of: {', '.join(FAILURES)}"
+    if v == "safe":
+        return v
+    if not isinstance(v, list | tuple) or not v:
+        raise ValueError(f"expected {allowed}")
+    for k in v:
+        if k not in FAILURES:
+            raise ValueError(f"unknown violation kind {k!r} (allowed: {allowed})")
+    return tuple(v)
 
 
 class Strict(BaseModel):
@@ -81,8 +94,7 @@ class ExploreSpec(Strict):
         200_000_000, description="after the last step starts, run at most this long"
     )
     budget: Int = Field(200, ge=1, le=1_000_000, description="schedules to try by default")
-    # Literal of the names' tuple: right at run time, beyond mypy
-    expect: Literal["safe"] | tuple[Literal[FAILURES], ...] = Field(  # type: ignore[valid-type]
+    expect: Annotated[str | tuple[str, ...], BeforeValidator(_expect)] = Field(
         "safe", description="safe, or the violation kinds the scenario must produce"
     )
 
