@@ -158,6 +158,20 @@ def parse_time_ns(value: object) -> int:
     return round(parse_time(value))
 
 
+def parse_wall_seconds(text: str) -> float:
+    """A wall-clock limit given on a command line (``30s``, ``10min``) in seconds: positive, at
+    most a day, and with its unit (a bare number could mean seconds or nanoseconds)."""
+    if _no_unit(text):
+        raise UnitError("no unit")
+    try:
+        ns = parse_time(text)
+    except (ValueError, TypeError, ArithmeticError):
+        raise UnitError("not a duration") from None
+    if not ns > 0:
+        raise UnitError("not positive")
+    return ns / 1e9
+
+
 def parse_size_bytes(value: object) -> int:
     """A size in bytes: ``4KiB``, ``64KiB``, ``2KiB``; a bare number is bytes (at most 1 PiB)."""
     b = round(_value(value, "size"))

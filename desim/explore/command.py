@@ -17,6 +17,7 @@ from desim.explore.search import explore, replay
 from desim.explore.spec import Scenario, load_scenario
 from desim.records import EXPLORE
 from desim.rundir import RunDirError, Staging, check_target, write_json
+from desim.units import UnitError, parse_wall_seconds
 
 
 class ExploreError(Exception):
@@ -27,24 +28,12 @@ def parse_time_limit(text: str | None) -> float | None:
     """``--time``: a duration with its unit (``30s``, ``5min``), in seconds."""
     if text is None:
         return None
-    from desim.units import parse_time_ns
-
-    bad = ExploreError(
-        f"--time: expected a positive duration with a unit, e.g. 30s or 5min (got {text!r})"
-    )
     try:
-        float(text)
-    except ValueError:
-        pass
-    else:
-        raise bad  # a bare number: seconds or nanoseconds?
-    try:
-        ns = parse_time_ns(text)
-    except (ValueError, TypeError, ArithmeticError):
-        raise bad from None
-    if ns <= 0:
-        raise bad
-    return ns / 1e9
+        return parse_wall_seconds(text)
+    except UnitError:
+        raise ExploreError(
+            f"--time: expected a positive duration with a unit, e.g. 30s or 5min (got {text!r})"
+        ) from None
 
 
 def _same(a: dict | None, b: dict | None) -> bool:
