@@ -395,6 +395,22 @@ def _read_csv(path: Path, column: str | int, parse) -> list[float]:
     return out
 
 
+def provided_bytes(path: str | Path) -> bytes | None:
+    """The content of an input file provided with the run (``provided_files``), else None:
+    what a plugin reading a file of its own (a replay's trace) must read instead of the disk."""
+    prov = _PROVIDED.get()
+    if prov is None:
+        return None
+    key = prov.names.get(str(path), str(path))
+    return prov.contents.get(key)
+
+
+def resolve_input(file: str) -> Path:
+    """Where ``file`` of a config is (``ValueError`` naming the places looked in): the path it
+    was provided under with the run, else found as ``find_file`` says."""
+    return _resolve(file)
+
+
 def _text_of(path: Path) -> str:
     """A CSV's text: as provided with the run (``provided_files``), else read from the disk."""
     prov = _PROVIDED.get()

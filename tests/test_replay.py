@@ -378,3 +378,69 @@ def test_a_sweep_runs_digest_covers_the_trace_it_replays(tmp_path):
     shutil.copy(DATA / "pytest.parquet", tmp_path / "t.parquet")
     after = load_experiment(exp).runs()[0]
     assert before.digest != after.digest
+
+
+def _fork_rows(cols):
+    return np.flatnonzero(cols["event"] == "fork")
+
+
+def _bad_cpu(cols):
+    cols["cpu"][5] = -3
+
+
+def _forked_twice(cols):
+    a, b = _fork_rows(cols)[:2]
+    cols["child"][b] = cols["child"][a]
+
+
+def _forks_the_root(cols):
+    root = cols["task"][0]
+    i = next(i for i in _fork_rows(cols) if cols["task"][i] != root)
+    cols["child"][i] = root
+
+
+def _negative_time(cols):
+    cols["time_ns"] = cols["time_ns"] - cols["time_ns"][0] - 1
+
+
+@pytest.mark.parametrize(
+    "spoil, said",
+    [
+        (_bad_cpu, "row 5: cpu -3 is negative"),
+        (_forked_twice, "forks again"),
+        (_forks_the_root, "is forked after its first row"),
+        (_negative_time, "time_ns -1 is negative"),
+    ],
+)
+def test_rows_a_replay_cannot_follow_are_one_line_at_validate(tmp_path, spoil, said):
+    trace = hfmt.read(DATA / "make-j2.parquet")
+    cols = {k: v.copy() for k, v in trace.columns.items()}
+    spoil(cols)
+    hfmt.write(tmp_path / "t.parquet", cols, dict(trace.meta))
+    (tmp_path / "c.yaml").write_text("workload: {replay: {file: t.parquet}}\n")
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2
+    assert "workload.replay.file" in r.output and said in r.output
+    assert "Traceback" not in r.output
+
+
+def test_a_sweep_run_replays_the_trace_its_digest_covers(tmp_path):
+    """The run reads the copy of the trace planned with it, not the disk: a trace replaced
+    after planning does not leak into a run whose digest names the old one."""
+    import shutil
+
+    from desim.sweep.experiment import load_experiment
+    from desim.sweep.worker import compute_run
+
+    shutil.copy(DATA / "make-j2.parquet", tmp_path / "t.parquet")
+    (tmp_path / "base.yaml").write_text(
+        "duration: 2s\nworkload: {replay: {file: t.parquet, timing: closed}}\n"
+    )
+    (tmp_path / "exp.yaml").write_text(
+        "name: e\nbase: base.yaml\nsweep: {list: [{machine.cpus: 2}]}\n"
+    )
+    spec = load_experiment(tmp_path / "exp.yaml").runs()[0]
+    shutil.copy(DATA / "pytest.parquet", tmp_path / "t.parquet")
+    out = compute_run(spec)
+    assert out.error is None, out.error
+    assert out.result.summary["count.replay.faults"] == 17_666  # make -j2's, not pytest's

@@ -136,15 +136,17 @@ def write(path: str | Path, cols: Mapping[str, list | np.ndarray], meta: dict[st
     pq.write_table(table, path, compression="zstd")
 
 
-def _open(path: Path):
+def _open(path: Path, data: bytes | None = None):
+    """``path`` as a parquet file; ``data``: its content, given (a sweep run's input file)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.exists():
+    if data is None and not path.exists():
         raise TraceFileError(f"{path}: no such file")
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise TraceFileError(f"{path}: not a regular file")
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path if data is None else pa.BufferReader(data))
     except Exception:  # pyarrow raises several kinds for a file that is not parquet
         raise TraceFileError(
             f"{path}: not a parquet file (desim record --import converts tracer text)"
@@ -155,10 +157,11 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def check(path: str | Path) -> dict[str, str]:
-    """Check that ``path`` is a desim trace (its schema, not its rows); return its metadata."""
+def check(path: str | Path, data: bytes | None = None) -> dict[str, str]:
+    """Check that ``path`` (content ``data`` if given) is a desim trace (its schema, not its
+    rows); return its metadata."""
     path = Path(path)
-    pf = _open(path)
+    pf = _open(path, data)
     raw = pf.schema_arrow.metadata or {}
     meta = {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"ARROW")}
     if "desim.trace" not in meta:
@@ -176,12 +179,12 @@ def check(path: str | Path) -> dict[str, str]:
     return meta
 
 
-def read(path: str | Path) -> Trace:
-    """Read a trace file (``TraceFileError`` if it is not one)."""
+def read(path: str | Path, data: bytes | None = None) -> Trace:
+    """Read a trace file, or its content ``data`` (``TraceFileError`` if it is not one)."""
     path = Path(path)
-    meta = check(path)
+    meta = check(path, data)
     try:
-        table = _open(path).read(columns=list(COLUMNS))
+        table = _open(path, data).read(columns=list(COLUMNS))
     except Exception as exc:
         raise TraceFileError(f"{path}: unreadable ({_first_line(exc)})") from None
     cols: dict[str, np.ndarray] = {}
@@ -202,4 +205,29 @@ def read(path: str | Path) -> Trace:
         )
     if len(cols["time_ns"]) and np.any(np.diff(cols["time_ns"]) < 0):
         raise TraceFileError(f"{path}: time_ns is not in time order")
+    _check_rows(path, cols)
     return Trace(cols, meta)
+
+
+def _check_rows(path: Path, cols: dict[str, np.ndarray]) -> None:
+    """Rows a replay can follow: no negative time or CPU, and a process tree. Each task is
+    forked at most once, never by itself, and has no row before its fork (time order being
+    checked, no task can then be its own ancestor)."""
+    for name in ("time_ns", "cpu", "task"):
+        if len(cols[name]) and cols[name].min() < 0:
+            i = int(np.argmax(cols[name] < 0))
+            raise TraceFileError(f"{path}: row {i}: {name} {int(cols[name][i])} is negative")
+    first: dict[int, int] = {}
+    for i, t in enumerate(cols["task"].tolist()):
+        first.setdefault(t, i)
+    forked: set[int] = set()
+    for i in np.flatnonzero(cols["event"] == "fork").tolist():
+        child, task = int(cols["child"][i]), int(cols["task"][i])
+        if child < 0 or child == task or child in forked:
+            why = "no child" if child < 0 else "itself" if child == task else "again"
+            raise TraceFileError(f"{path}: row {i}: task {task} forks {why} (task {child})")
+        if first.get(child, i + 1) < i:
+            raise TraceFileError(
+                f"{path}: row {i}: task {child} is forked after its first row ({first[child]})"
+            )
+        forked.add(child)

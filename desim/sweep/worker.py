@@ -56,7 +56,8 @@ def compute_run(spec: RunSpec) -> Outcome:
         # covers, and a Dask worker on another host needs no copy of them.
         with relative_to(spec.base_dir), spec.input_files():
             cfg = validate(copy.deepcopy(spec.config))
-        result = simulate(cfg, streams=Streams(spec.seed_sequence()))
+            # elements reading a file of their own at start (a replay) read the spec's copy
+            result = simulate(cfg, streams=Streams(spec.seed_sequence()))
         return Outcome(spec, result, None, time.perf_counter() - t0)
     except Exception:
         return Outcome(spec, None, traceback.format_exc(), time.perf_counter() - t0)

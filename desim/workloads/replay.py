@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 from simpy.events import Event, Timeout
 
-from desim.distributions import find_file
+from desim.distributions import find_file, provided_bytes, resolve_input
 from desim.fields import MAX_CPUS, Duration, Int
 from desim.hosttrace import format as hfmt
 from desim.model import mm_ops
@@ -86,14 +86,17 @@ class ReplayParams(Params):
     @field_validator("file")
     @classmethod
     def _trace(cls, v: str) -> str:
-        places = find_file(v)
-        path = next((p for p in places if p.is_file()), None)
-        if path is None:
-            raise ValueError(
-                f"no trace file {v} (looked in {', '.join(str(p.parent) for p in places)})"
-            )
+        data = provided_bytes(v)  # a sweep run's copy, the content its digest covers
+        if data is None:
+            places = find_file(v)
+            path = next((p for p in places if p.is_file()), None)
+            if path is None:
+                looked = ", ".join(str(p.parent.resolve()) for p in places)
+                raise ValueError(f"no trace file {v} (looked in {looked})")
+        else:
+            path = resolve_input(v)
         try:
-            hfmt.check(path)
+            hfmt.read(path, data)  # the rows too: a replay must be able to follow them
         except hfmt.TraceFileError as exc:
             raise ValueError(f"trace file {v}: {str(exc).removeprefix(f'{path}: ')}") from None
         return str(path.resolve())
@@ -128,7 +131,7 @@ class Replay(Element[ReplayParams]):
     def start(self) -> None:
         m = self.m
         try:
-            trace = hfmt.read(self.p.file)
+            trace = hfmt.read(self.p.file, provided_bytes(self.p.file))
         except hfmt.TraceFileError as exc:  # changed since the config was checked
             raise RuntimeError(f"workload.replay.file: {exc}") from None
         c = trace.columns
