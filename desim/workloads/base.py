@@ -38,6 +38,18 @@ class Params(BaseModel):
     )
 
 
+RateMode = Literal["machine", "per_process"]
+
+
+def rate_mode() -> Any:
+    """The ``mode`` field of an element with a ``rate`` (munmap, madv_collapse, gup_fast)."""
+    return Field(
+        "machine",
+        description="rate is machine-wide, or each live process's own (the load then grows "
+        "with the population)",
+    )
+
+
 class Placement(BaseModel):
     """Where an element's tasks run (a policy name alone is accepted: ``placement: pinned``)."""
 

@@ -18,7 +18,7 @@ of setup and ~20 ns per PTE read and pinned: a page-struct refcount atomic per p
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
@@ -27,7 +27,7 @@ from desim.fields import Duration
 from desim.model.hooks import USER_TASK
 from desim.model.memory import LIVE
 from desim.workloads import ELEMENTS
-from desim.workloads.base import Element, Params, Placement
+from desim.workloads.base import Element, Params, Placement, RateMode, rate_mode
 
 # A walk pins pages of one PTE table; the largest table has 8192 entries (arm64, 64 KiB pages).
 MAX_PTES = 8192
@@ -39,11 +39,7 @@ class GupFastParams(Params):
         description="walks per second (machine-wide, or per live process with mode: per_process)",
         validate_default=True,
     )
-    mode: Literal["machine", "per_process"] = Field(
-        "machine",
-        description="rate is machine-wide, or each live process's own (the load then grows "
-        "with the population)",
-    )
+    mode: RateMode = rate_mode()
     pages: Annotated[AnyDist, count_at_most(MAX_PTES)] = Field(
         16, description="pages pinned by one walk (within one table)", validate_default=True
     )

@@ -11,8 +11,6 @@ updates) is an estimate of ~15 us.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from desim.distributions import Interarrival
@@ -20,7 +18,7 @@ from desim.fields import Duration
 from desim.model import mm_ops
 from desim.model.hooks import USER_TASK
 from desim.workloads import ELEMENTS
-from desim.workloads.base import Element, Params, Placement
+from desim.workloads.base import Element, Params, Placement, RateMode, rate_mode
 
 
 class MadvCollapseParams(Params):
@@ -30,11 +28,7 @@ class MadvCollapseParams(Params):
         "process with mode: per_process)",
         validate_default=True,
     )
-    mode: Literal["machine", "per_process"] = Field(
-        "machine",
-        description="rate is machine-wide, or each live process's own (the load then grows "
-        "with the population)",
-    )
+    mode: RateMode = rate_mode()
     cost: Duration = Field(
         "15us", description="CPU time of one collapse besides the retraction", validate_default=True
     )

@@ -8,7 +8,7 @@ not faulted again unless ``remap`` says the workload maps it again.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
@@ -17,7 +17,7 @@ from desim.fields import MAX_TABLES
 from desim.model import mm_ops
 from desim.model.hooks import USER_TASK
 from desim.workloads import ELEMENTS
-from desim.workloads.base import Element, Params
+from desim.workloads.base import Element, Params, RateMode, rate_mode
 
 
 class MunmapParams(Params):
@@ -27,11 +27,7 @@ class MunmapParams(Params):
         "process with mode: per_process)",
         validate_default=True,
     )
-    mode: Literal["machine", "per_process"] = Field(
-        "machine",
-        description="rate is machine-wide, or each live process's own (the load then grows "
-        "with the population)",
-    )
+    mode: RateMode = rate_mode()
     tables: Annotated[AnyDist, count_at_most(MAX_TABLES)] = Field(
         4, description="tables covered by one munmap", validate_default=True
     )
