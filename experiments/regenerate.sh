@@ -73,6 +73,10 @@ if [ -f experiments/q2-s390-halves.yaml ]; then
         --factor allocator.name --base s390 --kind ratio \
         --csv "$OUT/q2-s390-halves.csv" > "$OUT/q2-s390-halves.txt"
 fi
+sweep q2-s390-lpar
+$T results/q2-s390-lpar mem.total.mean_bytes mem.overhead.mean_bytes waste_share \
+    alloc.p99_ns free_to_reuse.p50_ns --share --factor allocator.name --base s390 \
+    --csv "$OUT/q2-s390-lpar.csv" > "$OUT/q2-s390-lpar.txt"
 if [ -f experiments/q5-percpu-pool.yaml ]; then
     $T results/q5-percpu-pool mem.overhead.mean_bytes waste_per_gib waste_share \
         mem.spare.mean_bytes alloc.p99_ns fault.p99_ns free_to_reuse.p50_ns --per-gib --share \
