@@ -250,6 +250,7 @@ def _bad(tmp_path, text: str) -> Path:
         ("explore: {ops: [fork]}\n", (), "explore.ops.0: Input should be"),
         ("explore: {}\n", ("--budget", "3", "--time", "2s"), "give one of them, not both"),
         ("explore: {}\n", ("--time", "5"), "--time: expected a positive duration with a unit"),
+        ("explore: {fine: 4000}\n", (), "explore.fine: 4000 has no unit: write 4000ns"),
         (
             "explore: {expect: [nonsense]}\n",
             (),

@@ -40,6 +40,7 @@ from desim.config import (
     validate,
 )
 from desim.model.safety import KINDS
+from desim.units import units_required
 
 # The operations a step may start (desim.explore.run says what each runs in the kernel's terms).
 OPS = ("fault", "retract", "collapse", "munmap", "mmap", "exit")
@@ -178,7 +179,8 @@ def load_scenario(path: str | Path, seed: int | None = None) -> Scenario:
     from desim.distributions import relative_to
 
     try:
-        with relative_to(Path(path).parent):
+        # a scenario is a user's file: its times carry units, as in a config (desim.units)
+        with relative_to(Path(path).parent), units_required():
             return from_dicts(Path(path).stem, data, explore)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
