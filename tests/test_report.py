@@ -219,3 +219,34 @@ def test_report_never_imports_simpy(sweep_dir, tmp_path):
         "m.startswith('desim.model') or m == 'desim.engine']; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_swept_section_is_its_own_series_named_by_what_differs(tmp_path):
+    """Points that differ only in a whole swept section (``workload.munmap: {...}``) are two
+    series, not one average of both; a series is named by what differs from its design's most
+    common setting, so the headline point is the design's name alone."""
+    from desim.report.figures import Context
+    from desim.report.load import load
+    from desim.report.spec import ReportSpec
+
+    root = Path(__file__).resolve().parents[1]
+    exp = tmp_path / "e.yaml"
+    exp.write_text(
+        f"name: e\nbase: {root / 'configs' / 'default.yaml'}\n"
+        "set: {duration: 5ms, warmup: 0ms}\nreplications: 1\n"
+        "sweep:\n  list:\n    - {allocator.name: generic}\n"
+        "    - {allocator.name: generic}\n"
+        "    - {allocator.name: generic, workload.munmap: {rate: 10/s}}\n"
+        "    - {allocator.name: generic, rcu.nocb_cpus: all}\n"
+    )
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["sweep", str(exp), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    ctx = Context.build(load(out), ReportSpec())
+    assert sorted(ctx.series) == sorted(
+        [
+            "generic",
+            "generic · workload.munmap=rate=10/s",
+            "generic · rcu.nocb_cpus=all",
+        ]
+    )

@@ -156,6 +156,11 @@ def load(root: str | Path) -> Results:
         for k in man.get("params") or {}:
             swept[k] = None
         flat = {k: _hashable(v) for k, v in flatten(cfg).items()}
+        for k, v in (man.get("params") or {}).items():
+            if isinstance(v, dict) or k not in flat:
+                # a whole section swept (madv_collapse: {...}, placement: migrating): one
+                # column, as the point wrote it
+                flat[k] = _compact(v)
         rep = man.get("replication")
         row = {
             "run_id": run_id,
@@ -214,6 +219,15 @@ def load(root: str | Path) -> Results:
         failed=failed,
         unreadable=unreadable,
     )
+
+
+def _compact(v: object) -> str:
+    """A swept section's value as a short label: ``{rate: 1000/s}`` -> ``rate=1000/s``."""
+    if isinstance(v, dict):
+        return ", ".join(
+            f"{k}=({_compact(x)})" if isinstance(x, dict) else f"{k}={x}" for k, x in v.items()
+        )
+    return str(v)
 
 
 def _label_variants(df: pd.DataFrame, params: list[str]) -> None:

@@ -74,9 +74,16 @@ class Context:
                 ctx.notes.append(
                     f"{p} is set per design: " + ", ".join(f"{d} {v}" for d, v in per.items()) + "."
                 )
+        # A series is named by what differs from its design's most common setting (the
+        # headline point of a sensitivity sweep), not by every swept value: labels stay short
+        # enough to read under a bar, and still tell every series apart.
         runs["series"] = runs[DESIGN].astype(str)
         for p in ctx.extra:
-            runs["series"] += " · " + p + "=" + runs[p].astype(str)
+            text = runs[p].map(str)  # plain strings: a missing value is one too
+            modal = text.groupby(runs[DESIGN]).transform(
+                lambda v: v.value_counts(sort=True, dropna=False).index[0]
+            )
+            runs["series"] += np.where(text != modal, " · " + p + "=" + text, "")
         ctx.runs = runs
         ctx.series = list(dict.fromkeys(runs.sort_values([DESIGN, *ctx.extra])["series"]))
         ctx.series_design = dict(zip(runs["series"], runs[DESIGN], strict=True))
@@ -86,6 +93,30 @@ class Context:
             ctx.series_dash[s] = DASHES[seen.get(d, 0) % len(DASHES)]
             seen[d] = seen.get(d, 0) + 1
         return ctx
+
+    def label_ticks(self, ax, names: list[str]) -> None:
+        """Series names under bars, one line per part (design, then each differing setting
+        by the last part of its key: ``placement=migrating``), coloured as the series."""
+        shown = [
+            "\n".join(
+                [
+                    parts[0],
+                    *(
+                        q.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + q.split("=", 1)[1]
+                        for q in parts[1:]
+                    ),
+                ]
+            )
+            for parts in (n.split(" · ") for n in names)
+        ]
+        tilt = len(names) > 3 or max((len(x) for t in shown for x in t.split("\n")), default=0) > 10
+        if tilt and any("\n" in t for t in shown):
+            # several lines each: upright columns, which never run into their neighbours
+            ax.set_xticklabels(shown, rotation=90, ha="center", va="top", fontsize="small")
+        else:
+            ax.set_xticklabels(shown, rotation=30 if tilt else 0, ha="right" if tilt else "center")
+        for lab, s in zip(ax.get_xticklabels(), names, strict=True):
+            lab.set_color(self.colour(s))
 
     def _choose_x(self, runs: pd.DataFrame, candidates: list[str]) -> str | None:
         def numeric_varying(k):

@@ -59,10 +59,7 @@ def memory_split(ctx: Context) -> Fig | Skip:
                 lw=1,
             )
         ax.set_xticks(pos)
-        tilt = len(names) > 3 or max(map(len, names), default=0) > 10
-        ax.set_xticklabels(names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
-        for lab, s in zip(ax.get_xticklabels(), names, strict=True):
-            lab.set_color(ctx.colour(s))
+        ctx.label_ticks(ax, names)
         ax.set_title(ctx.panel_title(xv))
     axes[0][0].set_ylabel(f"mean bytes held ({unit})")
     fig.legend(

@@ -221,6 +221,5 @@ def bars_by_series(ax, ctx: Context, data: pd.DataFrame, value: str, scale: floa
     pad = 0.5 if len(names) < 3 else 0.0  # a lone bar should not fill the panel
     ax.set_xlim(-0.5 - pad, len(names) - 0.5 + pad)
     ax.set_xticks(pos)
-    tilt = len(names) > 3 or max(map(len, names), default=0) > 10
-    ax.set_xticklabels(names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
+    ctx.label_ticks(ax, names)
     ax.set_xlabel("")
