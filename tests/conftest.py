@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -117,3 +118,22 @@ def split(m: Machine) -> dict:
 @pytest.fixture
 def machine():
     return make_machine()
+
+
+def run_outcome(r, drop: tuple[str, ...] = ("sim.wall_s",)) -> str:
+    """Everything a run computed, as one JSON text to compare runs with (NaN == NaN, and an
+    int drifting to a float shows): summary less ``drop``, series, histograms, locks, grace
+    periods and violations."""
+    s = {k: v for k, v in r.summary.items() if k not in drop}
+    return json.dumps(
+        {
+            "summary": s,
+            "series": r.series,
+            "hist": r.latency_hist,
+            "locks": r.locks,
+            "gp": r.gp_spans,
+            "violations": r.violations,
+        },
+        sort_keys=True,
+        default=str,
+    )

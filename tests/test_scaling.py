@@ -4,33 +4,16 @@ Each test runs the same small configurations both ways and compares every figure
 (summary, series, histograms, lock statistics, grace-period spans, violations).
 """
 
-import json
 from pathlib import Path
 
 import pytest
+from conftest import run_outcome
 
 from desim import rng
 from desim.config import load_config
 from desim.engine import simulate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def _outcome(r):
-    s = dict(r.summary)
-    s.pop("sim.wall_s", None)
-    return json.dumps(
-        {
-            "summary": s,
-            "series": r.series,
-            "hist": r.latency_hist,
-            "locks": r.locks,
-            "gp": r.gp_spans,
-            "violations": r.violations,
-        },
-        sort_keys=True,
-        default=str,
-    )
 
 
 # Every distribution the presets draw from, through both kinds of sampler (element uniforms and
@@ -48,9 +31,9 @@ BLOCK_CASES = [
 def test_the_sampler_block_size_changes_no_value_drawn(monkeypatch, name, overrides):
     cfg = load_config(CONFIGS / f"{name}.yaml", ["warmup=0", *overrides])
     monkeypatch.setattr(rng, "BLOCK", 4096)
-    big = _outcome(simulate(cfg))
+    big = run_outcome(simulate(cfg))
     monkeypatch.setattr(rng, "BLOCK", 7)  # odd and tiny: many refills, none aligned
-    small = _outcome(simulate(cfg))
+    small = run_outcome(simulate(cfg))
     assert big == small
 
 
@@ -100,7 +83,7 @@ def test_incremental_scans_give_the_same_run(monkeypatch, name, overrides):
     monkeypatch.setattr(rcu_mod, "EAGER_SCANS", True)
     monkeypatch.setattr(sched_mod, "EAGER_PULL", True)
     eager = simulate(cfg)
-    assert _outcome(lazy) == _outcome(eager)
+    assert run_outcome(lazy) == run_outcome(eager)
     assert lazy.summary["sim.events"] == eager.summary["sim.events"]
 
 
