@@ -202,7 +202,7 @@ def serve_inputs(inputs: dict[str, InputFile], names: dict[str, str]):
     return provided_files({p: f.data for p, f in inputs.items()}, names)
 
 
-def empirical_files(config: Any) -> Iterator[tuple[str, str]]:
+def input_file_names(config: Any) -> Iterator[tuple[str, str]]:
     """(dotted key, file as written) of every input file of a raw config: each empirical
     distribution's ``file`` and each workload element's declared ``input_files`` fields (a
     replay's trace), so that a run's digest covers their contents."""
@@ -241,7 +241,7 @@ def collect_inputs(
     inputs: dict[str, InputFile] = {}
     names: dict[str, str] = {}
     total = 0
-    for where, name in empirical_files(config):
+    for where, name in input_file_names(config):
         if name in names:
             continue
         try:
