@@ -53,6 +53,7 @@ class CPU:
         "users",
         "user_lost",
         "user_since",
+        "ksys",
         "nesting",
         "debt",
         "idle",
@@ -95,6 +96,7 @@ class CPU:
         self.users = 0  # resident tasks running user code here between syscalls
         self.user_lost = 0  # ns taken from user mode (preemption, interrupts)
         self.user_since = -1  # when a non-resident task took the CPU from user mode
+        self.ksys: object | None = None  # the resident task inside a system call (syscall..to_user)
         self.nesting = 0  # rcu_read_lock() depth of the running task
         self.debt = 0  # ns of CPU time owed by the current owner
         self.idle = True
@@ -146,7 +148,11 @@ class CPU:
                 self.rcu.awake.add(self.id)
                 self.busy_since = self.env.now
             elif self.users:
-                self.user_since = self.env.now
+                if self.ksys is None:
+                    # another task takes the CPU from user mode: the resident loses this time
+                    # (not so while the resident sleeps inside a system call: it is not in
+                    # user mode then, and waking there it takes its CPU back through here)
+                    self.user_since = self.env.now
                 self.rcu.context_switch(self)
             if self.trace is not None:
                 self.trace.task_acquire(self, task, True)
@@ -178,6 +184,10 @@ class CPU:
         if self.runq:
             task, ev = self.runq.popleft()
             self.owner = task
+            if task is self.ksys:
+                # the resident enters (or is back in) its system call: its user mode ended,
+                # what it lost before its syscall was dropped there
+                self.user_since = -1
             if self.trace is not None:
                 self.trace.task_switch(self, task)
             ev.succeed()
@@ -220,6 +230,7 @@ class CPU:
         waits its turn. Time lost to others before this point is already behind it.
         """
         self.user_lost = 0
+        self.ksys = task
         if self.owner is None:
             self.owner = task
             if self.trace is not None:
@@ -231,6 +242,7 @@ class CPU:
         """The owner, a resident task, returns to user mode: not a context switch, unless
         another task waits, which then preempts it on the way out (``need_resched``)."""
         self.debt = 0
+        self.ksys = None
         if self.exp_need_qs:
             # An expedited GP's IPI set need_resched on a non-preemptible kernel: the way
             # back to user mode schedules, and rcu_qs reports (rcu_exp_handler, !PREEMPT).
@@ -244,6 +256,7 @@ class CPU:
         if self.trace is not None:
             self.trace.task_switch(self, None)
         self.owner = None
+        self.user_since = -1
 
     def user_time_lost(self) -> int:
         """ns the resident's user code lost since it last looked (it must run that much more)."""

@@ -397,6 +397,7 @@ class Scheduler:
             cpu.enter_user()  # a resident: user mode unless it owns the CPU
         cpu.user_lost = 0
         cpu.user_since = now if cpu.owner is not None else -1
+        cpu.ksys = task if task.kernel_resume else None  # back inside its system call, or not
         ev = task.ev
         if task.kernel_resume:
             task.kernel_resume = False
