@@ -64,14 +64,15 @@ class _BareLock:
 
 class BareCpu:
     """The least a lock holder needs: somewhere to charge lock costs, a count of the locks it
-    holds, and no tracer."""
+    holds, no tracer, and no fault lookahead holding a lock ahead of time."""
 
-    __slots__ = ("debt", "trace", "locks")
+    __slots__ = ("debt", "trace", "locks", "la_lock")
 
     def __init__(self) -> None:
         self.debt = 0
         self.trace = None
         self.locks = 0
+        self.la_lock = None
 
 
 def _closed_queue(

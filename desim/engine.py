@@ -71,6 +71,10 @@ def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
         t = min(until, t + span)
         # first among the events of instant ``t``, so a span covers times below ``t`` only
         urgent_marker(env, t - env.now, _raise_checkpoint)
+        # the fault lookahead may look past other events up to the span's end, or up to the
+        # statistics reset at the end of the warm-up if that comes first
+        w = m.stats_reset_at
+        m.fence = w if env.now < w < t else t
         i = 0
         try:
             for i in count():  # noqa: B007 - ``i`` is read after the loop ends by an exception
@@ -164,6 +168,7 @@ def simulate(
     if config.record.enabled:
         env.process(_sampler(m, config.record.sample_interval, series))
     if config.warmup:
+        m.stats_reset_at = config.warmup
 
         def _warm():
             yield Timeout(env, config.warmup)

@@ -91,3 +91,40 @@ def test_simpys_step_is_the_one_simcore_copies():
     src = inspect.getsource(simpy.core.Environment.step)
     want = "8fea2b488c8ad7faecfa46ea6759b01821dce350cd54301caac0cbe0f13185a0"
     assert hashlib.sha256(src.encode()).hexdigest() == want
+
+
+def test_a_reserved_number_orders_a_later_event_as_if_scheduled_when_reserved():
+    """``reserve_seq`` + ``decided_at``: among events of one instant, the one scheduled later
+    with an earlier number runs first; ``seq`` is the running event's number."""
+    from desim.model.simcore import Environment, decided_at, ran_before, reserve_seq
+
+    env = Environment()
+    order = []
+    n = reserve_seq(env)
+    a = env.timeout(10)
+    a.callbacks.append(lambda e: order.append(("a", ran_before(env, n))))
+    b = decided_at(env, 10, n, "b")
+    b.callbacks.append(lambda e: order.append((e.value, env.seq == n)))
+    env.run()
+    assert order == [("b", True), ("a", False)]
+
+
+def test_retarget_moves_a_waiting_process_and_drops_the_old_event():
+    from desim.model.simcore import Environment, retarget
+
+    env = Environment()
+    box = {}
+
+    def proc():
+        box["old"] = ev = env.timeout(100)
+        v = yield ev
+        box["woke"] = (env.now, v)
+
+    p = env.process(proc())
+    env.run(until=1)
+    new = env.timeout(40, "moved")
+    retarget(box["old"], new)
+    assert p._target is new
+    assert all(entry[3] is not box["old"] for entry in env._queue)
+    env.run()
+    assert box["woke"] == (41, "moved")  # made at 1 ns, for 40 ns

@@ -282,6 +282,8 @@ class Schedule:
         cfg = scenario.config
         m = self.m = Machine(cfg)
         m.draw = cost_draws(cfg.costs, chooser)
+        for c in m.cpus:  # a fault's work is one of the choices too, whichever CPU draws it
+            c.fault_work = m.draw.fault_work
         self.env = m.env
         self.log = StepLog((0, None) if trace else (0, 0))
         self.log.attach(m)

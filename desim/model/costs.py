@@ -122,8 +122,21 @@ class Draws:
 
     def __init__(self, costs, streams) -> None:
         for name in VARIABLE:
-            v = getattr(costs, name)
-            if isinstance(v, int):
-                setattr(self, name, (lambda c: lambda: c)(v))
-            else:
-                setattr(self, name, v.ns_sampler(streams.get(f"costs.{name}")))
+            setattr(self, name, _sampler(getattr(costs, name), streams, f"costs.{name}"))
+
+
+def per_cpu_fault_work(costs, streams, cpu_id: int) -> Callable[[], int]:
+    """``fault_work`` for one CPU, from its own stream (``costs.fault_work.cpu<N>``).
+
+    A fault may draw its work when its walk starts (the lookahead) or when it ends: with one
+    stream per CPU the value a fault gets does not depend on what other CPUs draw in between,
+    so the fault lookahead of ``desim.model.mm_ops`` may let other CPUs' events run during a
+    walk and still give the run the slow path gives.
+    """
+    return _sampler(costs.fault_work, streams, f"costs.fault_work.cpu{cpu_id}")
+
+
+def _sampler(v, streams, name: str) -> Callable[[], int]:
+    if isinstance(v, int):
+        return (lambda c: lambda: c)(v)
+    return v.ns_sampler(streams.get(name))

@@ -31,12 +31,16 @@ CPU time is charged in one of four ways, each a named method:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from simpy.events import Event, Timeout
 
+from desim.model.simcore import decided_at, ran_before, retarget
+
 if TYPE_CHECKING:
     from desim.model.hooks import TraceHooks
+    from desim.model.lock import SpinLock
     from desim.model.machine import Machine
     from desim.model.rcu import RCU, SegCBList
     from desim.model.sched import Scheduler, Task
@@ -84,6 +88,15 @@ class CPU:
         "locks",
         "kpreempt",
         "resched",
+        "fault_work",
+        "la_until",
+        "la_end",
+        "la_ev",
+        "la_lock",
+        "la_work",
+        "la_stolen",
+        "la_seq",
+        "la_seq_end",
     )
 
     def __init__(self, machine: Machine, cpu_id: int) -> None:
@@ -128,6 +141,19 @@ class CPU:
         self.locks = 0  # spinlocks held or spun on: preempt_count's PREEMPT_MASK part
         self.kpreempt = False  # preempt=full: the scheduler's tasks are preempted in kernel code
         self.resched = False  # TIF_NEED_RESCHED of the current scheduler task
+        self.fault_work: Callable[[], int]  # this CPU's fault_work sampler, set by the machine
+        # A fault taking the lookahead (desim.model.mm_ops): its walk ends at la_until, its
+        # ptl section at la_end, the event la_ev; la_lock is the ptl it holds from la_until,
+        # la_work its drawn fault_work. Time stolen before la_until goes into the ptl section,
+        # as it would on the slow path (la_stolen of it).
+        self.la_until = -1
+        self.la_end = -1
+        self.la_ev: Event | None = None
+        self.la_lock: SpinLock | None = None
+        self.la_work = -1  # fault_work drawn but not yet used (a lookahead undone), or -1
+        self.la_stolen = 0
+        self.la_seq = -1  # the scheduling numbers of its walk's end and of its section's end
+        self.la_seq_end = -1
 
     def __repr__(self) -> str:
         return f"cpu{self.id}"
@@ -294,9 +320,28 @@ class CPU:
     def steal(self, ns: int) -> None:
         """Interrupt or softirq time taken from whatever runs here."""
         if self.owner is not None:
-            self.debt += ns
+            if self.la_until >= self.env.now and self.in_lookahead_walk():
+                self._delay_lookahead(ns)
+            else:
+                self.debt += ns
         elif self.users:
             self.user_lost += ns
+
+    def in_lookahead_walk(self) -> bool:
+        """Whether a lookahead fault here is still in its walk: before its end, or at that
+        instant in an event that would have run before the walk's end on the slow path."""
+        t = self.la_until
+        now = self.env.now
+        return t > now or (t == now and ran_before(self.env, self.la_seq))
+
+    def _delay_lookahead(self, ns: int) -> None:
+        """Time stolen during a lookahead fault's walk: the slow path would have owed it at the
+        walk's end and paid it inside the ptl section, so that section ends ``ns`` later."""
+        self.la_end += ns
+        self.la_stolen += ns
+        ev = decided_at(self.env, self.la_end - self.env.now, self.la_seq_end)
+        retarget(self.la_ev, ev)  # type: ignore[arg-type]  # set with la_until
+        self.la_ev = ev
 
     def spin_lock(self, lock, bh: bool = False):
         """Take spinlock ``lock`` (a generator): what is owed is paid first, outside the lock.

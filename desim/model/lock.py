@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from simpy.events import Event
 
-from desim.model.simcore import schedule_decided
+from desim.model.simcore import decided_at, retarget, schedule_decided
 from desim.model.stats import LockClassStats
 
 if TYPE_CHECKING:
@@ -24,7 +24,17 @@ if TYPE_CHECKING:
 class SpinLock:
     """One spinlock instance; statistics go to its lock class."""
 
-    __slots__ = ("env", "stats", "holder", "waiters", "t_acquired", "last_cpu", "cost", "handoff")
+    __slots__ = (
+        "env",
+        "stats",
+        "holder",
+        "waiters",
+        "t_acquired",
+        "last_cpu",
+        "cost",
+        "handoff",
+        "approaching",
+    )
 
     def __init__(self, env, stats: LockClassStats, cost: int, handoff: int) -> None:
         self.env = env
@@ -35,10 +45,20 @@ class SpinLock:
         self.last_cpu: CPU | None = None
         self.cost = cost
         self.handoff = handoff
+        # CPUs on their way to this lock with an event still to come before they try it (a
+        # fault's walk, a retraction's PMD lock): the fault lookahead must not jump ahead of them
+        self.approaching = 0
 
     def acquire(self, cpu: CPU) -> Event | None:
         """Take the lock for ``cpu``; ``None`` if taken at once, else an event to wait on."""
-        if self.holder is None:
+        h = self.holder
+        if h is None:
+            self.acquire_at(cpu, self.env.now)
+            return None
+        if h.la_lock is self and h.la_until >= self.env.now and h.in_lookahead_walk():
+            # A lookahead fault holds it only from the end of its walk: free until then, so
+            # this CPU takes it and the fault goes on as the slow path would have.
+            self._undo_lookahead(h)
             self.acquire_at(cpu, self.env.now)
             return None
         self.stats.contended += 1
@@ -97,6 +117,29 @@ class SpinLock:
         else:
             st.free_handoffs += 1
             cpu.debt += self.cost + self.handoff
+
+    def _undo_lookahead(self, f: CPU) -> None:
+        """Give back the lock a lookahead fault on ``f`` took as of its walk's end, before then.
+
+        The fault's walk was to end at ``f.la_until`` and its ptl section was one sleep from
+        its start; now it wakes at the walk's end instead (``True`` for "undone") and takes
+        the ptl as the slow path does, with the ``fault_work`` it drew. What ``acquire_at``
+        counted is uncounted, and time stolen from ``f`` meanwhile is owed again.
+        """
+        st = self.stats
+        st.uncontended -= 1
+        last = self.last_cpu
+        if last is not f and last is not None:
+            st.free_handoffs -= 1
+        f.locks -= 1
+        self.holder = None
+        self.approaching += 1  # the fault walks on toward it
+        f.debt += f.la_stolen
+        t2 = f.la_until
+        f.la_until = -1
+        f.la_lock = None
+        ev = decided_at(self.env, t2 - self.env.now, f.la_seq, True)
+        retarget(f.la_ev, ev)  # type: ignore[arg-type]  # set with la_lock
 
     @property
     def queue_length(self) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from simpy.events import AllOf, Event
 
 from desim.model.arch import ARCHES
-from desim.model.costs import Draws
+from desim.model.costs import Draws, per_cpu_fault_work
 from desim.model.cpu import CPU
 from desim.model.hooks import wraps_callback
 from desim.model.lock import SpinLock
@@ -68,6 +68,12 @@ class Machine:
         self.cpus = [CPU(self, i) for i in range(config.machine.cpus)]
         # samplers of the costs that vary (desim.model.costs), before anything draws one
         self.draw = Draws(config.costs, self.streams)
+        for c in self.cpus:
+            c.fault_work = per_cpu_fault_work(config.costs, self.streams, c.id)
+        # The fault lookahead may let other events run during a walk only before this time:
+        # the engine sets it to its next checkpoint or statistics reset (0: never).
+        self.fence = 0
+        self.stats_reset_at = -1  # when the engine's warm-up clears the statistics, if it does
         arch = ARCHES[config.machine.arch_name]
         # zap_pte_range of one table at munmap and exit: every PTE it holds
         self.zap_table = config.costs.zap_page * arch.ptes(config.machine.page_size)

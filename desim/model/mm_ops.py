@@ -30,6 +30,7 @@ from simpy.events import Timeout
 
 from desim.model.memory import DETACHED, LIVE, PageTable
 from desim.model.mmu_gather import MMUGather
+from desim.model.simcore import decided_at, reserve_seq
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -88,8 +89,9 @@ def handle_fault(
     env = m.env
     costs = m.costs
     # one draw per fault, on either path below: the lookahead takes it when the walk starts,
-    # the slow path when the walk ends, with nothing run between (the lookahead's condition)
-    fault_work = m.draw.fault_work
+    # the slow path when the walk ends; from the CPU's own stream, so what other CPUs draw
+    # meanwhile does not change it
+    fault_work = cpu.fault_work
     t0 = env.now
     if cpu.trace is not None:
         cpu.trace.op(cpu, "fault")
@@ -121,31 +123,82 @@ def handle_fault(
         gen = table.gen
         lock: SpinLock = page.ptl  # type: ignore[assignment]  # a table's page has its ptl
         # cpu.compute(), inlined on the hottest path of the model
-        d = costs.pte_walk + cpu.debt
+        owed = cpu.debt
+        d = costs.pte_walk + owed
         cpu.debt = 0
-        t2 = env.now + d  # the walk ends
+        now = env.now
+        t2 = now + d  # the walk ends
         if (
             LOOKAHEAD
             and lock.holder is None
             and page.gen == gen
             and page.allocated
             and table.state == LIVE
-            and env.peek() > t2
+            and not cpu.kpreempt
+            and (
+                env.peek() > t2
+                or (not lock.approaching and not owed and t2 < m.fence and cpu.owner is task)
+            )
         ):
-            # Lookahead: no event is due anywhere before the walk ends at t2, and only an event
-            # can schedule another, so nothing can change the table, its page or the ptl before
-            # then: the checks the walk's end would make (the read, pmd_same) pass now, and the
-            # ptl is ours from t2. The walk and the ptl section are one sleep instead of two;
-            # from t2 on, other CPUs see the ptl held, as they would.
+            # Lookahead: nothing can touch the table, its page or the ptl before the walk ends
+            # at t2, so the checks the walk's end would make (the read, pmd_same) pass now and
+            # the ptl is ours from t2: the walk and the ptl section are one sleep instead of
+            # two; from t2 on, other CPUs see the ptl held, as they would. Either no event at
+            # all is due before t2 (only an event can schedule another), or events are but none
+            # can reach this ptl or change this CPU's fault before t2:
+            # - the ptl is taken only by faults (each walks first) and retractions (each takes
+            #   the PMD lock first); those already on their way count in ``approaching``, and a
+            #   walk starting from now on ends no earlier than t2 (every walk lasts pte_walk
+            #   plus what its CPU owed, and this CPU owed nothing), after this one on a tie;
+            # - the table cannot be freed or unmapped: munmap and exit need mmap_lock for
+            #   write, which this fault holds for read; retraction needs the ptl;
+            # - what other CPUs draw does not change this fault's draw (per-CPU streams);
+            # - time stolen from this CPU before t2 (an IPI, softirq work) lengthens the ptl
+            #   section as on the slow path (``CPU.steal``); a preemptible kernel (preempt=full)
+            #   could switch the walk out, so it keeps the slow path;
+            # - no checkpoint or statistics reset falls before t2 (``m.fence``);
+            # - a retraction reaching the ptl before t2 takes it, as it would have: the fault
+            #   then wakes at t2 and goes on as the slow path (``SpinLock._undo_lookahead``).
+            # Both paths take the scheduling numbers of the walk's end and of the section's end
+            # when the walk starts, so every event keeps its place among those of its instant.
+            seq_walk = reserve_seq(env)
+            seq_end = reserve_seq(env)
+            w = cpu.la_work
+            if w < 0:
+                w = fault_work()
             lock.acquire_at(cpu, t2)
-            d += fault_work()
+            d += w + cpu.debt  # the ptl's acquire cost
+            cpu.debt = 0
+            ev = decided_at(env, d, seq_end)
+            cpu.la_until = t2
+            cpu.la_end = now + d
+            cpu.la_ev = ev
+            cpu.la_lock = lock
+            cpu.la_work = -1
+            cpu.la_stolen = 0
+            cpu.la_seq = seq_walk
+            cpu.la_seq_end = seq_end
+            slow = yield ev  # True: undone, the walk has just ended
+            cpu.la_until = -1
+            cpu.la_lock = None
+            if slow:
+                lock.approaching -= 1
+                # the draw is the slow path's, at this walk's end or, should this attempt
+                # end without doing the work, at the next one that does (on this CPU)
+                cpu.la_work = w
         else:
+            slow = True
+            lock.approaching += 1
             if cpu.kpreempt and cpu.owner is cpu.curr:
                 # preempt=full: the walk is preemptible, inside the RCU reader
                 # kpreempt is set only on a machine with a scheduler
-                yield cpu.sched.kernel_step(cpu, d)  # type: ignore[union-attr]
+                ev = cpu.sched.kernel_step(cpu, d)  # type: ignore[union-attr]
             else:
-                yield Timeout(env, d)
+                ev = Timeout(env, d)
+            seq_end = reserve_seq(env)
+            yield ev
+            lock.approaching -= 1
+        if slow:
             if safety is not None:
                 safety.table_access(cpu, table, gen, "pte read")
             ev = lock.acquire(cpu)
@@ -159,10 +212,15 @@ def handle_fault(
                     cpu.trace.instant(cpu, "pmd_same failed: fault retried", {"table": repr(table)})
                 m.counters["fault.retries"] += 1
                 continue
-            d = fault_work()
-        d += cpu.debt  # the ptl's acquire cost, and time stolen meanwhile
-        cpu.debt = 0
-        yield Timeout(env, d)
+            # the ptl's acquire cost, and time stolen meanwhile
+            w = cpu.la_work
+            if w < 0:
+                w = fault_work()
+            else:
+                cpu.la_work = -1
+            d = w + cpu.debt
+            cpu.debt = 0
+            yield decided_at(env, d, seq_end)
         if safety is not None:
             safety.table_access(cpu, table, gen, "pte write")
         lock.release(cpu)
@@ -197,17 +255,20 @@ def retract_page_tables(
         if not mm.alive or table.state != LIVE:
             continue  # the mm exited or unmapped the range meanwhile
         t0 = env.now
+        ptl = table.page.ptl
+        assert ptl is not None  # a live table's page is a page-table page, with its ptl
+        ptl.approaching += 1  # on its way to the ptl (the fault lookahead must wait for it)
         yield from _lock(mm.pmd_lock, cpu)
         if table.state != LIVE:
             # Another collapse of the range retracted it while we waited. In the kernel the
             # huge folio's lock serialises collapses of one range (collapse_file holds it over
             # retract_page_tables, collapse_pte_mapped_thp takes it first), and the later one
             # finds the PMD no longer pointing at a PTE table (find_pmd_or_thp_or_none).
+            ptl.approaching -= 1
             mm.pmd_lock.release(cpu)
             continue
-        ptl = table.page.ptl
-        assert ptl is not None  # a live table's page is a page-table page, with its ptl
         yield from _lock(ptl, cpu)
+        ptl.approaching -= 1
         table.state = DETACHED
         tables = mm.tables
         i = tables.index(table)

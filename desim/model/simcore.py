@@ -17,6 +17,15 @@ the clock about twice per event, which made ``env.now`` 3.8-5.4% of a run's inst
 plain attribute, set with ``_now`` where SimPy sets it (``__init__`` and ``step``): ``env.now`` is
 then as cheap as the field. ``step`` is SimPy 4.1's own, plus that one store;
 tests/test_simpy_contract.py fails if SimPy's ``step`` changes.
+
+Scheduling numbers: SimPy's heap entries are ``(time, priority, number, event)``, the number
+from the counter ``_eid``, so ties run in scheduling order. ``step`` keeps the running event's
+number in ``seq``; ``reserve_seq`` takes a number now for an event made later
+(``decided_at``), and ``retarget`` moves a waiting process to another event, taking the old one
+out of the heap. The fault lookahead (``desim.model.mm_ops``) uses the three so that a fault
+whose walk ends in no event still leaves every event of the run in its place: the slow path
+takes the same numbers at the walk's start, and a lookahead that other events turn back
+(``SpinLock._undo_lookahead``, ``CPU.steal``) resumes exactly where the slow path would.
 """
 
 from __future__ import annotations
@@ -35,15 +44,17 @@ class Environment(simpy.Environment):
     (every delay desim schedules is an int, so the clock never holds a float)."""
 
     now: int = 0  # not a property here: the instance's attribute, kept by ``step``
+    seq: int = -1  # the scheduling number of the event being processed (``order_before``)
 
     def __init__(self, initial_time: int = 0) -> None:
         super().__init__(initial_time)
         self.now = initial_time
 
     def step(self) -> None:
-        """SimPy 4.1's ``Environment.step``, storing the time in ``now`` as well."""
+        """SimPy 4.1's ``Environment.step``, storing the time in ``now`` and the event's
+        scheduling number in ``seq`` as well."""
         try:
-            t, _, _, event = heappop(self._queue)
+            t, _, self.seq, event = heappop(self._queue)
         except IndexError:
             raise EmptySchedule from None
         self._now = self.now = t  # type: ignore[assignment]  # int: see the class docstring
@@ -116,3 +127,54 @@ def run_first(env: Environment, index: int) -> None:
     q.remove(chosen)
     q.append((t, prio, ties[0][2] - 1, chosen[3]))
     heapq.heapify(q)
+
+
+def retarget(old: Event, new: Event) -> None:
+    """Move the process waiting on ``old`` (scheduled, not yet processed) to wait on ``new``.
+
+    ``old`` leaves the heap (a linear search: this is for rare events; left in place it could
+    tie with ``new`` on time and number). The process's ``_target`` (what an interrupt would
+    detach it from) follows.
+    """
+    q = old.env._queue
+    for i, entry in enumerate(q):
+        if entry[3] is old:
+            last = q.pop()
+            if i < len(q):
+                q[i] = last
+                heapq.heapify(q)
+            break
+    callbacks = old.callbacks
+    old.callbacks = []
+    new.callbacks.extend(callbacks)
+    for cb in callbacks:
+        proc = getattr(cb, "__self__", None)
+        if isinstance(proc, simpy.events.Process) and proc._target is old:
+            proc._target = new
+
+
+def reserve_seq(env: Environment) -> int:
+    """Take the next scheduling number now, for an event that will be scheduled later.
+
+    Among events due at one instant SimPy runs first the one scheduled first: its heap entry
+    carries a number from a counter. An event scheduled later with a number taken now runs
+    among its instant's events as if it had been scheduled now. The fault lookahead uses this
+    so that a fault's events keep their places whether or not its walk ends in an event.
+    """
+    return next(env._eid)
+
+
+def decided_at(env: Environment, delay: int, seq: int, value: object = None) -> Event:
+    """An event that succeeds with ``value`` ``delay`` ns from now, ordered among the events
+    of that instant by ``seq`` (from ``reserve_seq``) instead of by when it is made."""
+    ev = Event(env)
+    ev._ok = True
+    ev._value = value
+    heapq.heappush(env._queue, (env.now + delay, NORMAL, seq, ev))
+    return ev
+
+
+def ran_before(env: Environment, seq: int) -> bool:
+    """Whether the event being processed comes before one scheduled with number ``seq`` at
+    this same instant (so, on the slow path, before that one would have run)."""
+    return env.seq < seq
