@@ -94,13 +94,13 @@ def test_simpys_step_is_the_one_simcore_copies():
 
 
 def test_a_reserved_number_orders_a_later_event_as_if_scheduled_when_reserved():
-    """``reserve_seq`` + ``decided_at``: among events of one instant, the one scheduled later
+    """``seq_counter`` + ``decided_at``: among events of one instant, the one scheduled later
     with an earlier number runs first; ``seq`` is the running event's number."""
-    from desim.model.simcore import Environment, decided_at, ran_before, reserve_seq
+    from desim.model.simcore import Environment, decided_at, ran_before, seq_counter
 
     env = Environment()
     order = []
-    n = reserve_seq(env)
+    n = seq_counter(env)()
     a = env.timeout(10)
     a.callbacks.append(lambda e: order.append(("a", ran_before(env, n))))
     b = decided_at(env, 10, n, "b")

@@ -96,7 +96,6 @@ class CPU:
         "la_work",
         "la_stolen",
         "la_seq",
-        "la_seq_end",
     )
 
     def __init__(self, machine: Machine, cpu_id: int) -> None:
@@ -152,8 +151,7 @@ class CPU:
         self.la_lock: SpinLock | None = None
         self.la_work = -1  # fault_work drawn but not yet used (a lookahead undone), or -1
         self.la_stolen = 0
-        self.la_seq = -1  # the scheduling numbers of its walk's end and of its section's end
-        self.la_seq_end = -1
+        self.la_seq = -1  # the scheduling number of its walk's end (its section's end: + 1)
 
     def __repr__(self) -> str:
         return f"cpu{self.id}"
@@ -339,7 +337,7 @@ class CPU:
         walk's end and paid it inside the ptl section, so that section ends ``ns`` later."""
         self.la_end += ns
         self.la_stolen += ns
-        ev = decided_at(self.env, self.la_end - self.env.now, self.la_seq_end)
+        ev = decided_at(self.env, self.la_end - self.env.now, self.la_seq + 1)
         retarget(self.la_ev, ev)  # type: ignore[arg-type]  # set with la_until
         self.la_ev = ev
 

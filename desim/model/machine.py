@@ -22,7 +22,7 @@ from desim.model.mm_lifetime import COUNTERS as LIFETIME_COUNTERS
 from desim.model.mm_lifetime import MMLifetime
 from desim.model.rcu import RCU
 from desim.model.safety import SafetyChecker
-from desim.model.simcore import Environment
+from desim.model.simcore import Environment, seq_counter
 from desim.model.stats import LockClassStats, LogHistogram
 from desim.records import CORE_COUNTERS, LATENCY_OPS, counter_table, declared_counters
 from desim.rng import Streams
@@ -73,6 +73,7 @@ class Machine:
         # The fault lookahead may let other events run during a walk only before this time:
         # the engine sets it to its next checkpoint or statistics reset (0: never).
         self.fence = 0
+        self.next_seq = seq_counter(self.env)  # scheduling numbers (the fault lookahead's)
         self.stats_reset_at = -1  # when the engine's warm-up clears the statistics, if it does
         arch = ARCHES[config.machine.arch_name]
         # zap_pte_range of one table at munmap and exit: every PTE it holds

@@ -30,7 +30,7 @@ from simpy.events import Timeout
 
 from desim.model.memory import DETACHED, LIVE, PageTable
 from desim.model.mmu_gather import MMUGather
-from desim.model.simcore import decided_at, reserve_seq
+from desim.model.simcore import decided_at
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -136,8 +136,8 @@ def handle_fault(
             and table.state == LIVE
             and not cpu.kpreempt
             and (
-                env.peek() > t2
-                or (not lock.approaching and not owed and t2 < m.fence and cpu.owner is task)
+                (not lock.approaching and not owed and t2 < m.fence and cpu.owner is task)
+                or env.peek() > t2
             )
         ):
             # Lookahead: nothing can touch the table, its page or the ptl before the walk ends
@@ -161,27 +161,24 @@ def handle_fault(
             #   then wakes at t2 and goes on as the slow path (``SpinLock._undo_lookahead``).
             # Both paths take the scheduling numbers of the walk's end and of the section's end
             # when the walk starts, so every event keeps its place among those of its instant.
-            seq_walk = reserve_seq(env)
-            seq_end = reserve_seq(env)
+            # (the section's end is scheduled at once, taking the number after the walk's)
+            cpu.la_seq = m.next_seq()
             w = cpu.la_work
             if w < 0:
                 w = fault_work()
+            else:
+                cpu.la_work = -1
             lock.acquire_at(cpu, t2)
             d += w + cpu.debt  # the ptl's acquire cost
             cpu.debt = 0
-            ev = decided_at(env, d, seq_end)
-            cpu.la_until = t2
+            cpu.la_ev = ev = Timeout(env, d)
+            cpu.la_until = t2  # (stale once past: nothing after t2 looks at these)
             cpu.la_end = now + d
-            cpu.la_ev = ev
             cpu.la_lock = lock
-            cpu.la_work = -1
             cpu.la_stolen = 0
-            cpu.la_seq = seq_walk
-            cpu.la_seq_end = seq_end
             slow = yield ev  # True: undone, the walk has just ended
-            cpu.la_until = -1
-            cpu.la_lock = None
             if slow:
+                seq_end = cpu.la_seq + 1
                 lock.approaching -= 1
                 # the draw is the slow path's, at this walk's end or, should this attempt
                 # end without doing the work, at the next one that does (on this CPU)
@@ -195,7 +192,7 @@ def handle_fault(
                 ev = cpu.sched.kernel_step(cpu, d)  # type: ignore[union-attr]
             else:
                 ev = Timeout(env, d)
-            seq_end = reserve_seq(env)
+            seq_end = m.next_seq()
             yield ev
             lock.approaching -= 1
         if slow:

@@ -20,7 +20,7 @@ tests/test_simpy_contract.py fails if SimPy's ``step`` changes.
 
 Scheduling numbers: SimPy's heap entries are ``(time, priority, number, event)``, the number
 from the counter ``_eid``, so ties run in scheduling order. ``step`` keeps the running event's
-number in ``seq``; ``reserve_seq`` takes a number now for an event made later
+number in ``seq``; ``seq_counter`` takes a number now for an event made later
 (``decided_at``), and ``retarget`` moves a waiting process to another event, taking the old one
 out of the heap. The fault lookahead (``desim.model.mm_ops``) uses the three so that a fault
 whose walk ends in no event still leaves every event of the run in its place: the slow path
@@ -153,20 +153,22 @@ def retarget(old: Event, new: Event) -> None:
             proc._target = new
 
 
-def reserve_seq(env: Environment) -> int:
-    """Take the next scheduling number now, for an event that will be scheduled later.
+def seq_counter(env: Environment) -> Callable[[], int]:
+    """Takes the next scheduling number now, for an event that will be scheduled later (a C
+    call, no Python frame: the fault path takes one per fault).
 
     Among events due at one instant SimPy runs first the one scheduled first: its heap entry
     carries a number from a counter. An event scheduled later with a number taken now runs
     among its instant's events as if it had been scheduled now. The fault lookahead uses this
-    so that a fault's events keep their places whether or not its walk ends in an event.
+    so that a fault's events keep their places whether or not its walk ends in an event; an
+    event scheduled right after a call gets the number after the one the call returned.
     """
-    return next(env._eid)
+    return env._eid.__next__  # itertools.count in SimPy 4.1
 
 
 def decided_at(env: Environment, delay: int, seq: int, value: object = None) -> Event:
     """An event that succeeds with ``value`` ``delay`` ns from now, ordered among the events
-    of that instant by ``seq`` (from ``reserve_seq``) instead of by when it is made."""
+    of that instant by ``seq`` (from ``seq_counter``) instead of by when it is made."""
     ev = Event(env)
     ev._ok = True
     ev._value = value
