@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
-from itertools import count
 
 from simpy.events import Timeout
 
@@ -17,7 +16,7 @@ from desim import __version__
 from desim.config import Config
 from desim.model.machine import Machine
 from desim.model.safety import SafetyStop
-from desim.model.simcore import urgent_marker
+from desim.model.simcore import run_events, urgent_marker
 from desim.records import MEMORY_COLUMNS, SERIES_COLUMNS, LatencyBin
 from desim.rng import Streams
 from desim.workloads import ELEMENTS
@@ -59,14 +58,14 @@ def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
     bounded, and numpy works on batches worth its call) and ``progress(now)``
     is called. A checkpoint runs first among the events of its instant and changes nothing in
     the model, so the model's events keep their order; it is not counted among them. Between
-    checkpoints SimPy's own ``step`` runs with no test per event: the count of model events
-    stepped is exact, a deterministic figure of the run.
+    checkpoints ``simcore.run_events`` steps events with no test per event: the count of model
+    events stepped is exact, a deterministic figure of the run.
     """
     env = m.env
-    step = env.step
     span = max(1, min(until // CHECKPOINTS, MAX_CHECKPOINT_SPAN))
-    n = 0
     t = env.now
+    start = env.popped
+    checkpoints = 0
     while t < until:
         t = min(until, t + span)
         # first among the events of instant ``t``, so a span covers times below ``t`` only
@@ -75,18 +74,17 @@ def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
         # statistics reset at the end of the warm-up if that comes first
         w = m.stats_reset_at
         m.fence = w if env.now < w < t else t
-        i = 0
         try:
-            for i in count():  # noqa: B007 - ``i`` is read after the loop ends by an exception
-                step()
+            run_events(env)
         except _Checkpoint:
-            n += i
+            checkpoints += 1
         except SafetyStop as exc:
-            return n + i + 1, str(exc)  # the event that hit the violation was processed too
+            # the event that hit the violation was processed too
+            return env.popped - start - checkpoints, str(exc)
         m.flush_stats(FLUSH_BATCH)
         if progress is not None:
             progress(t)
-    return n, None
+    return env.popped - start - checkpoints, None
 
 
 def _sampler(m: Machine, interval: int, series: dict[str, list]):

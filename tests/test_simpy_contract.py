@@ -3,8 +3,9 @@ this fails before any figure moves."""
 
 from __future__ import annotations
 
+import pytest
 import simpy
-from simpy.events import Event, Timeout
+from simpy.events import Event, Process, Timeout
 
 from desim.model.simcore import run_first, schedule_decided, tied, urgent_marker
 
@@ -72,8 +73,6 @@ def test_the_machines_clock_is_simpys():
 
 
 def test_a_failed_event_still_crashes_the_machines_environment():
-    import pytest
-
     from desim.model.simcore import Environment
 
     env = Environment()
@@ -82,14 +81,30 @@ def test_a_failed_event_still_crashes_the_machines_environment():
         env.run()
 
 
-def test_simpys_step_is_the_one_simcore_copies():
-    """simcore.Environment.step is SimPy 4.1's plus one store: a SimPy whose ``step`` differs
-    must be read again before this hash is updated."""
+@pytest.mark.parametrize(
+    "qualname,want",
+    [
+        # simcore.Environment.step is SimPy 4.1's plus one store; run_events inlines it too
+        ("Environment.step", "8fea2b488c8ad7faecfa46ea6759b01821dce350cd54301caac0cbe0f13185a0"),
+        # run_events resumes a process as _resume does, without the call
+        ("Process._resume", "7c85b9fe960e6b8e43b9898df0f64952b63f0affec1dbd94a80269e542398ea0"),
+        # timeout() and sleep() build and schedule a Timeout as these two would
+        ("Timeout.__init__", "321c9947d58d38ecbbd498a63ee4c65632a45f3913f13096ed7f9fe9b0293879"),
+        (
+            "Environment.schedule",
+            "d77e268cd77bd92126143b4fc3513fcca9a352c0ed50c7d4958f63b4d4fed615",
+        ),
+    ],
+)
+def test_the_simpy_code_simcore_copies_is_unchanged(qualname, want):
+    """simcore repeats these SimPy 4.1 methods in its own words for speed: a SimPy whose code
+    differs must be read again (and simcore with it) before a hash here is updated."""
     import hashlib
     import inspect
 
-    src = inspect.getsource(simpy.core.Environment.step)
-    want = "8fea2b488c8ad7faecfa46ea6759b01821dce350cd54301caac0cbe0f13185a0"
+    owner, name = qualname.split(".")
+    cls = {"Environment": simpy.core.Environment, "Process": Process, "Timeout": Timeout}[owner]
+    src = inspect.getsource(getattr(cls, name))
     assert hashlib.sha256(src.encode()).hexdigest() == want
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from simpy.events import Event, Timeout
 
-from desim.model.simcore import decided_at, ran_before, retarget
+from desim.model.simcore import decided_at, ran_before, retarget, sleep, timeout
 
 if TYPE_CHECKING:
     from desim.model.hooks import TraceHooks
@@ -301,7 +301,7 @@ class CPU:
         if self.kpreempt and self.owner is self.curr is not None and not self.softirq_running:
             # kpreempt is set only on a machine with a scheduler
             return self.sched.kernel_step(self, d)  # type: ignore[union-attr]
-        return Timeout(self.env, d)
+        return timeout(self.env, d)
 
     def charge(self, ns: int) -> None:
         """The owner's own work, accounted lazily: paid at its next ``compute`` or ``pay``."""
@@ -313,7 +313,7 @@ class CPU:
         if not d:
             return None
         self.debt = 0
-        return Timeout(self.env, d)
+        return timeout(self.env, d)
 
     def steal(self, ns: int) -> None:
         """Interrupt or softirq time taken from whatever runs here."""
@@ -349,7 +349,7 @@ class CPU:
         d = self.debt
         if d:
             self.debt = 0
-            yield Timeout(self.env, d)
+            yield sleep(self.env, d)
         if bh:
             self.bh += 1
         ev = lock.acquire(self)

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simpy.events import Timeout
-
 from desim.model.memory import DETACHED, LIVE, PageTable
 from desim.model.mmu_gather import MMUGather
-from desim.model.simcore import decided_at
+from desim.model.simcore import decided_at, sleep, timeout
 
 if TYPE_CHECKING:
     from desim.model.cpu import CPU
@@ -171,7 +169,7 @@ def handle_fault(
             lock.acquire_at(cpu, t2)
             d += w + cpu.debt  # the ptl's acquire cost
             cpu.debt = 0
-            cpu.la_ev = ev = Timeout(env, d)
+            cpu.la_ev = ev = timeout(env, d)  # kept while the walk lasts: not a sleep()
             cpu.la_until = t2  # (stale once past: nothing after t2 looks at these)
             cpu.la_end = now + d
             cpu.la_lock = lock
@@ -191,7 +189,7 @@ def handle_fault(
                 # kpreempt is set only on a machine with a scheduler
                 ev = cpu.sched.kernel_step(cpu, d)  # type: ignore[union-attr]
             else:
-                ev = Timeout(env, d)
+                ev = sleep(env, d)
             seq_end = m.next_seq()
             yield ev
             lock.approaching -= 1

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from simpy.events import Event, Timeout
 
 from desim.fields import MAX_CPUS, Int
+from desim.model.simcore import sleep
 from desim.records import declared_counters
 from desim.rng import buffered
 
@@ -227,7 +228,7 @@ class Element(Generic[P]):
         while k == 0:
             yield st.changed
             k = st.mult.get(self.name, 1.0)
-        yield Timeout(self.env, gap if k == 1.0 else round(gap / k))
+        yield sleep(self.env, gap if k == 1.0 else round(gap / k))
 
     def on_arrivals(self, gap, u, start, per_process: bool = False, idle: float = 0) -> None:
         """Start a process: every ``gap()`` ns (phase-scaled), pick a live mm with the uniform

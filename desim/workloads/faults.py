@@ -21,12 +21,12 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from simpy.events import Timeout
 
 from desim.distributions import Gap, Interarrival
 from desim.fields import MAX_CPUS, Int
 from desim.model import mm_ops
 from desim.model.hooks import USER_TASK
+from desim.model.simcore import sleep
 from desim.workloads import ELEMENTS
 from desim.workloads.base import Element, Params, Placement
 
@@ -82,14 +82,14 @@ class Faults(Element[FaultsParams]):
             cpu.enter_user()
         while True:
             if mult.get(name, 1.0) == 1.0:
-                yield Timeout(env, think())  # the common case of wait(), without a generator
+                yield sleep(env, think())  # the common case of wait(), without a generator
             else:
                 yield from self.wait(think())
             if user:
                 # User code runs its full think time: what others took meanwhile comes on top.
                 lost = cpu.user_time_lost()
                 while lost:
-                    yield Timeout(env, lost)
+                    yield sleep(env, lost)
                     lost = cpu.user_time_lost()
             mms = m.mms
             if not mms:
