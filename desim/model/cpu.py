@@ -332,6 +332,16 @@ class CPU:
         now = self.env.now
         return t > now or (t == now and ran_before(self.env, self.la_seq))
 
+    def end_lookahead(self) -> None:
+        """Put a fault whose lookahead walk is still on here back on the slow path, as if it
+        had never looked ahead (``SpinLock._undo_lookahead``): for work about to change this
+        CPU's debt other than by ``steal``, which on the slow path the walk's end would pay
+        inside the ptl section (a softirq's callback that takes locks and charges, run on the
+        owner's debt), and for a run that stops before the walk's end."""
+        lock = self.la_lock
+        if lock is not None and self.la_until >= self.env.now and self.in_lookahead_walk():
+            lock._undo_lookahead(self)
+
     def _delay_lookahead(self, ns: int) -> None:
         """Time stolen during a lookahead fault's walk: the slow path would have owed it at the
         walk's end and paid it inside the ptl section, so that section ends ``ns`` later."""

@@ -133,6 +133,7 @@ def handle_fault(
             and page.allocated
             and table.state == LIVE
             and not cpu.kpreempt
+            and not cpu.softirq_running
             and (
                 (not lock.approaching and not owed and t2 < m.fence and cpu.owner is task)
                 or env.peek() > t2
@@ -154,6 +155,9 @@ def handle_fault(
             # - time stolen from this CPU before t2 (an IPI, softirq work) lengthens the ptl
             #   section as on the slow path (``CPU.steal``); a preemptible kernel (preempt=full)
             #   could switch the walk out, so it keeps the slow path;
+            # - a softirq's RCU callback that takes a lock runs on this CPU's debt, not by
+            #   stealing: none may be running (``softirq_running``), and one starting during
+            #   the walk puts the fault back on the slow path (``CPU.end_lookahead``);
             # - no checkpoint or statistics reset falls before t2 (``m.fence``);
             # - a retraction reaching the ptl before t2 takes it, as it would have: the fault
             #   then wakes at t2 and goes on as the slow path (``SpinLock._undo_lookahead``).

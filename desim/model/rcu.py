@@ -851,6 +851,10 @@ class RCU:
                 yield Timeout(env, cost)
                 if inline:
                     cpu.steal(cost)
+                    # the callback's locks and charges go to the owner's debt directly: a
+                    # fault's lookahead walk here must be on the slow path, where that debt
+                    # is paid at the walk's end
+                    cpu.end_lookahead()
                 cpu.softirq_ns += cost
                 cost = 0
                 yield from r
