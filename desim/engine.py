@@ -79,7 +79,10 @@ def _run(m: Machine, until: int, progress) -> tuple[int, str | None]:
         except _Checkpoint:
             checkpoints += 1
         except SafetyStop as exc:
-            # the event that hit the violation was processed too
+            # the event that hit the violation was processed too; a fault's lookahead walk
+            # that has not ended yet has taken no ptl (what the run's statistics count)
+            for c in m.cpus:
+                c.end_lookahead()
             return env.popped - start - checkpoints, str(exc)
         m.flush_stats(FLUSH_BATCH)
         if progress is not None:

@@ -38,6 +38,11 @@ def _outcome(r):
         ("shmem-thp-db", ["duration=40ms"]),
         # an RCU callback taking a lock in softirq runs on the debt of the fault it interrupts
         ("race-hunt", ["duration=10ms", "machine.cpus=8", "allocator.name=unsafe-callback-mm"]),
+        # the run stops at the first violation, with faults in their walks
+        (
+            "race-hunt",
+            ["duration=20ms", "allocator.name=unsafe-immediate", "safety.stop_on_first=true"],
+        ),
     ],
 )
 def test_lookahead_changes_nothing_but_the_event_count(monkeypatch, name, overrides):
