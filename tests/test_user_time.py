@@ -98,6 +98,37 @@ def test_other_work_while_the_resident_sleeps_in_the_kernel_is_not_lost():
     assert seen["lost"] == 400
 
 
+def test_an_interrupt_while_the_resident_sleeps_in_the_kernel_is_not_lost():
+    """Interrupt time (an IPI, softirq work) on a CPU whose resident sleeps inside its system
+    call takes nothing from its user mode; the same interrupt once it is back in user mode does."""
+    m = make_machine()
+    cpu = _resident(m)
+    env = m.env
+    task = object()
+    wake = env.event()
+    seen = {}
+
+    def resident():
+        assert cpu.syscall(task) is None
+        yield from m.sleep(cpu, task, wake)
+        cpu.to_user()
+        yield env.timeout(10_000)
+        seen["lost"] = cpu.user_time_lost()
+
+    def interrupts():
+        yield env.timeout(1_000)
+        cpu.steal(400)  # the resident sleeps in the kernel: not lost
+        yield env.timeout(1_000)
+        wake.succeed()
+        yield env.timeout(3_000)
+        cpu.steal(300)  # the resident is in user mode: lost
+
+    env.process(resident())
+    env.process(interrupts())
+    env.run(until=20_000)
+    assert seen["lost"] == 300
+
+
 def test_queued_behind_another_task_the_resident_keeps_no_stale_mark():
     """The resident's system call waits behind a kworker that took the CPU from its user mode;
     once the resident has the CPU, later user time is its own."""

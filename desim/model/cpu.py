@@ -322,7 +322,8 @@ class CPU:
                 self._delay_lookahead(ns)
             else:
                 self.debt += ns
-        elif self.users:
+        elif self.users and self.ksys is None:
+            # user mode (not a resident asleep inside its system call: no user time to lose)
             self.user_lost += ns
 
     def in_lookahead_walk(self) -> bool:
