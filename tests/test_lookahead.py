@@ -38,6 +38,18 @@ def _outcome(r):
         ("shmem-thp-db", ["duration=40ms"]),
         # an RCU callback taking a lock in softirq runs on the debt of the fault it interrupts
         ("race-hunt", ["duration=10ms", "machine.cpus=8", "allocator.name=unsafe-callback-mm"]),
+        # s390-hh's relink takes a list lock in the softirq callback
+        (
+            "s390",
+            [
+                "duration=15ms",
+                "machine.cpus=16",
+                "machine.hz=1000",
+                "workload.munmap.rate=20000/s",
+                "workload.khugepaged.scan_sleep=1ms",
+                "allocator.name=s390-hh",
+            ],
+        ),
         # the run stops at the first violation, with faults in their walks
         (
             "race-hunt",
