@@ -15,7 +15,13 @@ not a context switch (``rcu_note_context_switch`` is not called on return to use
 ``release`` is one: the owner sleeps or exits, and RCU notes a QS (``RCU.context_switch``).
 Another task taking a CPU in user mode preempts the resident task: also a context switch, and
 the time it takes is lost to the resident's think time (``user_lost``), as is interrupt and
-softirq time taken in user mode.
+softirq time taken in user mode. Time while the resident is inside its own system call
+(``ksys``, asleep there included) is not user time and is never counted lost
+(tests/test_user_time.py). Two approximations remain: ``ksys`` is one slot, so with two
+residents on one CPU (faults and ``kernel_work`` both with ``gaps: user``) time the other one
+or a kworker takes can go uncounted; and a resident whose think time ends while a kworker holds
+the CPU queues behind it, its remaining loss dropped (``syscall`` clears ``user_lost``). The
+scheduler's tasks (``desim.model.sched``) are accounted exactly.
 
 CPU time is charged in one of four ways, each a named method:
 
