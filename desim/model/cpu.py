@@ -21,7 +21,7 @@ softirq time taken in user mode. Time while the resident is inside its own syste
 residents on one CPU (faults and ``kernel_work`` both with ``gaps: user``) time the other one
 or a kworker takes can go uncounted; and a resident whose think time ends while a kworker holds
 the CPU queues behind it, its remaining loss dropped (``syscall`` clears ``user_lost``). The
-scheduler's tasks (``desim.model.sched``) are accounted exactly.
+scheduler's tasks keep their own account (``Scheduler._take_lost``, ``desim.model.sched``).
 
 CPU time is charged in one of four ways, each a named method:
 
