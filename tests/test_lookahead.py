@@ -153,9 +153,9 @@ def test_a_walk_starting_on_a_reused_page_is_reported_on_either_path(monkeypatch
 # global condition fails), runs with the lookahead on and off, and wants the same figures.
 
 
-def _busy_fault(monkeypatch, on, during):
-    """A fault on cpu1 at 1000 ns, a no-op event due during its walk, and ``during(m, table)``:
-    extra processes. Returns (fault latency, ptl stats, calls of the lookahead's slow turns)."""
+def _count_turns(monkeypatch) -> dict:
+    """Count the lookahead's slow turns: ``undone`` (SpinLock._undo_lookahead) and ``delayed``
+    (CPU._delay_lookahead), each still doing its work."""
     from desim.model.cpu import CPU
     from desim.model.lock import SpinLock
 
@@ -172,6 +172,13 @@ def _busy_fault(monkeypatch, on, during):
 
     monkeypatch.setattr(SpinLock, "_undo_lookahead", count_undo)
     monkeypatch.setattr(CPU, "_delay_lookahead", count_delay)
+    return calls
+
+
+def _busy_fault(monkeypatch, on, during):
+    """A fault on cpu1 at 1000 ns, a no-op event due during its walk, and ``during(m, table)``:
+    extra processes. Returns (fault latency, ptl stats, calls of the lookahead's slow turns)."""
+    calls = _count_turns(monkeypatch)
     monkeypatch.setattr(mm_ops, "LOOKAHEAD", on)
     m = make_machine()
     mm = m.new_mm(1)
@@ -250,22 +257,7 @@ def test_lookahead_equivalence_exercises_its_slow_turns(monkeypatch):
     """A busy 16-CPU retraction stress: whole runs equal with the lookahead on and off, and
     the lookahead's undo (a retraction first to the ptl) and delay (time stolen during the
     walk) both happened."""
-    from desim.model.cpu import CPU
-    from desim.model.lock import SpinLock
-
-    calls = {"undone": 0, "delayed": 0}
-    undo, delay = SpinLock._undo_lookahead, CPU._delay_lookahead
-
-    def count_undo(self, f):
-        calls["undone"] += 1
-        undo(self, f)
-
-    def count_delay(self, ns):
-        calls["delayed"] += 1
-        delay(self, ns)
-
-    monkeypatch.setattr(SpinLock, "_undo_lookahead", count_undo)
-    monkeypatch.setattr(CPU, "_delay_lookahead", count_delay)
+    calls = _count_turns(monkeypatch)
     cfg = load_config(
         CONFIGS / "race-hunt.yaml",
         [

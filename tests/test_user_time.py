@@ -61,15 +61,13 @@ def test_a_sleep_inside_the_resident_system_call_loses_no_user_time():
     assert p.ok
 
 
-def test_other_work_while_the_resident_sleeps_in_the_kernel_is_not_lost():
-    """A kworker that runs while the resident sleeps inside its system call takes nothing from
-    its user mode; one that comes once it is back in user mode does."""
-    m = make_machine()
-    cpu = _resident(m)
+def _sleeps_in_its_syscall(m, cpu, wake_at: int) -> dict:
+    """The resident enters a system call at once and sleeps there until ``wake_at``, then
+    returns to user mode and runs 10 us of user code: ``["lost"]`` is what it lost by then."""
     env = m.env
     task = object()
     wake = env.event()
-    seen = {}
+    seen: dict = {}
 
     def resident():
         assert cpu.syscall(task) is None
@@ -77,6 +75,22 @@ def test_other_work_while_the_resident_sleeps_in_the_kernel_is_not_lost():
         cpu.to_user()
         yield env.timeout(10_000)
         seen["lost"] = cpu.user_time_lost()
+
+    def waker():
+        yield env.timeout(wake_at)
+        wake.succeed()
+
+    env.process(resident())
+    env.process(waker())
+    return seen
+
+
+def test_other_work_while_the_resident_sleeps_in_the_kernel_is_not_lost():
+    """A kworker that runs while the resident sleeps inside its system call takes nothing from
+    its user mode; one that comes once it is back in user mode does."""
+    m = make_machine()
+    cpu = _resident(m)
+    env = m.env
 
     def kworker(at, length):
         yield env.timeout(at)
@@ -86,13 +100,8 @@ def test_other_work_while_the_resident_sleeps_in_the_kernel_is_not_lost():
         yield env.timeout(length)
         cpu.release()
 
-    def waker():
-        yield env.timeout(3_000)
-        wake.succeed()
-
-    env.process(resident())
+    seen = _sleeps_in_its_syscall(m, cpu, 3_000)
     env.process(kworker(1_000, 500))  # the resident sleeps in the kernel: not lost
-    env.process(waker())
     env.process(kworker(6_000, 400))  # the resident is in user mode: lost
     env.run(until=20_000)
     assert seen["lost"] == 400
@@ -104,26 +113,14 @@ def test_an_interrupt_while_the_resident_sleeps_in_the_kernel_is_not_lost():
     m = make_machine()
     cpu = _resident(m)
     env = m.env
-    task = object()
-    wake = env.event()
-    seen = {}
-
-    def resident():
-        assert cpu.syscall(task) is None
-        yield from m.sleep(cpu, task, wake)
-        cpu.to_user()
-        yield env.timeout(10_000)
-        seen["lost"] = cpu.user_time_lost()
 
     def interrupts():
         yield env.timeout(1_000)
         cpu.steal(400)  # the resident sleeps in the kernel: not lost
-        yield env.timeout(1_000)
-        wake.succeed()
-        yield env.timeout(3_000)
+        yield env.timeout(4_000)
         cpu.steal(300)  # the resident is in user mode: lost
 
-    env.process(resident())
+    seen = _sleeps_in_its_syscall(m, cpu, 2_000)
     env.process(interrupts())
     env.run(until=20_000)
     assert seen["lost"] == 300
