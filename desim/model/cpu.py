@@ -148,9 +148,9 @@ class CPU:
         self.resched = False  # TIF_NEED_RESCHED of the current scheduler task
         self.fault_work: Callable[[], int]  # this CPU's fault_work sampler, set by the machine
         # A fault taking the lookahead (desim.model.mm_ops): its walk ends at la_until, its
-        # ptl section at la_end, the event la_ev; la_lock is the ptl it holds from la_until,
-        # la_work its drawn fault_work. Time stolen before la_until goes into the ptl section,
-        # as it would on the slow path (la_stolen of it).
+        # ptl section at la_end, the event la_ev; la_lock is the ptl it holds from la_until.
+        # Time stolen before la_until goes into the ptl section, as it would on the slow path
+        # (la_stolen of it).
         self.la_until = -1
         self.la_end = -1
         self.la_ev: Event | None = None
