@@ -49,6 +49,15 @@ def _stage(out: Path, config: str | None) -> Staging:
         raise ExploreError(str(exc)) from None
 
 
+def _commit(staging: Staging) -> None:
+    """Mark the staged folder as desim explore's and move it into place."""
+    (staging.tmp / EXPLORE).write_text("desim explore\n")
+    try:
+        staging.commit()
+    except RunDirError as exc:
+        raise ExploreError(str(exc)) from None
+
+
 def _write_counterexample(tmp: Path, scenario: Scenario, out: Outcome, seed, source, lines):
     (tmp / O.REPLAY).write_text(O.dump_replay(O.replay_dict(scenario, out, seed, source)))
     (tmp / O.STEPS).write_text("\n".join(lines) + "\n")
@@ -125,11 +134,7 @@ def run_explore(
             }
             write_json(staging.tmp / O.COVERAGE, summary)
             code = 1
-        (staging.tmp / EXPLORE).write_text("desim explore\n")
-        try:
-            staging.commit()
-        except RunDirError as exc:
-            raise ExploreError(str(exc)) from None
+        _commit(staging)
     for line in lines:
         echo(line)
     files = [O.REPLAY, O.STEPS, O.TRACE, O.COVERAGE] if code else [O.COVERAGE]
@@ -179,11 +184,7 @@ def run_replay(path: str, out_dir: str | None, echo, note) -> int:
                 (staging.tmp / O.STEPS).write_text("\n".join(lines) + "\n")
                 assert out.log is not None  # every schedule keeps its log
                 out.log.write(staging.tmp / O.TRACE)
-            (staging.tmp / EXPLORE).write_text("desim explore\n")
-            try:
-                staging.commit()
-            except RunDirError as exc:
-                raise ExploreError(str(exc)) from None
+            _commit(staging)
     for line in lines:
         echo(line)
     if staging is not None:
